@@ -1,0 +1,104 @@
+"""Shared pieces of the experiment configs: every hyperparameter lives in the config, none in code."""
+from __future__ import annotations
+
+import ml_collections
+
+TRAIN_DATASETS = ('coco', 'aic', 'mpii', 'ap10k', 'apt36k', 'coco_wholebody')
+# UDP encoding/affine for COCO and MPII, MSRA for the others, as the reference configs do (METHOD.md §1).
+CODECS = {'coco': 'udp', 'aic': 'msra', 'mpii': 'udp', 'ap10k': 'msra', 'apt36k': 'msra', 'coco_wholebody': 'msra'}
+# Real-data tfds builders (prepared by `python -m data_pipeline.prepare <name> --manual_dir=...`).
+REAL_SOURCES = {
+    'coco': ('coco_keypoints', 'train', 'validation'),
+    'aic': ('aic', 'train', 'validation'),
+    'mpii': ('mpii', 'train', 'validation'),
+    'ap10k': ('ap10k', 'train', 'validation'),
+    'apt36k': ('apt36k', 'train', 'validation'),
+    'coco_wholebody': ('coco_wholebody', 'train', 'validation'),
+}
+VARIANTS = {
+    # variant: width, depth, heads, drop_path, expert_dim (P), layer_decay   (METHOD.md §1)
+    'S/16': (384, 12, 12, 0.1, 192, 0.8),
+    'B/16': (768, 12, 12, 0.3, 192, 0.75),
+    'L/16': (1024, 24, 16, 0.5, 256, 0.8),
+    'H/16': (1280, 32, 16, 0.55, 320, 0.8),
+}
+
+
+def model_config(variant: str) -> ml_collections.ConfigDict:
+  """config.model for a ViTPose++ variant ('S/16', 'B/16', 'L/16', 'H/16')."""
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant '{variant}'; choose one of {', '.join(VARIANTS)}")
+  width, depth, heads, drop_path, expert_dim, _ = VARIANTS[variant]
+  return ml_collections.ConfigDict(dict(
+      variant=variant, width=width, depth=depth, num_heads=heads, mlp_ratio=4.0, patch_size=16, patch_padding=2,
+      drop_path=drop_path, expert_dim=expert_dim, use_experts=True, head_channels=256, head_num_deconv=2,
+      remat=depth > 12, scan=depth > 12, dtype='bfloat16', param_dtype='float32'))
+
+
+def data_config(sources: str = 'synthetic', datasets=TRAIN_DATASETS) -> ml_collections.ConfigDict:
+  """config.data: per-dataset sources, mixture weights, codecs, input geometry and augmentation."""
+  entries = {}
+  for name in datasets:
+    if sources == 'synthetic':
+      tfds_name, train_split, eval_split = 'posebh_synthetic', f'train_{name}', 'validation'
+    else:
+      tfds_name, train_split, eval_split = REAL_SOURCES[name]
+    entries[name] = dict(tfds_name=tfds_name, train_split=train_split, eval_split=eval_split, format=name,
+                         weight=1.0, codec=CODECS[name], half_body=name != 'mpii')
+  return ml_collections.ConfigDict(dict(
+      sources=sources,
+      data_dir='data/tfds',
+      order=tuple(datasets),
+      datasets=entries,
+      image_size=(256, 192),
+      heatmap_size=(64, 48),
+      sigma=2.0,
+      bbox_padding=1.25,
+      aug=dict(scale_factor=0.5, rotation=40.0, rotation_prob=0.6, flip_prob=0.5, half_body_prob=0.3,
+               half_body_min_keypoints=8),
+      num_workers=2,
+      prefetch_buffer_size=2,
+      synthetic=dict(num_train_per_format=2000, num_val=300, image_size=(256, 256), difficulty=0.5, seed=0),
+  ))
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Everything but model and data: optimisation, schedule, mesh, logging, checkpoints, evaluation."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.batch_size = 768  # global; ViTPose++ uses 128 per GPU on 8 GPUs with 6 datasets mixed
+  config.optim = dict(
+      name='adamw', lr=1e-3, weight_decay=0.1, b1=0.9, b2=0.999, eps=1e-8, grad_clip=1.0, layer_decay=0.75,
+      warmup_steps=500, warmup_ratio=0.001, decay_epochs=(170, 200), decay_factor=0.1,
+      frozen=(),  # regexes over parameter paths ('backbone/.*') that receive no updates and no optimizer state
+  )
+  config.num_epochs = 210
+  config.total_steps = -1  # > 0 overrides num_epochs
+  config.mesh = dict(data=-1, fsdp=1, model=1)  # -1: filled with the remaining devices
+  config.logical_axis_rules = (
+      ('batch', ('data', 'fsdp')),
+      ('embed', 'fsdp'),
+      ('mlp', 'model'),
+      ('qkv', 'model'),
+      ('channels', None),
+      ('expert', None),
+      ('seq', None),
+      ('layers', None),
+  )
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  config.eval_every_steps = 5000
+  config.eval_batch_size = 64
+  config.eval_flip = True
+  config.eval_datasets = ()  # empty: every dataset in data.order
+  config.viz_examples = 4
+  config.profile = False
+  config.device_peak_tflops = -1.0  # < 0: look the device up in a table; 0: unknown
+  return config
+
+
+def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Locks the config so that a misspelt `--config.key` override fails instead of being ignored."""
+  config.lock()
+  return config

@@ -1,0 +1,7 @@
+"""ViTPose++-H/16 multi-dataset training (METHOD.md §1); same arguments as configs/b16.py."""
+from configs import b16
+
+
+def get_config(arg: str = ''):
+  """ViTPose++-H/16; pass 'runlocal' for a few synthetic steps."""
+  return b16.get_config(','.join(filter(None, ['variant=H/16', arg])))

@@ -1,0 +1,227 @@
+"""grain transforms for top-down pose training and evaluation.
+
+A record (from a tfds data source) holds `image` (JPEG bytes), `bbox` (4,) x, y, w, h and keypoints (K, 3)
+x, y, visibility in image px. The train transform samples an augmentation, crops the box region with one
+affine warp (flip, half-body, scale and rotation are all folded into the warp matrix, so the full image is
+never flipped or rotated) and encodes heatmap targets; the eval transform only crops.
+
+Augmentation, in the order it is applied (mmpose's top-down order):
+  1. horizontal flip with probability `flip_prob` (keypoints swap left/right through the format's flip_index);
+  2. half-body with probability `half_body_prob` when at least `half_body_min_keypoints` keypoints are
+     labelled: the box becomes the (1.5x padded, aspect-fixed) extent of the upper or the lower body's
+     labelled keypoints (upper if the lower half has < 3, lower if the upper half has < 2, else 50/50);
+  3. scale: the crop size is multiplied by `1 + scale_factor * t`, t a standard normal truncated to
+     [-1, 1] (so the factor lies in [1 - sf, 1 + sf]);
+  4. rotation with probability `rotation_prob` by `rotation * t` degrees, t as above (in [-rot, rot]).
+Truncated normals are drawn by rejection from the example's numpy Generator (deterministic per seed/index).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping
+
+import cv2
+import grain
+import numpy as np
+
+from posebh_jax import codecs
+from posebh_jax.codecs import affine
+from posebh_jax.skeletons import get_format
+
+HALF_BODY_PADDING = 1.5
+HALF_BODY_MIN_UPPER = 2
+HALF_BODY_MIN_LOWER = 3
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """JPEG bytes -> uint8 (H, W, 3) RGB image."""
+    return cv2.cvtColor(decode_jpeg_bgr(data), cv2.COLOR_BGR2RGB)
+
+
+def decode_jpeg_bgr(data: bytes) -> np.ndarray:
+    """JPEG bytes -> uint8 (H, W, 3) BGR image (OpenCV's channel order); raises ValueError if corrupt."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f'could not decode a JPEG image of {len(data)} bytes; re-prepare the dataset')
+    return image
+
+
+def truncated_normal(rng: np.random.Generator) -> float:
+    """A standard normal sample conditioned on [-1, 1] (rejection sampling)."""
+    while True:
+        value = rng.standard_normal()
+        if -1.0 <= value <= 1.0:
+            return float(value)
+
+
+def crop_matrix(center, scale, rotation_deg: float, flip: bool, image_width: int, output_size_wh,
+                use_udp: bool) -> np.ndarray:
+    """(2, 3) affine matrix mapping original-image px to crop px, optionally with a horizontal flip first.
+
+    `center` and `scale` describe the crop in the original (unflipped) image. With `flip`, the image is
+    mirrored (x -> image_width - 1 - x, the pixel-centre flip) before the crop; the crop centre moves with
+    it. The result is meant for `cv2.warpAffine` on the original image.
+    """
+    center = np.asarray(center, np.float64).reshape(2)
+    if flip:
+        center = np.array([image_width - 1.0 - center[0], center[1]])
+    matrix = affine.get_warp_matrix(center, scale, rotation_deg, output_size_wh, use_udp)
+    if flip:
+        mirror = np.array([[-1.0, 0.0, image_width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        matrix = matrix @ mirror
+    return matrix
+
+
+def warp_keypoints(keypoints: np.ndarray, matrix: np.ndarray, output_size_wh, flip_index=None) -> np.ndarray:
+    """Maps keypoints (K, 3) through an affine (2, 3) matrix; returns float32 (K, 3).
+
+    With `flip_index` (int (K,)), channels are permuted so that output keypoint i is input keypoint
+    flip_index[i] (left/right swap after a horizontal flip). Keypoints that land outside the crop
+    (x outside [0, W-1] or y outside [0, H-1], `output_size_wh` = (W, H)) get visibility 0.
+    """
+    keypoints = np.asarray(keypoints, np.float32)
+    out = np.empty_like(keypoints)
+    out[:, :2] = affine.transform_points(keypoints[:, :2], matrix)
+    out[:, 2] = keypoints[:, 2]
+    if flip_index is not None:
+        out = out[np.asarray(flip_index)]
+    width, height = output_size_wh
+    inside = (out[:, 0] >= 0) & (out[:, 0] <= width - 1) & (out[:, 1] >= 0) & (out[:, 1] <= height - 1)
+    out[~inside, 2] = 0.0
+    return out
+
+
+def half_body_center_scale(keypoints: np.ndarray, upper_ids, lower_ids, aspect_ratio_wh: float,
+                           rng: np.random.Generator):
+    """Half-body crop from labelled keypoints (K, 3): returns (center (2,), scale (2,)) in px, or None.
+
+    Picks the upper or lower half (see the module docstring) and returns the extent of its labelled
+    keypoints, grown to `aspect_ratio_wh` and padded by HALF_BODY_PADDING. None if neither half qualifies.
+    """
+    labelled = keypoints[:, 2] > 0
+    upper = [i for i in upper_ids if labelled[i]]
+    lower = [i for i in lower_ids if labelled[i]]
+    if len(lower) < HALF_BODY_MIN_LOWER and len(upper) < HALF_BODY_MIN_UPPER:
+        return None
+    if len(lower) < HALF_BODY_MIN_LOWER:
+        chosen = upper
+    elif len(upper) < HALF_BODY_MIN_UPPER:
+        chosen = lower
+    else:
+        chosen = upper if rng.random() < 0.5 else lower
+    points = keypoints[chosen, :2].astype(np.float64)
+    low, high = points.min(axis=0), points.max(axis=0)
+    box = np.array([low[0], low[1], max(high[0] - low[0], 1.0), max(high[1] - low[1], 1.0)])
+    return affine.box_to_center_scale(box, aspect_ratio_wh, HALF_BODY_PADDING)
+
+
+class TopDownTrainTransform(grain.transforms.RandomMap):
+    """Record -> {'image' uint8 (H, W, 3) RGB, 'heatmaps' float32 (h, w, K), 'target_weights' float32 (K,)}.
+
+    Augments as described in the module docstring and encodes the dataset's heatmap targets (channels-last).
+    """
+
+    def __init__(self, format_name: str, codec_name: str, image_size_hw, heatmap_size_hw, sigma: float,
+                 bbox_padding: float, aug: Mapping[str, Any], half_body: bool, keypoints_key: str = 'keypoints'):
+        """Args: skeleton `format_name`; `codec_name` 'udp' | 'msra' (also selects the UDP warp); model
+        `image_size_hw` (H, W) and `heatmap_size_hw` (h, w); Gaussian `sigma` (heatmap px); `bbox_padding`;
+        `aug` with keys scale_factor, rotation, rotation_prob, flip_prob, half_body_prob,
+        half_body_min_keypoints; `half_body` enables half-body; `keypoints_key` is the record field."""
+        skeleton = get_format(format_name)
+        self.format_name = format_name
+        self.codec_name = codec_name
+        self.use_udp = codec_name == 'udp'
+        self.output_size_wh = (int(image_size_hw[1]), int(image_size_hw[0]))
+        self.heatmap_size_wh = (int(heatmap_size_hw[1]), int(heatmap_size_hw[0]))
+        self.sigma = float(sigma)
+        self.bbox_padding = float(bbox_padding)
+        self.aug = {key: float(aug[key]) for key in ('scale_factor', 'rotation', 'rotation_prob', 'flip_prob',
+                                                      'half_body_prob', 'half_body_min_keypoints')}
+        self.half_body = bool(half_body)
+        self.keypoints_key = keypoints_key
+        self.num_keypoints = skeleton.num_keypoints
+        self.flip_index = np.asarray(skeleton.flip_index, np.int64)
+        self.upper_ids = tuple(int(i) for i in skeleton.upper_body_ids)
+        self.lower_ids = tuple(int(i) for i in skeleton.lower_body_ids)
+
+    @functools.cached_property
+    def codec(self):
+        """The dataset's heatmap codec (built lazily, e.g. inside a grain worker process)."""
+        return codecs.get_codec(self.codec_name, self.output_size_wh, self.heatmap_size_wh, self.sigma)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop('codec', None)
+        return state
+
+    def sample_crop(self, keypoints: np.ndarray, bbox, rng: np.random.Generator):
+        """Draws the augmentation: returns (center (2,), scale (2,), rotation_deg, flip) for the original image."""
+        aug = self.aug
+        aspect = self.output_size_wh[0] / self.output_size_wh[1]
+        flip = bool(rng.random() < aug['flip_prob'])
+        center, scale = affine.box_to_center_scale(np.asarray(bbox, np.float64), aspect, self.bbox_padding)
+        if (self.half_body and rng.random() < aug['half_body_prob']
+                and np.count_nonzero(keypoints[:, 2] > 0) >= aug['half_body_min_keypoints']):
+            half = half_body_center_scale(keypoints, self.upper_ids, self.lower_ids, aspect, rng)
+            if half is not None:
+                center, scale = half
+        scale = scale * (1.0 + aug['scale_factor'] * truncated_normal(rng))
+        rotation = aug['rotation'] * truncated_normal(rng) if rng.random() < aug['rotation_prob'] else 0.0
+        return center, scale, rotation, flip
+
+    def random_map(self, element: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Record -> train example (see the class docstring)."""
+        image = decode_jpeg_bgr(element['image'])
+        keypoints = np.asarray(element[self.keypoints_key], np.float32)
+        if keypoints.shape != (self.num_keypoints, 3):
+            raise ValueError(f'expected {self.format_name} keypoints of shape ({self.num_keypoints}, 3) in '
+                             f'{self.keypoints_key!r}, got {keypoints.shape}; check data.datasets.*.format')
+        center, scale, rotation, flip = self.sample_crop(keypoints, element['bbox'], rng)
+        matrix = crop_matrix(center, scale, rotation, flip, image.shape[1], self.output_size_wh, self.use_udp)
+        crop = cv2.warpAffine(image, matrix, self.output_size_wh, flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        warped = warp_keypoints(keypoints, matrix, self.output_size_wh, self.flip_index if flip else None)
+        heatmaps, weights = self.codec.encode(warped[:, :2], warped[:, 2] > 0)
+        return {
+            'image': cv2.cvtColor(crop, cv2.COLOR_BGR2RGB),
+            'heatmaps': np.ascontiguousarray(np.transpose(heatmaps, (1, 2, 0)), dtype=np.float32),
+            'target_weights': np.asarray(weights, np.float32),
+        }
+
+
+class TopDownEvalTransform(grain.transforms.Map):
+    """Record (or None for padding) -> {'image' uint8 (H, W, 3) RGB, 'center' f32 (2,), 'scale' f32 (2,),
+    'bbox_score' f32, 'image_id' int64, 'valid' bool}.
+
+    The crop is the (padded, aspect-fixed) box with no augmentation; ground-truth boxes score 1.0. A None
+    element gives a padding example: black image, center 0, scale 1, valid False.
+    """
+
+    def __init__(self, image_size_hw, bbox_padding: float, use_udp: bool):
+        """Args: model `image_size_hw` (H, W), `bbox_padding`, `use_udp` (the dataset codec's warp)."""
+        self.output_size_wh = (int(image_size_hw[1]), int(image_size_hw[0]))
+        self.bbox_padding = float(bbox_padding)
+        self.use_udp = bool(use_udp)
+
+    def map(self, element: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+        """Record -> eval example (see the class docstring)."""
+        width, height = self.output_size_wh
+        if element is None:
+            return {'image': np.zeros((height, width, 3), np.uint8), 'center': np.zeros(2, np.float32),
+                    'scale': np.ones(2, np.float32), 'bbox_score': np.float32(0.0), 'image_id': np.int64(-1),
+                    'valid': np.bool_(False)}
+        image = decode_jpeg_bgr(element['image'])
+        center, scale = affine.box_to_center_scale(np.asarray(element['bbox'], np.float64), width / height,
+                                                   self.bbox_padding)
+        matrix = affine.get_warp_matrix(center, scale, 0.0, self.output_size_wh, self.use_udp)
+        crop = cv2.warpAffine(image, matrix, self.output_size_wh, flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        return {
+            'image': cv2.cvtColor(crop, cv2.COLOR_BGR2RGB),
+            'center': np.asarray(center, np.float32),
+            'scale': np.asarray(scale, np.float32),
+            'bbox_score': np.float32(1.0),
+            'image_id': np.int64(element['image_id']),
+            'valid': np.bool_(True),
+        }

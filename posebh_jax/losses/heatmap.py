@@ -1,0 +1,27 @@
+"""Heatmap regression losses."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+
+
+def joints_mse(pred: jax.Array, target: jax.Array, weights: jax.Array) -> jax.Array:
+  """Target-weighted joints MSE: (1/K) Σ_k mean_{n,p} (w_k Ĥ_k − w_k H_k)².
+
+  Args: pred, target float (n, h, w, K); weights (n, K). Returns a float32 scalar.
+  """
+  w = weights.astype(jnp.float32)[:, None, None, :]
+  diff = (pred.astype(jnp.float32) - target.astype(jnp.float32)) * w
+  return jnp.mean(jnp.square(diff))
+
+
+def multi_dataset_heatmap_loss(outputs: Mapping[str, jax.Array], batch: Mapping[str, Mapping[str, jax.Array]]):
+  """Sum over datasets of each head's joints MSE on its own examples.
+
+  Returns (total scalar, {dataset: scalar}).
+  """
+  per_dataset = {name: joints_mse(out, batch[name]['heatmaps'], batch[name]['target_weights'])
+                 for name, out in outputs.items()}
+  return sum(per_dataset.values()), per_dataset

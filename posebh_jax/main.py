@@ -1,0 +1,65 @@
+"""Entry point: python -m posebh_jax.main --config=configs/<name>.py[:args] --workdir=DIR [--mode=train|eval]
+[--config.key=value ...]. Trains (resuming from DIR's latest checkpoint) or evaluates it."""
+from __future__ import annotations
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. configs/b16.py:runlocal.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, eval results and pictures.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train (default; resumes) or eval (latest checkpoint).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0 for multi-process runs (SLURM/TPU set it automatically).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes in a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index in a multi-process run.')
+
+
+def _user_errors():
+  from data_pipeline.errors import DatasetNotFoundError
+  from posebh_jax.errors import UserError
+  return (UserError, DatasetNotFoundError)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {argv[1:]}; options are --config, --workdir, --mode')
+  if _CONFIG.value is None or _WORKDIR.value is None:
+    print('error: pass --config=configs/<name>.py and --workdir=DIR', file=sys.stderr)
+    sys.exit(2)
+  import jax
+  if _COORDINATOR.value or _NUM_PROCESSES.value:
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+  elif any(k in __import__('os').environ for k in ('SLURM_NTASKS', 'TPU_WORKER_HOSTNAMES')) and \
+      int(__import__('os').environ.get('SLURM_NTASKS', '2')) > 1:
+    jax.distributed.initialize()
+  from posebh_jax import train
+  logging.set_verbosity(logging.WARNING)
+  try:
+    if _MODE.value == 'train':
+      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    else:
+      train.evaluate_only(_CONFIG.value, _WORKDIR.value)
+  except _user_errors() as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+def run():
+  """Console entry: parses flags; a bad --config override ends with one line instead of a usage dump."""
+  try:
+    flags.FLAGS(sys.argv)
+  except flags.Error as e:
+    message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+    print(f'error: {message} (check the --config.<key> name and value against the config file)', file=sys.stderr)
+    sys.exit(2)
+  app.run(main, argv=sys.argv)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,272 @@
+"""ViTPose++ multi-dataset model: a plain ViT backbone whose FFN has dataset-specific expert channels, and one
+deconvolution heatmap head per dataset.
+
+Routing without masking: a batch holds a fixed number of examples of each dataset. Examples are arranged as
+`(groups, per_group, ...)` where `groups` is the number of batch shards of the device mesh, and inside every group
+the datasets occupy the same static slice. Each dataset's expert and head therefore run on a static slice that lives
+on the same device shard as its examples: no gather, no all-six-experts-then-mask.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
+
+Dtype = Any
+
+
+def _logical(init_fn, names):
+  return nn.with_logical_partitioning(init_fn, names)
+
+
+def _constrain(x, names):
+  return nn.with_logical_constraint(x, names)
+
+
+@dataclasses.dataclass(frozen=True)
+class Composition:
+  """Per-group example counts of each dataset, in expert order.
+
+  Attributes:
+    names: dataset names in expert order (all experts the model has).
+    per_group: examples of each dataset in one batch group (0 for datasets absent from this batch).
+    groups: number of batch groups (= batch shards of the mesh).
+  """
+  names: tuple[str, ...]
+  per_group: tuple[int, ...]
+  groups: int
+
+  @property
+  def group_size(self) -> int:
+    return sum(self.per_group)
+
+  def offsets(self) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.cumsum((0,) + self.per_group[:-1]))
+
+  def present(self):
+    """Yields (expert_index, name, offset_in_group, count_in_group) for datasets in this batch."""
+    for index, (name, offset, count) in enumerate(zip(self.names, self.offsets(), self.per_group)):
+      if count:
+        yield index, name, offset, count
+
+
+def make_composition(names: Sequence[str], counts: Mapping[str, int], groups: int) -> Composition:
+  """Builds a Composition from global per-dataset counts (each must be a multiple of `groups`)."""
+  per_group = []
+  for name in names:
+    count = int(counts.get(name, 0))
+    if count % groups:
+      raise ValueError(f"dataset '{name}' has {count} examples per batch, not a multiple of the {groups} batch "
+                       "shards; change the batch size or the mixture weights")
+    per_group.append(count // groups)
+  return Composition(tuple(names), tuple(per_group), groups)
+
+
+def group_by_dataset(arrays: Mapping[str, jax.Array], comp: Composition) -> jax.Array:
+  """Arranges per-dataset arrays `{name: (n_d, ...)}` into one `(groups * group_size, ...)` array."""
+  parts = []
+  for _, name, _, count in comp.present():
+    x = arrays[name]
+    parts.append(x.reshape((comp.groups, count) + x.shape[1:]))
+  grouped = jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+  return grouped.reshape((comp.groups * comp.group_size,) + grouped.shape[2:])
+
+
+def dataset_slice(x: jax.Array, comp: Composition, offset: int, count: int) -> jax.Array:
+  """The `(groups * count, ...)` examples of one dataset out of a grouped `(groups * group_size, ...)` array."""
+  grouped = x.reshape((comp.groups, comp.group_size) + x.shape[1:])
+  part = grouped[:, offset:offset + count]
+  return part.reshape((comp.groups * count,) + x.shape[1:])
+
+
+class MoEFeedForward(nn.Module):
+  """ViTPose++ FFN: shared fc1 (D→hidden), GELU, fc2 split into shared D−P channels and a P-channel expert per
+  dataset. Input and output (B, N, D); B arranged by `comp`."""
+  dim: int
+  hidden_dim: int
+  expert_dim: int
+  num_experts: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, comp: Composition) -> jax.Array:
+    dense = lambda features, names, name: nn.Dense(
+        features, dtype=self.dtype, param_dtype=self.param_dtype, name=name,
+        kernel_init=_logical(nn.initializers.truncated_normal(0.02), names),
+        bias_init=_logical(nn.initializers.zeros, names[1:]))
+    hidden = dense(self.hidden_dim, ('embed', 'mlp'), 'fc1')(x)
+    hidden = nn.gelu(hidden, approximate=False)
+    hidden = _constrain(hidden, ('batch', 'seq', 'mlp'))
+    shared_dim = self.dim - self.expert_dim if self.num_experts else self.dim
+    shared = dense(shared_dim, ('mlp', 'embed'), 'fc2')(hidden)
+    if not self.num_experts:
+      return shared
+    expert_kernel = self.param('expert_kernel', _logical(nn.initializers.truncated_normal(0.02),
+                                                         ('expert', 'mlp', 'embed')),
+                               (self.num_experts, self.hidden_dim, self.expert_dim), self.param_dtype)
+    expert_bias = self.param('expert_bias', _logical(nn.initializers.zeros, ('expert', 'embed')),
+                             (self.num_experts, self.expert_dim), self.param_dtype)
+    grouped = hidden.reshape((comp.groups, comp.group_size) + hidden.shape[1:])
+    parts = []
+    for index, _, offset, count in comp.present():
+      kernel = expert_kernel[index].astype(self.dtype)
+      part = jnp.einsum('gnth,hp->gntp', grouped[:, offset:offset + count], kernel)
+      parts.append(part + expert_bias[index].astype(self.dtype))
+    expert_out = jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    expert_out = expert_out.reshape(shared.shape[:-1] + (self.expert_dim,))
+    return jnp.concatenate([shared, expert_out.astype(shared.dtype)], axis=-1)
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention with a fused qkv projection; (B, N, D) → (B, N, D)."""
+  dim: int
+  num_heads: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    head_dim = self.dim // self.num_heads
+    qkv = nn.Dense(3 * self.dim, dtype=self.dtype, param_dtype=self.param_dtype, name='qkv',
+                   kernel_init=_logical(nn.initializers.truncated_normal(0.02), ('embed', 'qkv')),
+                   bias_init=_logical(nn.initializers.zeros, ('qkv',)))(x)
+    qkv = qkv.reshape(x.shape[:2] + (3, self.num_heads, head_dim))
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    out = jax.nn.dot_product_attention(q, k, v)
+    out = out.reshape(x.shape[:2] + (self.dim,))
+    return nn.Dense(self.dim, dtype=self.dtype, param_dtype=self.param_dtype, name='proj',
+                    kernel_init=_logical(nn.initializers.truncated_normal(0.02), ('qkv', 'embed')),
+                    bias_init=_logical(nn.initializers.zeros, ('embed',)))(out)
+
+
+def drop_path(x: jax.Array, rate: jax.Array | float, rng: jax.Array) -> jax.Array:
+  """Stochastic depth: zeroes whole examples of a residual branch with probability `rate`, rescales the rest."""
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(mask, x / jnp.maximum(keep, 1e-6).astype(x.dtype), jnp.zeros_like(x))
+
+
+class Block(nn.Module):
+  """Pre-norm transformer block with the MoE FFN. Call signature fits `nn.scan`: (x, drop_rate) → (x, None)."""
+  dim: int
+  num_heads: int
+  mlp_ratio: float
+  expert_dim: int
+  num_experts: int
+  comp: Composition
+  train: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, drop_rate):
+    norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name=name,
+                                     scale_init=_logical(nn.initializers.ones, ('embed',)),
+                                     bias_init=_logical(nn.initializers.zeros, ('embed',)))
+    branch = Attention(self.dim, self.num_heads, self.dtype, self.param_dtype, name='attn')(norm('norm1')(x))
+    if self.train:
+      branch = drop_path(branch, drop_rate, self.make_rng('dropout'))
+    x = _constrain(x + branch, ('batch', 'seq', 'embed'))
+    branch = MoEFeedForward(self.dim, int(self.dim * self.mlp_ratio), self.expert_dim, self.num_experts,
+                            self.dtype, self.param_dtype, name='mlp')(norm('norm2')(x), self.comp)
+    if self.train:
+      branch = drop_path(branch, drop_rate, self.make_rng('dropout'))
+    x = _constrain(x + branch, ('batch', 'seq', 'embed'))
+    return x, None
+
+
+class ViTBackbone(nn.Module):
+  """ViT without cls token. Input images uint8/float (B, H, W, 3) RGB in [0, 255], arranged by `comp`;
+  output feature map (B, H/16, W/16, D) in float32."""
+  width: int
+  depth: int
+  num_heads: int
+  mlp_ratio: float = 4.0
+  patch_size: int = 16
+  patch_padding: int = 2
+  drop_path: float = 0.0
+  expert_dim: int = 0
+  num_experts: int = 0
+  remat: bool = False
+  scan: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, comp: Composition, train: bool = False):
+    x = (images.astype(jnp.float32) - IMAGENET_MEAN) / IMAGENET_STD
+    x = nn.Conv(self.width, (self.patch_size,) * 2, strides=(self.patch_size,) * 2,
+                padding=[(self.patch_padding, self.patch_padding)] * 2, dtype=self.dtype,
+                param_dtype=self.param_dtype, name='patch_embed',
+                kernel_init=_logical(nn.initializers.lecun_normal(), (None, None, None, 'embed')),
+                bias_init=_logical(nn.initializers.zeros, ('embed',)))(x.astype(self.dtype))
+    batch, grid_h, grid_w, _ = x.shape
+    x = x.reshape(batch, grid_h * grid_w, self.width)
+    pos_embed = self.param('pos_embed', _logical(nn.initializers.truncated_normal(0.02), (None, 'seq', 'embed')),
+                           (1, grid_h * grid_w, self.width), self.param_dtype)
+    x = _constrain(x + pos_embed.astype(self.dtype), ('batch', 'seq', 'embed'))
+    drop_rates = np.linspace(0.0, self.drop_path, self.depth).astype(np.float32)
+    block_cls = Block
+    if self.remat:
+      block_cls = nn.remat(Block, prevent_cse=not self.scan)
+    kwargs = dict(dim=self.width, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, expert_dim=self.expert_dim,
+                  num_experts=self.num_experts, comp=comp, train=train, dtype=self.dtype,
+                  param_dtype=self.param_dtype)
+    if self.scan:
+      scanned = nn.scan(block_cls, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
+                        in_axes=0, length=self.depth, metadata_params={nn.PARTITION_NAME: 'layers'})
+      x, _ = scanned(**kwargs, name='blocks')(x, jnp.asarray(drop_rates))
+    else:
+      for index in range(self.depth):
+        x, _ = block_cls(**kwargs, name=f'block_{index}')(x, float(drop_rates[index]))
+    x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name='norm',
+                     scale_init=_logical(nn.initializers.ones, ('embed',)),
+                     bias_init=_logical(nn.initializers.zeros, ('embed',)))(x)
+    return x.reshape(batch, grid_h, grid_w, self.width).astype(jnp.float32)
+
+
+class Upsampler(nn.Module):
+  """ViTPose deconvolution stack: num × [ConvTranspose 4×4 s2 (no bias) → BN → ReLU]; (n,h,w,C) → (n,2^num h,…)."""
+  channels: int = 256
+  num_layers: int = 2
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    for index in range(self.num_layers):
+      x = nn.ConvTranspose(self.channels, (4, 4), strides=(2, 2), padding='SAME', use_bias=False,
+                           dtype=self.dtype, param_dtype=self.param_dtype, name=f'deconv_{index}',
+                           kernel_init=_logical(nn.initializers.normal(0.001), (None, None, 'embed', 'channels')))(
+                               x.astype(self.dtype))
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=jnp.float32,
+                       param_dtype=self.param_dtype, name=f'bn_{index}',
+                       scale_init=_logical(nn.initializers.ones, ('channels',)),
+                       bias_init=_logical(nn.initializers.zeros, ('channels',)))(x)
+      x = nn.relu(x)
+    return x
+
+
+class HeatmapHead(nn.Module):
+  """One dataset's head: Upsampler then a 1×1 conv to K heatmaps; (n, h, w, D) → (n, 4h, 4w, K) float32."""
+  num_keypoints: int
+  channels: int = 256
+  num_deconv: int = 2
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, features, train: bool = False):
+    x = Upsampler(self.channels, self.num_deconv, self.dtype, self.param_dtype, name='upsample')(features, train)
+    x = nn.Conv(self.num_keypoints, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype, name='final',
+                kernel_init=_logical(nn.initializers.normal(0.001), (None, None, 'channels', None)),
+                bias_init=_logical(nn.initializers.zeros, (None,)))(x.astype(self.dtype))
+    return x.astype(jnp.float32)

@@ -1,0 +1,107 @@
+"""AdamW with layer-wise lr decay, gradient clipping, warmup + step schedule and frozen parameter groups."""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import traverse_util
+
+
+def learning_rate_schedule(base_lr: float, warmup_steps: int, warmup_ratio: float,
+                           decay_steps: Sequence[int], decay_factor: float) -> Callable[[jax.Array], jax.Array]:
+  """Linear warmup from `base_lr * warmup_ratio` to `base_lr` over `warmup_steps`, then ×decay_factor at each
+  step in `decay_steps`. Returns step → lr (float32)."""
+  boundaries = jnp.asarray(sorted(decay_steps) or [np.iinfo(np.int32).max], jnp.int32)
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.int32)
+    progress = jnp.minimum(step.astype(jnp.float32) / max(warmup_steps, 1), 1.0)
+    warm = warmup_ratio + (1.0 - warmup_ratio) * progress if warmup_steps > 0 else 1.0
+    drops = jnp.sum(step >= boundaries) if decay_steps else 0
+    return base_lr * warm * decay_factor ** drops
+
+  return schedule
+
+
+def _path_names(params) -> dict:
+  return {path: '/'.join(str(p) for p in path) for path in traverse_util.flatten_dict(params)}
+
+
+def layer_ids(params, depth: int) -> Any:
+  """Tree of layer ids like the param tree: patch/pos embedding 0, block i → i+1, everything else depth+1.
+  Scanned blocks get an int array (depth, 1, …) so that each layer keeps its own id."""
+  flat = traverse_util.flatten_dict(params)
+  out = {}
+  for path, value in flat.items():
+    name = '/'.join(path)
+    match = re.search(r'backbone/block_(\d+)/', name)
+    if match:
+      out[path] = int(match.group(1)) + 1
+    elif '/blocks/' in name or name.startswith('backbone/blocks'):
+      out[path] = np.arange(1, depth + 1).reshape((depth,) + (1,) * (np.ndim(value) - 1))
+    elif name.startswith('backbone/patch_embed') or name.startswith('backbone/pos_embed'):
+      out[path] = 0
+    else:
+      out[path] = depth + 1
+  return traverse_util.unflatten_dict(out)
+
+
+def lr_multipliers(params, depth: int, layer_decay: float, frozen_mask) -> Any:
+  """Per-parameter lr scale = layer_decay^(depth + 1 − layer_id) (heads 1); 0 for frozen parameters."""
+  ids = layer_ids(params, depth)
+  return jax.tree.map(lambda i, frozen: np.float32(0.0) if frozen else
+                      (layer_decay ** (depth + 1 - np.asarray(i))).astype(np.float32), ids, frozen_mask)
+
+
+def weight_decay_mask(params) -> Any:
+  """True for matrices/kernels (decayed), False for biases, norms and position embeddings."""
+  flat = traverse_util.flatten_dict(params)
+  return traverse_util.unflatten_dict({path: path[-1] in ('kernel', 'expert_kernel') for path in flat})
+
+
+def frozen_mask(params, patterns: Sequence[str]) -> Any:
+  """True where the parameter path ('backbone/block_0/attn/qkv/kernel') matches one of the regexes."""
+  compiled = [re.compile(p) for p in patterns]
+  flat = traverse_util.flatten_dict(params)
+  return traverse_util.unflatten_dict(
+      {path: any(c.search('/'.join(path)) for c in compiled) for path in flat})
+
+
+def scale_by_tree(multipliers) -> optax.GradientTransformation:
+  """Multiplies each update by a fixed per-parameter multiplier (scalar or broadcastable array)."""
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, multipliers), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def build_optimizer(optim_config, params, depth: int, steps_per_epoch: int):
+  """AdamW (decoupled weight decay, torch semantics: decay scaled by the group's lr) with layer-wise lr decay.
+
+  Frozen parameters (config regexes) keep no Adam moments (`optax.masked`) and get zero updates.
+  Returns (optax transformation, lr schedule, frozen mask tree).
+  """
+  frozen = frozen_mask(params, tuple(optim_config.frozen))
+  trainable = jax.tree.map(lambda f: not f, frozen)
+  decay = jax.tree.map(lambda d, t: bool(d and t), weight_decay_mask(params), trainable)
+  schedule = learning_rate_schedule(
+      optim_config.lr, optim_config.warmup_steps, optim_config.warmup_ratio,
+      [int(e * steps_per_epoch) for e in optim_config.decay_epochs], optim_config.decay_factor)
+  tx = optax.chain(
+      optax.clip_by_global_norm(optim_config.grad_clip) if optim_config.grad_clip > 0 else optax.identity(),
+      optax.masked(optax.scale_by_adam(optim_config.b1, optim_config.b2, optim_config.eps), trainable),
+      optax.add_decayed_weights(optim_config.weight_decay, mask=decay),
+      scale_by_tree(lr_multipliers(params, depth, optim_config.layer_decay, frozen)),
+      optax.scale_by_learning_rate(schedule),
+  )
+  return tx, schedule, frozen

@@ -1,0 +1,78 @@
+"""Device mesh from the config, parameter shardings from logical axis rules, global batches from local data."""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+MESH_AXES = ('data', 'fsdp', 'model')
+BATCH_AXES = ('data', 'fsdp')
+
+
+def mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
+  """Resolves `{'data': -1, 'fsdp': 1, 'model': 1}` against the device count; one -1 is filled automatically."""
+  sizes = [int(mesh_config[axis]) for axis in MESH_AXES]
+  unknown = [i for i, s in enumerate(sizes) if s == -1]
+  if len(unknown) > 1 or any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f'config.mesh {dict(mesh_config)}: give each axis a positive size and at most one -1')
+  known = math.prod(s for s in sizes if s != -1)
+  if unknown:
+    if num_devices % known:
+      raise ValueError(f'config.mesh {dict(mesh_config)} does not divide the {num_devices} devices')
+    sizes[unknown[0]] = num_devices // known
+  if math.prod(sizes) != num_devices:
+    raise ValueError(f'config.mesh {dict(mesh_config)} has {math.prod(sizes)} devices but {num_devices} are '
+                     'available; set one axis to -1')
+  return tuple(sizes)
+
+
+def make_mesh(mesh_config: Mapping[str, int], devices=None) -> jax.sharding.Mesh:
+  """A (data, fsdp, model) mesh with Auto axis types over all (or the given) devices."""
+  devices = list(devices) if devices is not None else jax.devices()
+  shape = mesh_shape(mesh_config, len(devices))
+  auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+  return jax.make_mesh(shape, MESH_AXES, axis_types=auto, devices=devices)
+
+
+def num_batch_groups(mesh: jax.sharding.Mesh) -> int:
+  """Number of batch shards (data × fsdp): the `groups` of the model's static per-dataset layout."""
+  return mesh.shape['data'] * mesh.shape['fsdp']
+
+
+def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def logical_shardings(boxed_tree: Any, mesh: jax.sharding.Mesh, rules) -> Any:
+  """NamedShardings for a tree of (abstract) flax-boxed values using logical axis rules; unboxed leaves are
+  replicated. Dimensions whose size does not divide the mesh axes fall back to replication."""
+  specs = nn.get_partition_spec(boxed_tree)
+  mesh_specs = nn.logical_to_mesh(specs, rules)
+  shapes = nn.unbox(boxed_tree)
+
+  def fit(spec, leaf):
+    if not isinstance(spec, P):
+      return NamedSharding(mesh, P())
+    dims = []
+    for size, axes in zip(leaf.shape, tuple(spec) + (None,) * (len(leaf.shape) - len(spec))):
+      names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+      shards = math.prod(mesh.shape[a] for a in names)
+      dims.append(axes if shards > 1 and size % shards == 0 else None)
+    return NamedSharding(mesh, P(*dims))
+
+  return jax.tree.map(fit, mesh_specs, shapes, is_leaf=lambda x: isinstance(x, P) or x is None)
+
+
+def global_batch(local_batch: Any, mesh: jax.sharding.Mesh) -> Any:
+  """Assembles per-process numpy arrays (leading dim = this process's share) into global arrays sharded over
+  the batch axes."""
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
