@@ -10,6 +10,8 @@ different parameters is rebuilt only with `--overwrite`. No TensorFlow is needed
 from __future__ import annotations
 
 import argparse
+import os
+import pathlib
 import shutil
 import sys
 import time
@@ -25,7 +27,7 @@ def _print(line: str) -> None:
 
 
 def _directory_bytes(path) -> int:
-    return sum(f.stat().st_size for f in path.rglob('*') if f.is_file())
+    return sum(f.stat().st_size for f in pathlib.Path(os.fspath(path)).rglob('*') if f.is_file())
 
 
 def prepare_synthetic(data_dir: str = DEFAULT_DATA_DIR, params=None, num_workers: int | None = None,
@@ -51,7 +53,7 @@ def prepare_synthetic(data_dir: str = DEFAULT_DATA_DIR, params=None, num_workers
     builder = synthetic.PosebhSynthetic(data_dir=data_dir, params=params, num_workers=num_workers, log=log)
     built = False
     start = time.perf_counter()
-    if builder.is_prepared() and builder.params != params:
+    if builders.is_prepared(builder) and builder.params != params:
         if not overwrite:
             raise ValueError(
                 f'{synthetic.TFDS_NAME} in {data_dir} was built with {builder.params.to_metadata()}; pass '
@@ -59,7 +61,7 @@ def prepare_synthetic(data_dir: str = DEFAULT_DATA_DIR, params=None, num_workers
         log(f'removing {builder.data_path} (built with other parameters)')
         shutil.rmtree(builder.data_path)
         builder = synthetic.PosebhSynthetic(data_dir=data_dir, params=params, num_workers=num_workers, log=log)
-    if builder.is_prepared():
+    if builders.is_prepared(builder):
         log(f'{synthetic.TFDS_NAME} is already prepared in {builder.data_path} with these parameters')
     else:
         log(f'building {synthetic.TFDS_NAME} into {data_dir} with {params.to_metadata()}')
@@ -104,9 +106,14 @@ def _run_synthetic(args) -> dict:
 _RUNNERS = {'synthetic': _run_synthetic}
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f'error: {message} (see python -m data_pipeline.prepare --help)\n')
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 2 usage or parameter error)."""
-    parser = argparse.ArgumentParser(prog='python -m data_pipeline.prepare', description=__doc__.split('\n')[0])
+    parser = _OneLineErrorParser(prog='python -m data_pipeline.prepare', description=__doc__.split('\n')[0])
     parser.add_argument('dataset', help=f'one of: {", ".join(builders.known_names())}')
     parser.add_argument('--data_dir', default=DEFAULT_DATA_DIR, help='tfds data directory')
     parser.add_argument('--num_train', type=int, default=None, help='synthetic: train examples per format')

@@ -18,7 +18,6 @@ Truncated normals are drawn by rejection from the example's numpy Generator (det
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Mapping
 
 import cv2
@@ -29,6 +28,8 @@ from posebh_jax import codecs
 from posebh_jax.codecs import affine
 from posebh_jax.skeletons import get_format
 
+# Eval padding record (grain drops None elements, so padding is a marker dict).
+PADDING = {'padding': True}
 HALF_BODY_PADDING = 1.5
 HALF_BODY_MIN_UPPER = 2
 HALF_BODY_MIN_LOWER = 3
@@ -130,11 +131,10 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
         half_body_min_keypoints; `half_body` enables half-body; `keypoints_key` is the record field."""
         skeleton = get_format(format_name)
         self.format_name = format_name
-        self.codec_name = codec_name
-        self.use_udp = codec_name == 'udp'
         self.output_size_wh = (int(image_size_hw[1]), int(image_size_hw[0]))
-        self.heatmap_size_wh = (int(heatmap_size_hw[1]), int(heatmap_size_hw[0]))
-        self.sigma = float(sigma)
+        self.codec = codecs.get_codec(codec_name, self.output_size_wh,
+                                      (int(heatmap_size_hw[1]), int(heatmap_size_hw[0])), float(sigma))
+        self.use_udp = bool(self.codec.use_udp)
         self.bbox_padding = float(bbox_padding)
         self.aug = {key: float(aug[key]) for key in ('scale_factor', 'rotation', 'rotation_prob', 'flip_prob',
                                                       'half_body_prob', 'half_body_min_keypoints')}
@@ -144,16 +144,6 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
         self.flip_index = np.asarray(skeleton.flip_index, np.int64)
         self.upper_ids = tuple(int(i) for i in skeleton.upper_body_ids)
         self.lower_ids = tuple(int(i) for i in skeleton.lower_body_ids)
-
-    @functools.cached_property
-    def codec(self):
-        """The dataset's heatmap codec (built lazily, e.g. inside a grain worker process)."""
-        return codecs.get_codec(self.codec_name, self.output_size_wh, self.heatmap_size_wh, self.sigma)
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop('codec', None)
-        return state
 
     def sample_crop(self, keypoints: np.ndarray, bbox, rng: np.random.Generator):
         """Draws the augmentation: returns (center (2,), scale (2,), rotation_deg, flip) for the original image."""
@@ -166,7 +156,8 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
             half = half_body_center_scale(keypoints, self.upper_ids, self.lower_ids, aspect, rng)
             if half is not None:
                 center, scale = half
-        scale = scale * (1.0 + aug['scale_factor'] * truncated_normal(rng))
+        # Degenerate (empty) boxes would give a zero-size crop; keep at least one pixel.
+        scale = np.maximum(scale, 1.0) * (1.0 + aug['scale_factor'] * truncated_normal(rng))
         rotation = aug['rotation'] * truncated_normal(rng) if rng.random() < aug['rotation_prob'] else 0.0
         return center, scale, rotation, flip
 
@@ -191,11 +182,11 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
 
 
 class TopDownEvalTransform(grain.transforms.Map):
-    """Record (or None for padding) -> {'image' uint8 (H, W, 3) RGB, 'center' f32 (2,), 'scale' f32 (2,),
+    """Record (or `PADDING`) -> {'image' uint8 (H, W, 3) RGB, 'center' f32 (2,), 'scale' f32 (2,),
     'bbox_score' f32, 'image_id' int64, 'valid' bool}.
 
-    The crop is the (padded, aspect-fixed) box with no augmentation; ground-truth boxes score 1.0. A None
-    element gives a padding example: black image, center 0, scale 1, valid False.
+    The crop is the (padded, aspect-fixed) box with no augmentation; ground-truth boxes score 1.0. `PADDING`
+    gives a padding example: black image, center 0, scale 1, valid False.
     """
 
     def __init__(self, image_size_hw, bbox_padding: float, use_udp: bool):
@@ -204,16 +195,17 @@ class TopDownEvalTransform(grain.transforms.Map):
         self.bbox_padding = float(bbox_padding)
         self.use_udp = bool(use_udp)
 
-    def map(self, element: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+    def map(self, element: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Record -> eval example (see the class docstring)."""
         width, height = self.output_size_wh
-        if element is None:
+        if element.get('padding', False):
             return {'image': np.zeros((height, width, 3), np.uint8), 'center': np.zeros(2, np.float32),
                     'scale': np.ones(2, np.float32), 'bbox_score': np.float32(0.0), 'image_id': np.int64(-1),
                     'valid': np.bool_(False)}
         image = decode_jpeg_bgr(element['image'])
         center, scale = affine.box_to_center_scale(np.asarray(element['bbox'], np.float64), width / height,
                                                    self.bbox_padding)
+        scale = np.maximum(scale, 1.0)
         matrix = affine.get_warp_matrix(center, scale, 0.0, self.output_size_wh, self.use_udp)
         crop = cv2.warpAffine(image, matrix, self.output_size_wh, flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))

@@ -101,15 +101,17 @@ class Evaluator:
     return out
 
   def metrics_for(self, name, fmt, gt, results, by_image) -> dict[str, float]:
-    metric = evaluation.get_evaluator(fmt.name) if hasattr(evaluation, 'get_evaluator') else None
-    kind = getattr(metric, 'kind', None) or ('pckh' if fmt.name == 'mpii' else 'coco')
+    """The format's official metric (PCKh for MPII) plus OKS AP/AR with the format's sigmas. Results and ground
+    truth of the training-time evaluation keep all K keypoints in one 'keypoints' field."""
+    evaluator = evaluation.get_evaluator(fmt.name)
     out = {}
-    if kind == 'pckh' and 'head_size' in gt:
+    if evaluator.kind == 'pckh':
       ids = np.asarray(gt['image_ids'])
       gt_kpts = np.asarray(gt['keypoints'], np.float64)
       pred = np.stack([by_image.get(int(i), np.zeros((fmt.num_keypoints, 3)))[:, :2] for i in ids])
-      out.update(evaluation.pckh_metrics(pred, gt_kpts[..., :2], gt_kpts[..., 2] > 0, np.asarray(gt['head_size'])))
-    out.update(evaluation.evaluate_coco_keypoints(gt['coco'], results, fmt.sigmas))
+      out.update(evaluator(pred, gt_kpts[..., :2], gt_kpts[..., 2] > 0, np.asarray(gt['head_size'])))
+    out.update(evaluation.evaluate_coco_keypoints(gt['coco'], results, fmt.sigmas,
+                                                  use_area=getattr(evaluator, 'use_area', True)))
     return out
 
   def draw(self, name, fmt, gt, extra, step):
@@ -176,7 +178,7 @@ def main(argv=None) -> int:
       if not hasattr(evaluation, 'topdown_postprocess'):
         raise ValueError('--topdown is not available in this version; pass already rescored results')
       results = evaluation.topdown_postprocess(results, fmt)
-    metrics = evaluation.evaluate_coco_keypoints(args.gt, results, fmt.sigmas)
+    metrics = evaluation.get_evaluator(fmt.name)(args.gt, results)
   except (ValueError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

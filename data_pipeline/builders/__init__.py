@@ -45,3 +45,8 @@ def builder_class(tfds_name: str):
     if entry is None:
         return None
     return getattr(importlib.import_module(entry.module), entry.class_name)
+
+
+def is_prepared(builder) -> bool:
+    """Whether a tfds builder's data is complete on disk (quietly: tfds warns about missing folders)."""
+    return builder.data_path.exists() and builder.is_prepared()

@@ -33,6 +33,7 @@ from typing import Callable
 import cv2
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from posebh_jax.skeletons import TRAIN_FORMATS, get_format
 
@@ -46,10 +47,22 @@ def train_split_name(format_name: str) -> str:
     return f'train_{format_name}'
 
 
+# Every format the generator annotates (its FORMATS_BY_CATEGORY, human then animal). Kept here so that
+# reading the dataset does not import the generator; `_check_generator_formats` keeps the two in step.
+ALL_FORMATS = ('coco', 'aic', 'mpii', 'coco_wholebody', 'ochuman', 'crowdpose', 'halpe', 'ap10k', 'apt36k')
+
+
 def all_formats() -> tuple[str, ...]:
-    """Returns every format the generator can annotate (human formats, then animal formats)."""
+    """Returns every format with a `keypoints_<fmt>` / `has_<fmt>` field (human formats, then animal ones)."""
+    return ALL_FORMATS
+
+
+def _check_generator_formats() -> None:
     from data_pipeline.synthetic import FORMATS_BY_CATEGORY
-    return tuple(FORMATS_BY_CATEGORY['human']) + tuple(FORMATS_BY_CATEGORY['animal'])
+    generated = set(FORMATS_BY_CATEGORY['human']) | set(FORMATS_BY_CATEGORY['animal'])
+    if generated != set(ALL_FORMATS) or not set(TRAIN_FORMATS) <= generated:
+        raise ValueError(f'the synthetic generator annotates {sorted(generated)} but the builder stores '
+                         f'{sorted(ALL_FORMATS)}; update ALL_FORMATS in {__name__} and bump its VERSION')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +160,8 @@ class PosebhSynthetic(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version('1.0.0')
     RELEASE_NOTES = {'1.0.0': 'First version: six train splits (one format each) and an all-format validation.'}
+    # tfds derives this through importlib_resources (not installed) for classes inside a package.
+    code_path = epath.Path(__file__)
 
     def __init__(self, *, params: SyntheticParams | None = None, num_workers: int | None = None,
                  log: Callable[[str], None] | None = None, **kwargs):
@@ -196,6 +211,7 @@ class PosebhSynthetic(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager
+        _check_generator_formats()
         params = self._params.to_metadata()
         n = self._params.num_train_per_format
         splits = {}
@@ -208,7 +224,7 @@ class PosebhSynthetic(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split_name: str, tasks: list):
         total = len(tasks)
-        every = max(1, total // 10)
+        every = max(10, total // 10)
         start = time.perf_counter()
         if self._num_workers > 1:
             if self._pool is None:

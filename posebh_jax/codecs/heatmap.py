@@ -157,6 +157,10 @@ def refine_dark_udp(heatmaps, coords, kernel: int = DARK_KERNEL):
       coords: `(N, K, 2)` heatmap px, normally the argmax; rounded to the nearest pixel before use.
     Returns: refined float32 `(N, K, 2)`. Entries with a negative coordinate (no maximum), a non-positive
       heatmap maximum or a non-finite step are returned unchanged.
+
+    As in the reference, the blur pads with zeros, which pulls peaks within about a kernel radius of the
+    border inwards (up to ~0.8 px for a sigma-2 target one pixel from the edge); interior peaks of a UDP
+    target are recovered to ~1e-4 px.
     """
     heatmaps = _check_batch(heatmaps)
     coords = np.asarray(coords, dtype=np.float64)

@@ -1,0 +1,96 @@
+"""Train-step throughput of the ViTPose++ variants at 256×192, and the cost of the expert/head routing.
+
+  python -m benchmarks.train_step [--variants=S/16,B/16] [--batch_per_device=N] [--steps=N] [--dtype=bfloat16]
+
+For each variant it times the multi-dataset step (six datasets, MoE FFN, six heads) and, in the same run, the
+same ViT with a plain FFN and one head over the same batch (the reference), and prints img/s, step time,
+TFLOP/s per device, MFU (when the device peak is known) and the routing ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import numpy as np
+
+from configs import common
+from posebh_jax import flops as flops_lib
+from posebh_jax import sharding as sharding_lib
+from posebh_jax import train
+
+
+def _config(variant: str, dtype: str, batch: int, datasets, remat: bool):
+  config = common.base_config()
+  config.model = common.model_config(variant)
+  config.model.dtype = dtype
+  config.model.remat = remat
+  config.data = common.data_config('synthetic', datasets)
+  config.batch_size = batch
+  config.optim.warmup_steps = 10
+  return config
+
+
+def _random_batch(struct, seed=0):
+  rng = np.random.RandomState(seed)
+  return {n: {'image': rng.randint(0, 255, s['image'].shape).astype(np.uint8),
+              'heatmaps': rng.rand(*s['heatmaps'].shape).astype(np.float32),
+              'target_weights': np.ones(s['target_weights'].shape, np.float32)} for n, s in struct.items()}
+
+
+def time_step(config, counts, steps: int, warmup: int = 2) -> float:
+  """Median seconds per train step (after compilation and `warmup` steps) on random data."""
+  mesh = sharding_lib.make_mesh(config.mesh)
+  task = train.Task(config, mesh, steps_per_epoch=1000, counts=counts)
+  struct = train.global_batch_structure(counts, config, task.num_keypoints)
+  step = task.compile_train_step(struct)
+  state = task.init_state(0)
+  batch = sharding_lib.global_batch(_random_batch(struct), mesh)
+  times = []
+  for i in range(warmup + steps):
+    start = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready(metrics['train/loss'])
+    if i >= warmup:
+      times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--variants', default='S/16,B/16')
+  parser.add_argument('--batch_per_device', type=int, default=0, help='0: 64 on an accelerator, 6 on CPU')
+  parser.add_argument('--steps', type=int, default=0, help='timed steps; 0: 20 on an accelerator, 2 on CPU')
+  parser.add_argument('--dtype', default='bfloat16')
+  parser.add_argument('--remat', action='store_true')
+  args = parser.parse_args()
+  on_cpu = jax.devices()[0].platform == 'cpu'
+  per_device = args.batch_per_device or (6 if on_cpu else 64)
+  steps = args.steps or (2 if on_cpu else 20)
+  batch = per_device * jax.device_count()
+  names = common.TRAIN_DATASETS
+  groups = jax.device_count()
+  if batch % (len(names) * groups):
+    raise SystemExit(f'batch {batch} must be a multiple of {len(names) * groups} (6 datasets × devices)')
+  counts = {n: batch // len(names) for n in names}
+  peak = flops_lib.device_peak_tflops()
+  device = jax.devices()[0].device_kind
+  print(f'device: {device} ×{jax.device_count()} | batch {batch} ({per_device}/device) | 256x192 | {args.dtype}'
+        f' | peak {peak or "unknown"} TFLOP/s')
+  for variant in args.variants.split(','):
+    config = _config(variant, args.dtype, batch, names, args.remat)
+    multi = time_step(config, counts, steps)
+    plain = _config(variant, args.dtype, batch, ('coco',), args.remat)
+    plain.model.use_experts = False
+    plain_time = time_step(plain, {'coco': batch}, steps)
+    keypoints = {n: train.skeletons.get_format(n).num_keypoints for n in names}
+    flops = flops_lib.train_flops_per_batch(config.model, (256, 192), counts, keypoints)
+    tflops = flops / multi / 1e12 / jax.device_count()
+    mfu = f'{100 * tflops / peak:.1f}%' if peak else 'n/a'
+    print(f'{variant}: multi-dataset step {multi * 1e3:.1f} ms, {batch / multi:.1f} img/s, '
+          f'{tflops:.2f} TFLOP/s/device, MFU {mfu} | plain ViT step {plain_time * 1e3:.1f} ms, '
+          f'{batch / plain_time:.1f} img/s | routing ratio {multi / plain_time:.3f}')
+
+
+if __name__ == '__main__':
+  main()

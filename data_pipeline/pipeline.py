@@ -1,0 +1,293 @@
+"""Multi-dataset grain pipelines over prepared tfds sources: fixed-composition train batches and eval batches.
+
+Train: for each dataset in `config.data.order`, a grain MapDataset over its tfds ArrayRecord source is
+globally shuffled (reshuffled every epoch), repeated forever, augmented (`TopDownTrainTransform`, seeded
+per element), sharded by process and batched to the dataset's per-process count; the per-dataset batch
+streams are zipped into one dict per step. Every stage before `to_iter_dataset` is a random-access
+MapDataset, so the stream is a pure function of (seed, step): identical with or without worker processes,
+and the iterator state is just a position.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+import grain
+import numpy as np
+
+from data_pipeline import builders
+from data_pipeline.errors import DatasetNotFoundError
+from data_pipeline.transforms import PADDING, TopDownEvalTransform, TopDownTrainTransform
+from posebh_jax.skeletons import get_format
+
+
+# ----------------------------------------------------------------------------------------------- sources
+
+def open_source(tfds_name: str, split: str, data_dir: str):
+    """Opens a prepared tfds split as a random-access data source (a Sequence of record dicts).
+
+    Raises:
+      DatasetNotFoundError: the dataset is not prepared in `data_dir` (message names the prepare command).
+      ValueError: the dataset has no split `split`.
+    """
+    import tensorflow_datasets as tfds
+
+    entry = builders.entry_for_tfds_name(tfds_name)
+    if entry is not None:
+        builders.builder_class(tfds_name)  # registers the builder with tfds
+    how = (f'run: python -m data_pipeline.prepare {entry.prepare_name} --data_dir={data_dir}' if entry else
+           f'no builder is registered for it (known: {", ".join(b.tfds_name for b in builders.BUILDERS.values())})')
+    message = f'dataset {tfds_name!r} is not prepared in {data_dir}; {how}'
+    try:
+        builder = tfds.builder(tfds_name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise DatasetNotFoundError(message) from None
+    if not builders.is_prepared(builder):
+        raise DatasetNotFoundError(message)
+    if split not in builder.info.splits:
+        raise ValueError(f'dataset {tfds_name!r} in {data_dir} has no split {split!r}; it has: '
+                         f'{", ".join(sorted(builder.info.splits))}')
+    return builder.as_data_source(split=split)
+
+
+def _dataset_config(data_config, name: str):
+    if name not in data_config.datasets:
+        raise ValueError(f'unknown dataset {name!r}; config.data.datasets has: '
+                         f'{", ".join(sorted(data_config.datasets))}')
+    return data_config.datasets[name]
+
+
+def dataset_sizes(data_config) -> dict[str, int]:
+    """Returns {dataset name: number of train examples} for the datasets in `data_config.order`."""
+    sizes = {}
+    for name in data_config.order:
+        cfg = _dataset_config(data_config, name)
+        sizes[name] = len(open_source(cfg.tfds_name, cfg.train_split, data_config.data_dir))
+    return sizes
+
+
+# ----------------------------------------------------------------------------------------------- train
+
+MAX_STEPS = 2**40  # length of the "infinite" train stream, in batches
+
+def composition(data_config, global_batch_size: int, num_groups: int) -> dict[str, int]:
+    """Per-dataset example counts of one global batch, in `data_config.order`.
+
+    Each count is a positive multiple of `num_groups` (so every batch shard holds the same number of each
+    dataset's examples); the counts sum to `global_batch_size` and follow the datasets' `weight`s by the
+    largest-remainder method in units of `num_groups` (ties go to the dataset earlier in the order).
+    Raises a one-line ValueError when that is impossible.
+    """
+    names = list(data_config.order)
+    weights = np.array([float(_dataset_config(data_config, n).weight) for n in names])
+    if len(names) == 0:
+        raise ValueError('config.data.order is empty; list the datasets to train on')
+    if np.any(weights <= 0):
+        bad = [n for n, w in zip(names, weights) if w <= 0]
+        raise ValueError(f'dataset weights must be > 0; fix config.data.datasets.<name>.weight for: {", ".join(bad)}')
+    if num_groups < 1:
+        raise ValueError(f'num_groups must be >= 1, got {num_groups}')
+    count = len(names)
+    if global_batch_size % num_groups or global_batch_size < count * num_groups:
+        raise ValueError(
+            f'global batch {global_batch_size} cannot give each of {count} datasets a positive multiple of '
+            f'{num_groups} examples; use a batch size that is a multiple of {num_groups} and at least '
+            f'{count * num_groups} (e.g. {count * num_groups})')
+    units = global_batch_size // num_groups
+    quotas = units * weights / weights.sum()
+    alloc = np.ones(count, np.int64)
+    for _ in range(units - count):
+        alloc[int(np.argmax(quotas - alloc))] += 1  # argmax takes the first of ties
+    return {name: int(a) * num_groups for name, a in zip(names, alloc)}
+
+
+def _ensure_absl_flags_parsed() -> None:
+    # grain reads absl flags (e.g. in mp_prefetch); outside absl.app.run they are not parsed yet.
+    from absl import flags
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def _dataset_seeds(seed: int, dataset_position: int) -> tuple[int, int]:
+    shuffle_seed, augment_seed = np.random.SeedSequence([int(seed), dataset_position]).generate_state(2)
+    return int(shuffle_seed), int(augment_seed)
+
+
+class _NameBatches(grain.transforms.Map):
+    """Tuple of per-dataset batches -> {name: batch}."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = tuple(names)
+
+    def map(self, batches):
+        return dict(zip(self.names, batches))
+
+
+def train_transform(data_config, name: str) -> TopDownTrainTransform:
+    """Returns the train transform of dataset `name` (its format, codec, half-body setting and config.data.aug)."""
+    cfg = _dataset_config(data_config, name)
+    return TopDownTrainTransform(
+        format_name=cfg.format, codec_name=cfg.codec, image_size_hw=tuple(data_config.image_size),
+        heatmap_size_hw=tuple(data_config.heatmap_size), sigma=data_config.sigma,
+        bbox_padding=data_config.bbox_padding, aug=data_config.aug, half_body=cfg.half_body)
+
+
+def make_train_dataset(data_config, global_batch_size: int, num_groups: int, process_index: int = 0,
+                       process_count: int = 1, seed: int = 0) -> grain.IterDataset:
+    """The train pipeline as a grain IterDataset (see `make_train_iterator`)."""
+    counts = composition(data_config, global_batch_size, num_groups)
+    if not 0 <= process_index < process_count:
+        raise ValueError(f'process_index {process_index} is not in [0, {process_count})')
+    streams = []
+    for position, name in enumerate(data_config.order):
+        cfg = _dataset_config(data_config, name)
+        if counts[name] % process_count:
+            raise ValueError(f'dataset {name!r} gets {counts[name]} examples per batch, which {process_count} '
+                             f'processes cannot split evenly; use a global batch size and device count such '
+                             f'that every process holds whole batch shards')
+        source = open_source(cfg.tfds_name, cfg.train_split, data_config.data_dir)
+        shuffle_seed, augment_seed = _dataset_seeds(seed, position)
+        stream = (grain.MapDataset.source(source)
+                  .shuffle(seed=shuffle_seed)
+                  .repeat()  # reshuffles every epoch
+                  # Augmenting before sharding seeds each element by its global position, so that
+                  # processes never share augmentation draws.
+                  .random_map(train_transform(data_config, name), seed=augment_seed))
+        local_count = counts[name] // process_count
+        # Zip needs equal lengths: cut every (nominally infinite) stream at the same number of steps.
+        stream = stream[process_index::process_count][:local_count * MAX_STEPS]
+        streams.append(stream.batch(local_count, drop_remainder=True))
+    zipped = grain.experimental.ZipMapDataset(streams)
+    buffer_size = max(1, int(data_config.prefetch_buffer_size))
+    threads = max(1, min(buffer_size, os.cpu_count() or 1))
+    dataset = zipped.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=buffer_size))
+    if int(data_config.num_workers) > 0:
+        _ensure_absl_flags_parsed()
+        dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=int(data_config.num_workers), per_worker_buffer_size=buffer_size))
+    # Named after the worker hop: dicts coming back from worker processes lose their key order.
+    return dataset.map(_NameBatches(data_config.order))
+
+
+def make_train_iterator(data_config, global_batch_size: int, num_groups: int, process_index: int = 0,
+                        process_count: int = 1, seed: int = 0) -> grain.DatasetIterator:
+    """Infinite iterator of this process's share of the global train batches.
+
+    Each element is {name: {'image': uint8 (n, H, W, 3), 'heatmaps': float32 (n, h, w, K_name),
+    'target_weights': float32 (n, K_name)}} for name in `data_config.order`, n = composition count /
+    `process_count`. Deterministic in `seed` (and independent of `data_config.num_workers`); supports
+    `get_state()` / `set_state()` (e.g. through `grain.checkpoint.CheckpointSave/Restore`). Close it with
+    `.close()` when done if it uses worker processes.
+    """
+    return iter(make_train_dataset(data_config, global_batch_size, num_groups, process_index, process_count,
+                                   seed))
+
+
+# ----------------------------------------------------------------------------------------------- eval
+
+def _eval_keypoints_key(source, format_name: str) -> str:
+    """The record field with `format_name`'s ground truth in an eval split ('keypoints_<fmt>' or 'keypoints')."""
+    return f'keypoints_{format_name}' if len(source) and f'keypoints_{format_name}' in source[0] else 'keypoints'
+
+
+def _eval_records(data_config, name: str):
+    """(source, record indices with ground truth in the dataset's format, keypoints field) for `name`'s eval split."""
+    cfg = _dataset_config(data_config, name)
+    source = open_source(cfg.tfds_name, cfg.eval_split, data_config.data_dir)
+    key = _eval_keypoints_key(source, cfg.format)
+    flag = f'has_{cfg.format}'
+    keep = []
+    for start in range(0, len(source), 256):
+        records = source.__getitems__(list(range(start, min(start + 256, len(source)))))
+        keep.extend(start + i for i, r in enumerate(records) if bool(r.get(flag, True)))
+    return source, np.asarray(keep, np.int64), key
+
+
+class _PaddedSelection(Sequence):
+    """Random-access view of `source` at `indices`, padded up to `length` with `PADDING` records."""
+
+    def __init__(self, source, indices: np.ndarray, length: int):
+        self.source, self.indices, self.length = source, indices, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, position: int):
+        if position >= len(self.indices):
+            return PADDING
+        return self.source[int(self.indices[position])]
+
+
+def make_eval_iterator(data_config, name: str, batch_size: int):
+    """Iterator over the eval split of dataset `name` in fixed order (one pass).
+
+    Yields batches {'image': uint8 (B, H, W, 3), 'center': float32 (B, 2), 'scale': float32 (B, 2),
+    'bbox_score': float32 (B,), 'image_id': int64 (B,), 'valid': bool (B,)}, B = `batch_size`; the last
+    batch is padded with valid=False examples. Only examples annotated in the dataset's format are used
+    (for the synthetic validation split: those whose category has the format); the order matches
+    `eval_ground_truth`.
+    """
+    if batch_size < 1:
+        raise ValueError(f'eval batch size must be >= 1, got {batch_size}')
+    cfg = _dataset_config(data_config, name)
+    source, indices, _ = _eval_records(data_config, name)
+    padded = -(-len(indices) // batch_size) * batch_size
+    transform = TopDownEvalTransform(tuple(data_config.image_size), data_config.bbox_padding,
+                                     use_udp=cfg.codec == 'udp')
+    dataset = (grain.MapDataset.source(_PaddedSelection(source, indices, padded))
+               .map(transform).batch(batch_size))
+    threads = max(1, min(4, os.cpu_count() or 1))
+    return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2)))
+
+
+def eval_ground_truth(data_config, name: str) -> dict[str, Any]:
+    """COCO-format ground truth of dataset `name`'s eval split, in `make_eval_iterator`'s order.
+
+    Returns {'images': [{id, width, height, file_name}], 'annotations': [{id, image_id, category_id 1,
+    keypoints [x, y, v] * K flattened, num_keypoints, bbox xywh, area, iscrowd 0}], 'categories':
+    [{id 1, name, supercategory, keypoints (names), skeleton (1-based links)}]} plus numpy arrays for
+    PCKh-style metrics: 'keypoints' float32 (N, K, 3), 'head_size' float32 (N,) px, 'image_ids' int64 (N,).
+    (Drop the numpy entries before writing it as JSON.)
+    """
+    cfg = _dataset_config(data_config, name)
+    skeleton = get_format(cfg.format)
+    source, indices, key = _eval_records(data_config, name)
+    images, annotations = [], []
+    keypoints = np.zeros((len(indices), skeleton.num_keypoints, 3), np.float32)
+    head_sizes = np.zeros(len(indices), np.float32)
+    image_ids = np.zeros(len(indices), np.int64)
+    for position, index in enumerate(indices):
+        record = source[int(index)]
+        kps = np.asarray(record[key], np.float32)
+        if kps.shape != keypoints.shape[1:]:
+            raise ValueError(f'{name}: eval record {index} has keypoints of shape {kps.shape}, expected '
+                             f'{keypoints.shape[1:]} for format {cfg.format!r}; check data.datasets.{name}')
+        image_id = int(record['image_id'])
+        height, width = _image_hw(record)
+        keypoints[position], head_sizes[position] = kps, float(record.get('head_size', 0.0))
+        image_ids[position] = image_id
+        images.append({'id': image_id, 'width': width, 'height': height, 'file_name': f'{image_id:012d}.jpg'})
+        annotations.append({
+            'id': position + 1, 'image_id': image_id, 'category_id': 1,
+            'keypoints': [float(v) for v in kps.reshape(-1)],
+            'num_keypoints': int(np.count_nonzero(kps[:, 2] > 0)),
+            'bbox': [float(v) for v in np.asarray(record['bbox']).reshape(4)],
+            'area': float(record['area']), 'iscrowd': 0,
+        })
+    category = {'id': 1, 'name': 'person' if skeleton.category == 'human' else skeleton.category,
+                'supercategory': skeleton.category, 'keypoints': list(skeleton.keypoint_names),
+                'skeleton': [[int(i) + 1, int(j) + 1] for i, j in skeleton.links]}
+    return {'images': images, 'annotations': annotations, 'categories': [category],
+            'keypoints': keypoints, 'head_size': head_sizes, 'image_ids': image_ids}
+
+
+def _image_hw(record: Mapping[str, Any]) -> tuple[int, int]:
+    if 'height' in record and 'width' in record:
+        return int(record['height']), int(record['width'])
+    from data_pipeline.transforms import decode_jpeg_bgr
+    return tuple(int(v) for v in decode_jpeg_bgr(record['image']).shape[:2])
+
+
+__all__ = ['DatasetNotFoundError', 'composition', 'dataset_sizes', 'eval_ground_truth', 'make_eval_iterator',
+           'make_train_dataset', 'make_train_iterator', 'open_source', 'train_transform']

@@ -1,0 +1,264 @@
+"""Each skeleton format's keypoints as its own combination of body landmarks.
+
+A keypoint is an affine combination of landmark positions (weights summing to 1), so a format is a (K, L)
+matrix applied to the landmarks, in 3D, before projection. Formats disagree the way real datasets do:
+
+- coco / ochuman / coco_wholebody body: joints at the joint centres, eyes/ears/nose on the face;
+- aic: shoulders a little higher and wider (acromion), hips clearly higher and wider (iliac crest), head top
+  slightly behind the crown, neck low on the neck;
+- mpii: hips a little lower and wider, pelvis, thorax, upper neck and head top on the midline;
+- crowdpose: shoulders a little higher, hips a little higher, 'head' in front of the crown, neck mid-way;
+- halpe: 'head' below the crown, 'neck' between thorax and neck base, 'hip' above the pelvis centre,
+  hand roots on the palm, jaw contour wider;
+- coco_wholebody: 6 foot points, 68 face points, 21 points per hand on the fingers;
+- ap10k vs apt36k: neck at the base vs along the neck, tail root at the root vs on the tail, shoulders and
+  hips at the joints vs toward the back, paws on the pad vs toward the toes.
+
+Keypoint names and order come from the `posebh_jax.skeletons` registry; definitions here are keyed by name.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from data_pipeline.synthetic import body as body_lib
+
+FORMATS_BY_CATEGORY = {
+    'human': ('coco', 'aic', 'mpii', 'coco_wholebody', 'ochuman', 'crowdpose', 'halpe'),
+    'animal': ('ap10k', 'apt36k'),
+}
+CATEGORY_OF_FORMAT = {f: c for c, fs in FORMATS_BY_CATEGORY.items() for f in fs}
+LANDMARKS_BY_CATEGORY = {'human': body_lib.BIPED_LANDMARKS, 'animal': body_lib.QUADRUPED_LANDMARKS}
+
+
+# ------------------------------------------------------------------------------------------------ combinators
+def _at(name):
+    return {name: 1.0}
+
+
+def _lerp(a, b, t):
+    return _sum(_scale(_at(a), 1.0 - t), _scale(_at(b), t))
+
+
+def _vec(a, b):
+    """The vector b - a (weights sum to 0)."""
+    return {b: 1.0, a: -1.0} if a != b else {}
+
+
+def _scale(d, k):
+    return {n: w * k for n, w in d.items()}
+
+
+def _sum(*ds):
+    out = {}
+    for d in ds:
+        for n, w in d.items():
+            out[n] = out.get(n, 0.0) + w
+    return out
+
+
+def _head_point(p, q, s):
+    """Point (p, q, s) of the normalised head ellipsoid as a combination of the head landmarks.
+
+    Basis: X = (left_ear - right_ear) / 2, Y = head_top - head_centre, Z = nose - head_centre, whose normalised
+    coordinates are fixed by `body.EAR_PQS` / `body.NOSE_PQS`; solving p = u X_p, q = v + w Z_q, s = w Z_s.
+    """
+    ear_p = body_lib.EAR_PQS[0]
+    nose_q, nose_s = body_lib.NOSE_PQS[1], body_lib.NOSE_PQS[2]
+    u = p / ear_p
+    w = s / nose_s
+    v = q - w * nose_q
+    return {'head_centre': 1.0 - v - w, 'head_top': v, 'nose': w, 'left_ear': 0.5 * u, 'right_ear': -0.5 * u}
+
+
+def _other(side):
+    return 'right' if side == 'left' else 'left'
+
+
+# ------------------------------------------------------------------------------------------------ human
+def _coco_body():
+    defs = {n: (_at(n), n) for n in ('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear')}
+    for side in ('left', 'right'):
+        for j in ('shoulder', 'elbow', 'wrist', 'hip', 'knee', 'ankle'):
+            defs[f'{side}_{j}'] = (_at(f'{side}_{j}'), f'{side}_{j}')
+    return defs
+
+
+def _face(jaw_scale=1.0):
+    defs = {}
+    for i, (p, q, s) in enumerate(body_lib.FACE68_TEMPLATE):
+        if i <= 16 and jaw_scale != 1.0:
+            p, q = p * jaw_scale, q * (1.0 + 0.5 * (jaw_scale - 1.0))
+            s = float(np.sqrt(max(1.0 - p * p - q * q, 0.0)))
+        defs[f'face-{i}'] = (_head_point(p, q, s), 'nose' if i > 16 else 'chin')
+    return defs
+
+
+_WB_FINGER = {'thumb': 'thumb', 'forefinger': 'index', 'middle_finger': 'middle', 'ring_finger': 'ring',
+              'pinky_finger': 'pinky'}
+
+
+def _hands(root_on_palm=0.0):
+    defs = {}
+    for side in ('left', 'right'):
+        wrist = f'{side}_wrist'
+        root = _lerp(wrist, f'{side}_middle_mcp', root_on_palm) if root_on_palm else _at(wrist)
+        defs[f'{side}_hand_root'] = (root, wrist)
+        for wb, ours in _WB_FINGER.items():
+            joints = body_lib._FINGER_JOINTS[ours]
+            for k, j in enumerate(joints):
+                lm = f'{side}_{ours}_{j}'
+                defs[f'{side}_{wb}{k + 1}'] = (_at(lm), lm)
+    return defs
+
+
+def _feet():
+    defs = {}
+    for side in ('left', 'right'):
+        for n in ('big_toe', 'small_toe', 'heel'):
+            defs[f'{side}_{n}'] = (_at(f'{side}_{n}'), f'{side}_{n}')
+    return defs
+
+
+def _human_defs():
+    coco = _coco_body()
+    up = _vec('thorax', 'neck_base')          # ~4.5 cm up along the upper torso
+    lower_up = _vec('pelvis', 'spine')        # ~14 cm up along the lower torso
+
+    aic = {}
+    for side in ('left', 'right'):
+        o = _other(side)
+        aic[f'{side}_shoulder'] = (_sum(_at(f'{side}_shoulder'), _scale(_vec(f'{o}_shoulder', f'{side}_shoulder'),
+                                                                        0.08), _scale(up, 0.45)), f'{side}_shoulder')
+        aic[f'{side}_hip'] = (_sum(_at(f'{side}_hip'), _scale(_vec(f'{o}_hip', f'{side}_hip'), 0.22),
+                                   _scale(lower_up, 0.32)), f'{side}_hip')
+        for j in ('elbow', 'wrist', 'knee', 'ankle'):
+            aic[f'{side}_{j}'] = coco[f'{side}_{j}']
+    aic['head_top'] = (_head_point(0.0, 0.97, -0.24), 'head_top')
+    aic['neck'] = (_lerp('neck_base', 'upper_neck', 0.2), 'neck_base')
+
+    mpii = {}
+    for side in ('left', 'right'):
+        o = _other(side)
+        mpii[f'{side}_hip'] = (_sum(_at(f'{side}_hip'), _scale(_vec(f'{o}_hip', f'{side}_hip'), 0.1),
+                                    _scale(lower_up, -0.1)), f'{side}_hip')
+        for j in ('shoulder', 'elbow', 'wrist', 'knee', 'ankle'):
+            mpii[f'{side}_{j}'] = coco[f'{side}_{j}']
+    for n in ('pelvis', 'thorax', 'upper_neck', 'head_top'):
+        mpii[n] = (_at(n), n)
+
+    crowd = {}
+    for side in ('left', 'right'):
+        crowd[f'{side}_shoulder'] = (_sum(_at(f'{side}_shoulder'), _scale(up, 0.3)), f'{side}_shoulder')
+        crowd[f'{side}_hip'] = (_sum(_at(f'{side}_hip'), _scale(lower_up, 0.12)), f'{side}_hip')
+        for j in ('elbow', 'wrist', 'knee', 'ankle'):
+            crowd[f'{side}_{j}'] = coco[f'{side}_{j}']
+    crowd['head'] = (_head_point(0.0, 0.95, 0.31), 'head_top')
+    crowd['neck'] = (_lerp('neck_base', 'upper_neck', 0.55), 'neck_base')
+
+    halpe = dict(coco)
+    halpe['head'] = (_head_point(0.0, 0.88, 0.1), 'head_top')
+    halpe['neck'] = (_lerp('thorax', 'neck_base', 0.5), 'thorax')
+    halpe['hip'] = (_sum(_at('pelvis'), _scale(lower_up, 0.15)), 'pelvis')
+    halpe.update(_feet())
+    halpe.update(_face(jaw_scale=1.06))
+    halpe.update(_hands(root_on_palm=0.2))
+
+    wholebody = dict(coco)
+    wholebody.update(_feet())
+    wholebody.update(_face())
+    wholebody.update(_hands())
+    return {'coco': coco, 'ochuman': dict(coco), 'aic': aic, 'mpii': mpii, 'crowdpose': crowd, 'halpe': halpe,
+            'coco_wholebody': wholebody}
+
+
+# ------------------------------------------------------------------------------------------------ animal
+def _animal_defs():
+    ap = {n: (_at(n), n) for n in ('left_eye', 'right_eye', 'nose')}
+    apt = dict(ap)
+    ap['neck'] = (_at('neck_base'), 'neck_base')
+    ap['root_of_tail'] = (_at('tail_root'), 'tail_root')
+    apt['neck'] = (_lerp('neck_base', 'head_base', 0.35), 'neck_mid')
+    apt['root_of_tail'] = (_lerp('tail_root', 'tail_mid', 0.15), 'tail_root')
+    for side in ('left', 'right'):
+        for ours, theirs in (('shoulder', 'shoulder'), ('elbow', 'elbow'), ('front_paw', 'front_paw'),
+                             ('hip', 'hip'), ('knee', 'knee'), ('back_paw', 'back_paw')):
+            ap[f'{side}_{theirs}'] = (_at(f'{side}_{ours}'), f'{side}_{ours}')
+        apt[f'{side}_elbow'] = ap[f'{side}_elbow']
+        apt[f'{side}_knee'] = ap[f'{side}_knee']
+        apt[f'{side}_shoulder'] = (_lerp(f'{side}_shoulder', 'withers', 0.15), f'{side}_shoulder')
+        apt[f'{side}_hip'] = (_lerp(f'{side}_hip', 'tail_root', 0.15), f'{side}_hip')
+        apt[f'{side}_front_paw'] = (_lerp(f'{side}_front_paw', f'{side}_front_paw_tip', 0.6),
+                                    f'{side}_front_paw')
+        apt[f'{side}_back_paw'] = (_lerp(f'{side}_back_paw', f'{side}_back_paw_tip', 0.6), f'{side}_back_paw')
+    return {'ap10k': ap, 'apt36k': apt}
+
+
+_DEFINITIONS = {**_human_defs(), **_animal_defs()}
+
+
+# ------------------------------------------------------------------------------------------------ compiled
+class FormatProjection:
+    """A format compiled against the landmark list of its category.
+
+    Attributes:
+      name, category: the format and 'human' | 'animal'.
+      keypoint_names: K names in the registry's order.
+      weights: float64 (K, L) affine weights over the category's landmarks.
+      anchors: int (K,) landmark row whose own parts / limb radius decide the keypoint's occlusion.
+      exact_landmark: int (K,) landmark row when the keypoint is exactly that landmark, else -1.
+      links: (i, j) keypoint index pairs, for drawing.
+    """
+
+    def __init__(self, name: str):
+        from posebh_jax.skeletons import get_format  # the registry owns names and order
+
+        fmt = get_format(name)
+        self.name = name
+        self.category = CATEGORY_OF_FORMAT[name]
+        defs = _DEFINITIONS[name]
+        missing = [n for n in fmt.keypoint_names if n not in defs]
+        if missing:
+            raise ValueError(f'synthetic format {name!r} does not define keypoints {missing[:5]} of the registry; '
+                             'update data_pipeline/synthetic/formats.py')
+        lms = LANDMARKS_BY_CATEGORY[self.category]
+        row = {n: i for i, n in enumerate(lms)}
+        self.keypoint_names = tuple(fmt.keypoint_names)
+        self.weights = np.zeros((len(self.keypoint_names), len(lms)))
+        self.anchors = np.zeros(len(self.keypoint_names), dtype=np.int64)
+        self.exact_landmark = np.full(len(self.keypoint_names), -1, dtype=np.int64)
+        for k, kp in enumerate(self.keypoint_names):
+            combo, anchor = defs[kp]
+            for lm, w in combo.items():
+                self.weights[k, row[lm]] += w
+            self.anchors[k] = row[anchor]
+            nonzero = np.flatnonzero(np.abs(self.weights[k]) > 1e-12)
+            if len(nonzero) == 1 and abs(self.weights[k, nonzero[0]] - 1.0) < 1e-12:
+                self.exact_landmark[k] = nonzero[0]
+        if not np.allclose(self.weights.sum(axis=1), 1.0):
+            raise AssertionError(f'format {name}: keypoint weights must sum to 1')
+        self.links = tuple(fmt.links)
+
+    def points3d(self, landmarks: np.ndarray) -> np.ndarray:
+        """(L, 3) landmarks of this format's category -> (K, 3) keypoint positions (same frame and units)."""
+        return self.weights @ landmarks
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_format(name: str) -> FormatProjection:
+    """The `FormatProjection` of a synthetic format; raises ValueError for names the generator does not draw."""
+    if name not in CATEGORY_OF_FORMAT:
+        known = ', '.join(f for fs in FORMATS_BY_CATEGORY.values() for f in fs)
+        raise ValueError(f'the synthetic generator has no format {name!r}; use one of: {known}')
+    return FormatProjection(name)
+
+
+def keypoints_3d(format_name: str, joints3d: np.ndarray) -> np.ndarray:
+    """3D keypoints (K, 3) of `format_name` from an example's 'joints3d' (len(LANDMARK_NAMES), 3), same units.
+
+    For animal formats only the first len(QUADRUPED_LANDMARKS) rows of joints3d are used.
+    """
+    fp = compiled_format(format_name)
+    return fp.points3d(np.asarray(joints3d, dtype=np.float64)[:fp.weights.shape[1]])

@@ -1,0 +1,203 @@
+"""Evaluation: OKS AP against direct pycocotools runs on the real xtcocoapi samples, PCKh closed forms,
+evaluator registry."""
+
+import contextlib
+import copy
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from posebh_jax.evaluation import (
+    SUMMARY_NAMES,
+    WHOLEBODY_FIELDS,
+    evaluate_coco_keypoints,
+    get_evaluator,
+    list_evaluators,
+    pckh,
+    pckh_metrics,
+)
+
+SAMPLES = "/work/shared/realdata/xtcocoapi"
+COCO_GT = os.path.join(SAMPLES, "example_coco_val.json")
+COCO_PREDS = os.path.join(SAMPLES, "example_coco_preds.json")
+# Published COCO keypoint OKS sigmas.
+COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]) / 10
+
+pytestmark = pytest.mark.skipif(not os.path.isdir(SAMPLES), reason="shared real-data samples not available")
+
+
+def _load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _direct_pycocotools(gt_dict, results, sigmas, img_ids=None):
+    """Plain pycocotools keypoint evaluation, returning its printed `stats` vector."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = copy.deepcopy(gt_dict)
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(copy.deepcopy(results))
+        coco_eval = COCOeval(coco_gt, coco_dt, "keypoints")
+        coco_eval.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)
+        if img_ids is not None:
+            coco_eval.params.imgIds = img_ids
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return coco_eval.stats
+
+
+def _assert_matches(ours, stats):
+    assert list(ours) == list(SUMMARY_NAMES)
+    np.testing.assert_allclose([ours[name] for name in SUMMARY_NAMES], stats, atol=1e-12)
+
+
+def test_coco_matches_direct_pycocotools_and_is_quiet(capsys):
+    ours = evaluate_coco_keypoints(COCO_GT, COCO_PREDS, COCO_SIGMAS)
+    assert capsys.readouterr().out == ""
+    _assert_matches(ours, _direct_pycocotools(_load(COCO_GT), _load(COCO_PREDS), COCO_SIGMAS))
+    assert 0.0 < ours["AP"] < 1.0
+    print(f"example_coco_preds AP = {ours['AP']:.4f}")
+
+
+def test_ground_truth_as_results_scores_one():
+    gt = _load(COCO_GT)
+    results = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "score": 1.0,
+         "keypoints": [v if i % 3 != 2 else 1.0 for i, v in enumerate(a["keypoints"])]}
+        for a in gt["annotations"] if a["num_keypoints"] > 0 and not a.get("iscrowd", 0)
+    ]
+    ours = evaluate_coco_keypoints(gt, results, COCO_SIGMAS)
+    assert ours["AP"] == pytest.approx(1.0) and ours["AR"] == pytest.approx(1.0)
+    assert ours["AP .75"] == pytest.approx(1.0)
+
+
+def test_inputs_not_modified_and_empty_results():
+    gt, preds = _load(COCO_GT), _load(COCO_PREDS)
+    gt_copy, preds_copy = copy.deepcopy(gt), copy.deepcopy(preds)
+    evaluate_coco_keypoints(gt, preds, COCO_SIGMAS)
+    assert gt == gt_copy and preds == preds_copy
+    assert evaluate_coco_keypoints(gt, [], COCO_SIGMAS) == {name: 0.0 for name in SUMMARY_NAMES}
+
+
+def test_results_for_a_subset_of_images():
+    gt, preds = _load(COCO_GT), _load(COCO_PREDS)
+    first_image = preds[0]["image_id"]
+    subset = [p for p in preds if p["image_id"] == first_image]
+    ours = evaluate_coco_keypoints(gt, subset, COCO_SIGMAS)
+    _assert_matches(ours, _direct_pycocotools(gt, subset, COCO_SIGMAS))
+    assert ours["AR"] < evaluate_coco_keypoints(gt, preds, COCO_SIGMAS)["AR"]  # other images' people missed
+    restricted = evaluate_coco_keypoints(gt, subset, COCO_SIGMAS, image_ids=[first_image])
+    _assert_matches(restricted, _direct_pycocotools(gt, subset, COCO_SIGMAS, img_ids=[first_image]))
+
+
+def test_use_area_false_equals_box_area_rule():
+    gt = _load(os.path.join(SAMPLES, "example_crowdpose_val.json"))
+    preds = _load(os.path.join(SAMPLES, "example_crowdpose_preds.json"))
+    sigmas = np.full(14, 0.07)
+    ours = evaluate_coco_keypoints(gt, preds, sigmas, use_area=False)
+    # Independent route: give every annotation area = 0.53 x box area, then plain pycocotools.
+    with_area = copy.deepcopy(gt)
+    for ann in with_area["annotations"]:
+        ann["area"] = ann["bbox"][2] * ann["bbox"][3] * 0.53
+        ann["num_keypoints"] = int(np.count_nonzero(np.asarray(ann["keypoints"][2::3]) > 0))
+    _assert_matches(ours, _direct_pycocotools(with_area, preds, sigmas))
+
+
+def test_wholebody_concatenates_all_parts():
+    gt = _load(os.path.join(SAMPLES, "example_wholebody_val.json"))
+    preds = _load(os.path.join(SAMPLES, "example_wholebody_preds.json"))
+    sigmas = np.linspace(0.01, 0.1, 133)
+    ours = evaluate_coco_keypoints(gt, preds, sigmas, keypoint_fields=WHOLEBODY_FIELDS)
+    concatenated_gt = copy.deepcopy(gt)
+    for ann in concatenated_gt["annotations"]:
+        ann["keypoints"] = sum((ann[f] for f in WHOLEBODY_FIELDS), [])
+        ann["num_keypoints"] = int(np.count_nonzero(np.asarray(ann["keypoints"][2::3]) > 0))
+    concatenated_preds = [
+        {"image_id": p["image_id"], "category_id": p["category_id"], "score": p["score"],
+         "keypoints": sum((p[f] for f in WHOLEBODY_FIELDS), [])} for p in preds]
+    _assert_matches(ours, _direct_pycocotools(concatenated_gt, concatenated_preds, sigmas))
+    assert 0.0 < ours["AP"] < 1.0
+
+
+def test_user_errors_have_clear_messages(tmp_path):
+    gt, preds = _load(COCO_GT), _load(COCO_PREDS)
+    with pytest.raises(FileNotFoundError, match="ground truth file not found"):
+        evaluate_coco_keypoints(str(tmp_path / "missing.json"), preds, COCO_SIGMAS)
+    with pytest.raises(ValueError, match="not in the ground truth"):
+        evaluate_coco_keypoints(gt, [dict(preds[0], image_id=-5)], COCO_SIGMAS)
+    with pytest.raises(ValueError, match="17 keypoints but 14 sigmas"):
+        evaluate_coco_keypoints(gt, preds, COCO_SIGMAS[:14])
+
+
+# --- PCKh --------------------------------------------------------------------------------------------
+
+def _ring(n, k, radius, rng):
+    gt = rng.uniform(0, 500, (n, k, 2))
+    angle = rng.uniform(0, 2 * np.pi, (n, k))
+    return gt, gt + radius[:, None, None] * np.stack([np.cos(angle), np.sin(angle)], axis=-1)
+
+
+def test_pckh_closed_form():
+    rng = np.random.default_rng(0)
+    head = rng.uniform(20, 60, 8)
+    gt, pred = _ring(8, 16, 0.4 * head, rng)  # every joint at 0.4 head sizes
+    visible = np.ones((8, 16), bool)
+    assert pckh_metrics(pred, gt, visible, head) == {"PCKh": 100.0, "PCKh@0.1": 0.0}
+    # Move joint 0 of the first 2 instances far away and hide joint 1 everywhere except one (a miss).
+    pred[:2, 0] += 1000
+    visible[1:, 1] = False
+    pred[0, 1] += 1000
+    result = pckh(pred, gt, visible, head, threshold=0.5)
+    assert result["per_joint"][0] == pytest.approx(100 * 6 / 8)
+    assert result["per_joint"][1] == 0.0 and result["joint_count"][1] == 1
+    hits, labelled = 13 * 8 - 2, 13 * 8 + 1  # 14 joints without pelvis/thorax; joint 1 labelled once
+    assert result["PCKh"] == pytest.approx(100 * hits / labelled)
+    assert result["PCKh_all"] == pytest.approx(100 * (hits + 16) / (labelled + 16))
+    assert result["Ankle"] == pytest.approx(0.5 * (result["per_joint"][5] + 75.0))
+    # Invisible joints are ignored whatever their error.
+    pred_hidden = pred.copy()
+    pred_hidden[~visible] = 1e6
+    assert pckh(pred_hidden, gt, visible, head)["PCKh"] == result["PCKh"]
+
+
+def test_pckh_threshold_is_inclusive_and_not_mpii_means_all_joints():
+    gt = np.zeros((1, 3, 2))
+    pred = np.array([[[5.0, 0.0], [5.0001, 0.0], [0.0, 1.0]]])
+    result = pckh(pred, gt, np.ones((1, 3)), np.array([10.0]))
+    np.testing.assert_allclose(result["per_joint"], [100, 0, 100])
+    assert result["PCKh"] == result["PCKh_all"] == pytest.approx(200 / 3)
+    with pytest.raises(ValueError, match="head_size must be positive"):
+        pckh(pred, gt, np.ones((1, 3)), np.array([0.0]))
+
+
+# --- registry ----------------------------------------------------------------------------------------
+
+def test_registry_kinds_and_errors():
+    expected = {"coco", "aic", "ap10k", "apt36k", "coco_wholebody", "ochuman", "crowdpose", "halpe", "mpii"}
+    assert set(list_evaluators()) == expected
+    for name in expected:
+        assert get_evaluator(name).kind == ("pckh" if name == "mpii" else "oks")
+    assert get_evaluator("aic").use_area is False and get_evaluator("crowdpose").use_area is False
+    with pytest.raises(ValueError, match="no evaluator for format 'nope'"):
+        get_evaluator("nope")
+    gt = np.zeros((2, 16, 2))
+    assert get_evaluator("mpii")(gt, gt, np.ones((2, 16)), np.ones(2)) == {"PCKh": 100.0, "PCKh@0.1": 100.0}
+
+
+def test_registry_sigmas_from_skeletons():
+    pytest.importorskip("posebh_jax.skeletons")
+    sizes = {"coco": 17, "aic": 14, "ap10k": 17, "apt36k": 17, "coco_wholebody": 133, "ochuman": 17,
+             "crowdpose": 14, "halpe": 136}
+    for name, k in sizes.items():
+        assert get_evaluator(name).sigmas.shape == (k,)
+    np.testing.assert_allclose(get_evaluator("coco").sigmas, COCO_SIGMAS, rtol=1e-6)
+    ours = get_evaluator("coco")(COCO_GT, COCO_PREDS)
+    reference = evaluate_coco_keypoints(COCO_GT, COCO_PREDS, COCO_SIGMAS)
+    np.testing.assert_allclose(list(ours.values()), list(reference.values()), atol=1e-6)

@@ -1,0 +1,87 @@
+"""Optimizer: layer-wise lr decay, weight-decay mask, frozen groups without state, schedule."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from posebh_jax import optim
+
+
+def _params():
+  return {
+      'backbone': {'patch_embed': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones((2,))},
+                   'pos_embed': jnp.ones((1, 3, 2)),
+                   'block_0': {'mlp': {'fc1': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones((2,))}}},
+                   'block_1': {'mlp': {'fc1': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones((2,))}}},
+                   'norm': {'scale': jnp.ones((2,))}},
+      'head_a': {'final': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones((2,))}},
+  }
+
+
+def _config(**overrides):
+  config = ml_collections.ConfigDict(dict(
+      lr=1e-3, weight_decay=0.1, b1=0.9, b2=0.999, eps=1e-8, grad_clip=0.0, layer_decay=0.5, warmup_steps=0,
+      warmup_ratio=0.001, decay_epochs=(), decay_factor=0.1, frozen=()))
+  config.update(overrides)
+  return config
+
+
+def test_layer_decay_scales_first_adam_step():
+  """First AdamW step moves each weight by lr * rate^(L+1-layer) * (sign(g) + wd * w) (closed form)."""
+  params = _params()
+  tx, _, _ = optim.build_optimizer(_config(), params, depth=2, steps_per_epoch=1)
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.3), params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  adam_step = 1.0 / (1.0 + 1e-8 / 0.3)  # m/(sqrt(v)+eps) after one step with bias correction
+  expect = {
+      ('backbone', 'patch_embed', 'kernel'): 1e-3 * 0.5 ** 3 * (adam_step + 0.1),
+      ('backbone', 'patch_embed', 'bias'): 1e-3 * 0.5 ** 3 * adam_step,
+      ('backbone', 'pos_embed'): 1e-3 * 0.5 ** 3 * adam_step,
+      ('backbone', 'block_0', 'mlp', 'fc1', 'kernel'): 1e-3 * 0.5 ** 2 * (adam_step + 0.1),
+      ('backbone', 'block_1', 'mlp', 'fc1', 'bias'): 1e-3 * 0.5 * adam_step,
+      ('backbone', 'norm', 'scale'): 1e-3 * adam_step,
+      ('head_a', 'final', 'kernel'): 1e-3 * (adam_step + 0.1),
+  }
+  for path, value in expect.items():
+    leaf = updates
+    for key in path:
+      leaf = leaf[key]
+    np.testing.assert_allclose(np.asarray(leaf), -value, rtol=1e-5, err_msg=str(path))
+
+
+def test_frozen_parameters_get_no_update_and_no_adam_state():
+  params = _params()
+  tx, _, frozen = optim.build_optimizer(_config(frozen=('^backbone/',)), params, depth=2, steps_per_epoch=1)
+  state = tx.init(params)
+  adam_leaves = [x for x in jax.tree.leaves(state) if hasattr(x, 'shape') and x.size > 1]
+  trainable_size = sum(x.size for x in jax.tree.leaves(params['head_a']))
+  assert sum(x.size for x in adam_leaves) == 2 * trainable_size  # mu and nu of the head only
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, state, params)
+  assert all(float(jnp.abs(u).max()) == 0 for u in jax.tree.leaves(updates['backbone']))
+  assert float(jnp.abs(updates['head_a']['final']['kernel']).max()) > 0
+  assert frozen['backbone']['norm']['scale'] and not frozen['head_a']['final']['bias']
+
+
+def test_scanned_blocks_get_per_layer_multipliers():
+  params = {'backbone': {'blocks': {'mlp': {'kernel': jnp.ones((3, 2, 2))}}}}
+  ids = optim.layer_ids(params, depth=3)
+  np.testing.assert_array_equal(np.asarray(ids['backbone']['blocks']['mlp']['kernel']).reshape(-1), [1, 2, 3])
+
+
+def test_schedule_warmup_and_steps():
+  schedule = optim.learning_rate_schedule(1.0, warmup_steps=10, warmup_ratio=0.001, decay_steps=[20, 30],
+                                          decay_factor=0.1)
+  np.testing.assert_allclose(float(schedule(0)), 0.001, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(5)), 0.001 + 0.999 * 0.5, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(15)), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(25)), 0.1, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(35)), 0.01, rtol=1e-5)
+
+
+def test_gradient_clipping_bounds_the_update_direction():
+  params = {'head': {'kernel': jnp.zeros((3,))}}
+  tx = optax.clip_by_global_norm(1.0)
+  updates, _ = tx.update({'head': {'kernel': jnp.array([3.0, 4.0, 0.0])}}, tx.init(params))
+  np.testing.assert_allclose(np.asarray(updates['head']['kernel']), [0.6, 0.8, 0.0], rtol=1e-6)
