@@ -93,6 +93,11 @@ def _run_synthetic(args) -> dict:
     from data_pipeline.builders import synthetic
 
     defaults = synthetic.SyntheticParams()
+    if args.config:
+        settings = load_config(args.config).data.synthetic
+        defaults = synthetic.SyntheticParams(
+            num_train_per_format=settings.num_train_per_format, num_val=settings.num_val,
+            image_size=tuple(settings.image_size), difficulty=settings.difficulty, seed=settings.seed)
     params = synthetic.SyntheticParams(
         num_train_per_format=args.num_train if args.num_train is not None else defaults.num_train_per_format,
         num_val=args.num_val if args.num_val is not None else defaults.num_val,
@@ -101,6 +106,18 @@ def _run_synthetic(args) -> dict:
         seed=args.seed if args.seed is not None else defaults.seed,
     )
     return prepare_synthetic(args.data_dir, params, num_workers=args.num_workers, overwrite=args.overwrite)
+
+
+def load_config(spec: str):
+    """Loads `path/to/config.py[:arg]` and returns `get_config(arg)` (used for the synthetic sizes)."""
+    import importlib.util
+    path, _, arg = spec.partition(':')
+    if not os.path.exists(path):
+        raise ValueError(f'config file {path} does not exist')
+    module_spec = importlib.util.spec_from_file_location('prepare_config', path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
 
 
 _RUNNERS = {'synthetic': _run_synthetic}
@@ -116,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _OneLineErrorParser(prog='python -m data_pipeline.prepare', description=__doc__.split('\n')[0])
     parser.add_argument('dataset', help=f'one of: {", ".join(builders.known_names())}')
     parser.add_argument('--data_dir', default=DEFAULT_DATA_DIR, help='tfds data directory')
+    parser.add_argument('--config', default=None,
+                        help='synthetic: take the sizes from config.data.synthetic of this config file[:arg]; '
+                             'the flags below override it')
     parser.add_argument('--num_train', type=int, default=None, help='synthetic: train examples per format')
     parser.add_argument('--num_val', type=int, default=None, help='synthetic: validation examples')
     parser.add_argument('--image_size', type=_parse_size, default=None, help='synthetic: image size H,W')

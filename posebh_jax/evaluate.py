@@ -44,7 +44,9 @@ class Evaluator:
   def _gt(self, name):
     from data_pipeline import pipeline
     if name not in self._ground_truth:
-      self._ground_truth[name] = pipeline.eval_ground_truth(self.config.data, name)
+      gt = pipeline.eval_ground_truth(self.config.data, name)
+      gt['coco'] = {key: gt[key] for key in ('images', 'annotations', 'categories')}
+      self._ground_truth[name] = gt
     return self._ground_truth[name]
 
   def predict_dataset(self, state, name: str) -> tuple[list[dict], dict]:

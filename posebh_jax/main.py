@@ -50,15 +50,19 @@ def main(argv):
     sys.exit(2)
 
 
-def run():
-  """Console entry: parses flags; a bad --config override ends with one line instead of a usage dump."""
+def _parse_flags(argv):
+  """absl flag parsing; a bad --config override ends with one line instead of a usage dump."""
   try:
-    flags.FLAGS(sys.argv)
+    return flags.FLAGS(argv)
   except flags.Error as e:
     message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
     print(f'error: {message} (check the --config.<key> name and value against the config file)', file=sys.stderr)
     sys.exit(2)
-  app.run(main, argv=sys.argv)
+
+
+def run():
+  """Console entry point."""
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from data_pipeline import pipeline, prepare
+from data_pipeline import synthetic as synthetic_generator
 from data_pipeline.builders import synthetic as synthetic_builder
 from data_pipeline.errors import DatasetNotFoundError
 from data_pipeline.transforms import (
@@ -20,7 +21,7 @@ from data_pipeline.transforms import (
     half_body_center_scale,
     warp_keypoints,
 )
-from posebh_jax.codecs import get_warp_matrix, transform_points
+from posebh_jax.codecs import get_warp_matrix
 from posebh_jax.skeletons import TRAIN_FORMATS, get_format
 
 PARAMS = synthetic_builder.SyntheticParams(num_train_per_format=12, num_val=8, image_size=(64, 64),
@@ -51,57 +52,13 @@ def data_config(data_dir, num_workers=0):
     return cfg
 
 
-# --- the generator (or a stand-in while data_pipeline.synthetic is being written) ---------------------
-
-def _stand_in_generator():
-    """A minimal module with the generator's interface: random images, boxes and keypoints."""
-    import types
-    import zlib
-
-    formats = {'human': ('coco', 'aic', 'mpii', 'coco_wholebody', 'ochuman', 'crowdpose', 'halpe'),
-               'animal': ('ap10k', 'apt36k')}
-
-    def generate_example(index, split, seed=0, annotate_format=None, image_size_hw=(256, 256), difficulty=0.5):
-        rng = np.random.default_rng([seed, zlib.crc32(split.encode()), index])
-        height, width = image_size_hw
-        image = cv2.GaussianBlur(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), (5, 5), 2)
-        if annotate_format is None:
-            category = 'animal' if index % 3 == 0 else 'human'
-            names = formats[category]
-        else:
-            category, names = get_format(annotate_format).category, (annotate_format,)
-        x0, y0 = rng.uniform(0, width / 3), rng.uniform(0, height / 3)
-        bw, bh = rng.uniform(width / 4, width / 2), rng.uniform(height / 4, height / 2)
-        keypoints = {}
-        for name in names:
-            k = get_format(name).num_keypoints
-            xy = np.stack([rng.uniform(x0, x0 + bw, k), rng.uniform(y0, y0 + bh, k)], -1)
-            keypoints[name] = np.concatenate([xy, rng.integers(0, 3, (k, 1))], -1).astype(np.float32)
-        return {'image': image, 'category': category, 'bbox': np.array([x0, y0, bw, bh], np.float32),
-                'keypoints': keypoints, 'area': np.float32(bw * bh * 0.6), 'head_size': np.float32(bh / 5),
-                'joints3d': rng.normal(size=(20, 3)).astype(np.float32), 'intrinsics': np.eye(3, dtype=np.float32)}
-
-    return types.SimpleNamespace(FORMATS_BY_CATEGORY=formats, generate_example=generate_example)
-
-
-def _generator():
-    try:
-        from data_pipeline.synthetic import FORMATS_BY_CATEGORY, generate_example  # noqa: F401
-        return sys.modules['data_pipeline.synthetic'], True
-    except ImportError:
-        stand_in = _stand_in_generator()
-        sys.modules['data_pipeline.synthetic'] = stand_in
-        return stand_in, False
-
-
 @pytest.fixture(scope='module')
 def built(tmp_path_factory):
-    """(data_dir, generator module, prepare summary) for the tiny synthetic dataset, built without TensorFlow."""
-    generator, real = _generator()
+    """(data_dir, generator module, prepare summary) for the tiny synthetic dataset (2 generator processes)."""
     data_dir = tmp_path_factory.mktemp('tfds')
-    summary = prepare.prepare_synthetic(str(data_dir), PARAMS, num_workers=2 if real else 0,
+    summary = prepare.prepare_synthetic(str(data_dir), PARAMS, num_workers=2,
                                         log=lambda line: None)
-    return data_dir, generator, summary
+    return data_dir, synthetic_generator, summary
 
 
 # --- builder -----------------------------------------------------------------------------------------

@@ -88,8 +88,8 @@ class SyntheticParams:
         if self.num_train_per_format < 1 or self.num_val < 1:
             raise ValueError(f'num_train_per_format and num_val must be >= 1, got {self.num_train_per_format} '
                              f'and {self.num_val}')
-        if len(self.image_size) != 2 or min(self.image_size) < 16:
-            raise ValueError(f'image_size must be (H, W) with both sides >= 16 px, got {self.image_size}')
+        if len(self.image_size) != 2 or min(self.image_size) < 32:
+            raise ValueError(f'image_size must be (H, W) with both sides >= 32 px, got {self.image_size}')
         if not 0.0 <= self.difficulty <= 1.0:
             raise ValueError(f'difficulty must be in [0, 1], got {self.difficulty}')
 

@@ -157,9 +157,11 @@ def generate_example(index: int, split: str, seed: int = 0, annotate_format: str
 
     body = (body_lib.sample_biped if category == 'human' else body_lib.sample_quadruped)(rng, difficulty)
     rot = _camera_pose(rng, category, difficulty)
-    truncate = rng.random() < 0.05 + 0.25 * difficulty
-    occlude = rng.random() < 0.05 + 0.3 * difficulty
-    pad_m = 0.06 if category == 'human' else 0.08
+    d = difficulty
+    truncate = rng.random() < 0.02 + 0.1 * d + 0.18 * d * d   # 11.5% at 0.5, 30% at 1
+    occlude = rng.random() < 0.03 + 0.12 * d + 0.2 * d * d    # 14% at 0.5, 35% at 1
+    lo, hi = body.landmarks.min(axis=0), body.landmarks.max(axis=0)
+    pad_m = 0.035 * float(np.max(hi - lo))  # limb radii beyond the landmarks
     intr, t = _place(rng, body.landmarks @ rot.T, pad_m, h, w, difficulty, truncate)
     body_cam = body.transformed(rot, t)
     proj = render.ProjectedParts(body_cam.parts, intr)

@@ -217,7 +217,7 @@ def _draw_human_face(img, head, intrinsics, style):
     skin = np.asarray(style['skin'])
     if head_px < 5:
         return
-    thin = max(_fx(head_px * 0.035), _ONE // 2)
+    thin = max(int(round(head_px * 0.035)), 1)  # line thickness is in whole pixels (not shifted)
     if head_px < 11:
         for idx in (range(36, 42), range(42, 48)):
             idx = list(idx)
@@ -232,7 +232,7 @@ def _draw_human_face(img, head, intrinsics, style):
     for idx in (slice(17, 22), slice(22, 27)):
         if cosv[idx].mean() < -0.1:
             cv2.polylines(img, [np.round(uv[idx] * _ONE).astype(np.int32)], False, _colour(style['brow']),
-                          max(_fx(head_px * 0.06), _ONE), _AA, _SHIFT)
+                          max(int(round(head_px * 0.06)), 1), _AA, _SHIFT)
     # Eyes: white, iris, pupil.
     for idx, centre_i in ((slice(36, 42), (37, 38, 40, 41)), (slice(42, 48), (43, 44, 46, 47))):
         if cosv[idx].mean() < -0.1:
@@ -371,9 +371,11 @@ def make_background(rng: np.random.Generator, h: int, w: int, difficulty: float)
     """Random procedural background (uint8 (h, w, 3)): smooth colour field, optional stripes, noise, shapes."""
     banks = _banks()
     g = int(rng.integers(2, 7))
-    base = body_lib.random_colour(rng, sat=(0.0, 0.7), val=(0.2, 0.95))
-    spread = rng.uniform(10, 40 + 60 * difficulty)
-    low = np.clip(base + rng.normal(0, spread, (g, g, 3)), 0, 255).astype(np.uint8)
+    base = body_lib.random_colour(rng, sat=(0.0, 0.6), val=(0.2, 0.9))
+    spread = rng.uniform(10, 30 + 50 * difficulty)
+    chroma = rng.uniform(0.15, 0.3 + 0.5 * difficulty)
+    low = base + rng.normal(0, spread, (g, g, 1)) + rng.normal(0, spread * chroma, (g, g, 3))
+    low = np.clip(low, 0, 255).astype(np.uint8)
     img = cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC if rng.random() < 0.5 else cv2.INTER_LINEAR)
     if rng.random() < 0.3:
         stripes = banks['stripes'][int(rng.integers(len(banks['stripes'])))]
