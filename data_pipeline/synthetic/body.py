@@ -438,16 +438,18 @@ def sample_biped(rng: np.random.Generator, difficulty: float) -> Body:
         lm[f'{side}_ankle'] = lm[f'{side}_knee'] + r_sh @ np.array([0.0, -l_sh, 0.0])
         r_ft = r_sh @ rot_x(-ang[f'{side}_ankle'])
         ankle = lm[f'{side}_ankle']
-        lm[f'{side}_heel'] = ankle + r_ft @ np.array([0.0, -ankle_h, -heel_back])
-        lm[f'{side}_big_toe'] = ankle + r_ft @ np.array([-s * 0.022 * h, -ankle_h, foot_len])
-        lm[f'{side}_small_toe'] = ankle + r_ft @ np.array([s * 0.036 * h, -ankle_h + 0.006 * h, 0.82 * foot_len])
+        # Foot points sit just inside the shoe's surface (heel back, tips of the big and small toe).
+        lm[f'{side}_heel'] = ankle + r_ft @ np.array([0.0, -ankle_h + 0.008 * h, -heel_back])
+        lm[f'{side}_big_toe'] = ankle + r_ft @ np.array([-s * 0.018 * h, -ankle_h + 0.006 * h, foot_len - 0.01 * h])
+        lm[f'{side}_small_toe'] = ankle + r_ft @ np.array([s * 0.03 * h, -ankle_h + 0.008 * h, 0.8 * foot_len])
         shank_col = skin if shorts else pants
         parts.append(Part(f'{side}_thigh', CAPSULE, lm[f'{side}_hip'], _side_tint(pants, s, lr),
                           p1=lm[f'{side}_knee'], r0=0.078 * h * limb_w, r1=0.052 * h * limb_w))
         parts.append(Part(f'{side}_shank', CAPSULE, lm[f'{side}_knee'], _side_tint(shank_col, s, lr),
                           p1=ankle, r0=0.052 * h * limb_w, r1=0.036 * h * limb_w))
         foot_r0, foot_r1 = 0.03 * h, 0.034 * h
-        parts.append(Part(f'{side}_foot', CAPSULE, lm[f'{side}_heel'] + r_ft @ np.array([0.0, foot_r0, foot_r0]),
+        heel_surface = ankle + r_ft @ np.array([0.0, -ankle_h, -heel_back])
+        parts.append(Part(f'{side}_foot', CAPSULE, heel_surface + r_ft @ np.array([0.0, 0.7, 0.7]) * foot_r0,
                           _side_tint(shoes, s, lr),
                           p1=ankle + r_ft @ np.array([s * 0.008 * h, -ankle_h + foot_r1 * 0.8, foot_len - foot_r1]),
                           r0=foot_r0, r1=foot_r1, layers=2))
