@@ -55,8 +55,20 @@ def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     print(f'error: {message} (check the --config.<key> name and value against the config file)', file=sys.stderr)
+    sys.exit(2)
+  except (AttributeError, KeyError) as e:
+    # ml_collections raises these (with a traceback) for an override naming a key the config does not have.
+    overrides = ' '.join(a.split('=')[0] for a in argv[1:] if a.startswith('--config.'))
+    detail = str(e).strip().strip('"').strip("'")
+    print(f'error: unknown config key ({detail}) in {overrides}; run with --config=<file> and no overrides, '
+          'then look at workdir/config.json for the valid keys', file=sys.stderr)
+    sys.exit(2)
+  except (TypeError, ValueError) as e:
+    overrides = ' '.join(a for a in argv[1:] if a.startswith('--config.'))
+    print(f'error: bad config value in {overrides}: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}',
+          file=sys.stderr)
     sys.exit(2)
 
 

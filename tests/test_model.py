@@ -103,3 +103,19 @@ def test_parameters_carry_logical_axis_names():
   assert tuple(specs['mlp']['fc1']['kernel']) == ('embed', 'mlp')
   assert tuple(specs['mlp']['expert_kernel']) == ('expert', 'mlp', 'embed')
   assert tuple(specs['attn']['qkv']['kernel']) == ('embed', 'qkv')
+
+
+def test_phase_deconvolution_equals_direct_transposed_convolution():
+  """Deconv4x4Stride2 against a direct NumPy scatter: out[2i-1+ky, 2j-1+kx] += x[i,j] · w[ky,kx]."""
+  layer = vit.Deconv4x4Stride2(features=3, kernel_init=nn.initializers.normal(1.0))
+  x = np.asarray(jax.random.normal(jax.random.key(0), (2, 5, 4, 6)))
+  variables = layer.init(jax.random.key(1), x)
+  out = np.asarray(layer.apply(variables, x))
+  kernel = np.asarray(variables['params']['kernel'])
+  expected = np.zeros((2, 10 + 2, 8 + 2, 3))  # one pixel of margin on each side for the -1 offset
+  for i in range(5):
+    for j in range(4):
+      for ky in range(4):
+        for kx in range(4):
+          expected[:, 2 * i + ky, 2 * j + kx] += x[:, i, j] @ kernel[ky, kx]
+  np.testing.assert_allclose(out, expected[:, 1:-1, 1:-1], rtol=1e-5, atol=1e-5)

@@ -133,6 +133,15 @@ def test_visibility_zero_exactly_outside_the_image():
     assert n_outside > 0, 'difficulty 1.0 should truncate some subjects'
 
 
+def test_truncated_and_occluded_subjects_stay_partly_in_view():
+    """Even at difficulty 1 every subject keeps a visible silhouette and several labelled keypoints."""
+    for i in range(60):
+        ex = _example(i, 'validation', None, 1.0, (128, 128))
+        main = ex['keypoints']['coco' if ex['category'] == 'human' else 'ap10k']
+        assert (main[:, 2] > 0).sum() >= 3, i
+        assert ex['area'] >= 0.005 * 128 * 128, i
+
+
 def test_bbox_is_inside_the_image_and_contains_visible_keypoints():
     for ex in _validation_examples(24) + [_example(i, 'validation', None, 1.0) for i in range(12)]:
         h, w = ex['image'].shape[:2]

@@ -1,6 +1,6 @@
 """3D kinematic bodies of the synthetic benchmark: a biped (human formats) and a quadruped (animal formats).
 
-A body is sampled from a numpy Generator: random proportions, joint angles within anatomical limits, clothing /
+A body is sampled from a numpy Generator and a nuisance `level` in [0, 1] (the generator passes difficulty^2): random proportions, joint angles within anatomical limits, clothing /
 fur colours. It is returned in its own frame (metres; x = the subject's left, y = up, z = the way it faces) as
 
 - `landmarks`: float64 (L, 3), the named body points the keypoint formats are built from
@@ -32,10 +32,10 @@ EAR_PQS = (0.97, -0.02, -0.24)
 HEAD_TOP_PQS = (0.0, 1.0, 0.0)
 UPPER_NECK_PQS = (0.0, -0.62, -0.25)
 _FINGERS = ('thumb', 'index', 'middle', 'ring', 'pinky')
-_FINGER_JOINTS = {'thumb': ('cmc', 'mcp', 'ip', 'tip')}
+FINGER_JOINTS = {'thumb': ('cmc', 'mcp', 'ip', 'tip')}
 for _f in _FINGERS[1:]:
-    _FINGER_JOINTS[_f] = ('mcp', 'pip', 'dip', 'tip')
-FINGER_LANDMARKS = tuple(f'{f}_{j}' for f in _FINGERS for j in _FINGER_JOINTS[f])
+    FINGER_JOINTS[_f] = ('mcp', 'pip', 'dip', 'tip')
+FINGER_LANDMARKS = tuple(f'{f}_{j}' for f in _FINGERS for j in FINGER_JOINTS[f])
 
 _BIPED_CENTRE = ('pelvis', 'spine', 'thorax', 'neck_base', 'upper_neck', 'head_centre', 'head_top', 'chin', 'nose')
 _BIPED_SIDE = ('eye', 'ear', 'shoulder', 'elbow', 'wrist', 'hip', 'knee', 'ankle', 'heel', 'big_toe',
@@ -195,10 +195,10 @@ def _side_tint(colour, side_sign, amount):
 
 
 # ------------------------------------------------------------------------------------------------ biped
-def _biped_pose(rng: np.random.Generator, difficulty: float) -> dict:
-    """Joint angles (radians) of one biped pose, mixed from a few pose families; wider with difficulty."""
-    ext = 0.6 + 0.8 * difficulty
-    p_active = 0.15 + 0.35 * difficulty
+def _biped_pose(rng: np.random.Generator, level: float) -> dict:
+    """Joint angles (radians) of one biped pose, mixed from a few pose families; wider with level."""
+    ext = 0.6 + 0.8 * level
+    p_active = 0.04 + 0.46 * level * level  # 7% at difficulty 0.5 (level 0.25), 50% at 1
     calm = np.array([0.4, 0.4, 0.0, 0.2]) * (1.0 - p_active)
     mode = ('stand', 'walk', 'active', 'crouch')[rng.choice(4, p=calm + np.array([0.0, 0.0, p_active, 0.0]))]
     a = {}
@@ -268,7 +268,7 @@ def _biped_own_parts() -> dict:
         for n in ('heel', 'big_toe', 'small_toe'):
             own[f'{side}_{n}'] = sp('foot', 'shank')
         for f in _FINGERS:
-            joints = _FINGER_JOINTS[f]
+            joints = FINGER_JOINTS[f]
             own[f'{side}_{f}_{joints[0]}'] = sp('palm', f'{f}_0', 'forearm')
             own[f'{side}_{f}_{joints[1]}'] = sp('palm', f'{f}_0', f'{f}_1')
             own[f'{side}_{f}_{joints[2]}'] = sp(f'{f}_1', f'{f}_2')
@@ -279,16 +279,16 @@ def _biped_own_parts() -> dict:
 _BIPED_OWN = _biped_own_parts()
 
 
-def sample_biped(rng: np.random.Generator, difficulty: float) -> Body:
+def sample_biped(rng: np.random.Generator, level: float) -> Body:
     """Samples a posed human-like biped (proportions, pose, clothing) in its own frame; see `Body`."""
-    ang = _biped_pose(rng, difficulty)
+    ang = _biped_pose(rng, level)
     h = rng.uniform(0.85, 1.1)
 
     def seg(x):
         return x * h * rng.normal(1.0, 0.05)
 
-    width = rng.uniform(0.85, 1.25)
-    limb_w = rng.uniform(0.85, 1.2)
+    width = rng.uniform(0.9, 1.3)
+    limb_w = rng.uniform(0.95, 1.3)
     l_low, l_up, l_neck = seg(0.14), seg(0.22), seg(0.09)
     sh_half, hip_half = seg(0.18) * (0.9 + 0.1 * width), seg(0.088) * (0.9 + 0.15 * width)
     l_ua, l_fa, l_th, l_sh = seg(0.29), seg(0.26), seg(0.45), seg(0.44)
@@ -335,7 +335,7 @@ def sample_biped(rng: np.random.Generator, difficulty: float) -> Body:
     long_sleeves = rng.random() < 0.5
     bare_arms = rng.random() < 0.12
     shorts = rng.random() < 0.35
-    lr = (0.2 * (1.0 - difficulty) + 0.04) * rng.uniform(0.7, 1.0)
+    lr = (0.05 + 0.25 * (1.0 - level)) * rng.uniform(0.8, 1.0)
     style = dict(skin=skin, hair=hair_col, lip=np.clip(skin * np.array([0.85, 0.55, 0.55]), 0, 255),
                  eye_white=np.array([235.0, 235, 230]), iris=random_colour(rng, sat=(0.3, 0.8), val=(0.15, 0.5)),
                  brow=np.clip(hair_col * 0.8, 0, 255))
@@ -386,7 +386,7 @@ def sample_biped(rng: np.random.Generator, difficulty: float) -> Body:
         curl = ang[f'{side}_curl']
         finger_parts = []
         for fi, f in enumerate(_FINGERS):
-            joints = _FINGER_JOINTS[f]
+            joints = FINGER_JOINTS[f]
             if f == 'thumb':
                 base = wrist + r_hand @ (d * 0.2 * palm_len + t * 0.3 * palm_w + n * 0.012 * h)
                 lens = (0.045, 0.032, 0.027)
@@ -497,10 +497,10 @@ def _quad_own_parts() -> dict:
 _QUAD_OWN = _quad_own_parts()
 
 
-def sample_quadruped(rng: np.random.Generator, difficulty: float) -> Body:
+def sample_quadruped(rng: np.random.Generator, level: float) -> Body:
     """Samples a posed four-legged animal (proportions from cat-like to horse-like, gait, fur) in its own
     frame; see `Body`."""
-    ext = 0.6 + 0.8 * difficulty
+    ext = 0.6 + 0.8 * level
     size = rng.uniform(0.5, 1.6)
     L = size * rng.uniform(0.85, 1.15)
     th, tw = size * rng.uniform(0.15, 0.24), size * rng.uniform(0.11, 0.18)
@@ -516,7 +516,7 @@ def sample_quadruped(rng: np.random.Generator, difficulty: float) -> Body:
     if rng.random() < 0.15:
         fur = random_colour(rng, sat=(0.2, 0.6), val=(0.3, 0.9))
     belly = np.clip(fur * rng.uniform(0.8, 1.3), 0, 255)
-    lr = (0.2 * (1.0 - difficulty) + 0.04) * rng.uniform(0.7, 1.0)
+    lr = (0.05 + 0.25 * (1.0 - level)) * rng.uniform(0.8, 1.0)
     style = dict(skin=fur, eye_white=np.array([40.0, 30, 20]), iris=np.array([15.0, 10, 5]),
                  nose_tip=np.array([30.0, 25, 25]))
 

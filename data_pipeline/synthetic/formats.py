@@ -107,7 +107,7 @@ def _hands(root_on_palm=0.0):
         root = _lerp(wrist, f'{side}_middle_mcp', root_on_palm) if root_on_palm else _at(wrist)
         defs[f'{side}_hand_root'] = (root, wrist)
         for wb, ours in _WB_FINGER.items():
-            joints = body_lib._FINGER_JOINTS[ours]
+            joints = body_lib.FINGER_JOINTS[ours]
             for k, j in enumerate(joints):
                 lm = f'{side}_{ours}_{j}'
                 defs[f'{side}_{wb}{k + 1}'] = (_at(lm), lm)

@@ -66,9 +66,9 @@ def _choose_formats(index: int, split: str, annotate_format):
     return category, names
 
 
-def _camera_pose(rng: np.random.Generator, category: str, difficulty: float) -> np.ndarray:
+def _camera_pose(rng: np.random.Generator, category: str, level: float) -> np.ndarray:
     """Rotation body frame -> camera frame: any yaw, mostly upright, random camera elevation."""
-    d = difficulty
+    d = level
     yaw = rng.uniform(-math.pi, math.pi)
     if category == 'human' and rng.random() < 0.04 * d:  # lying / upside-down poses, only when hard
         pitch = math.radians(rng.choice([-1, 1]) * rng.uniform(60, 100))
@@ -85,7 +85,7 @@ def _box(uv: np.ndarray, pad: float):
     return uv[:, 0].min() - pad, uv[:, 1].min() - pad, uv[:, 0].max() + pad, uv[:, 1].max() + pad
 
 
-def _place(rng, landmarks_rot: np.ndarray, pad_m: float, h: int, w: int, difficulty: float, truncate: bool):
+def _place(rng, landmarks_rot: np.ndarray, pad_m: float, h: int, w: int, level: float, truncate: bool):
     """Chooses focal length and translation so the subject fills a random 40-90% of the image (rarely beyond
     the border when `truncate`). Returns (intrinsics (3,3), translation (3,))."""
     f = min(h, w) * rng.uniform(1.0, 2.4)
@@ -93,12 +93,12 @@ def _place(rng, landmarks_rot: np.ndarray, pad_m: float, h: int, w: int, difficu
     lo, hi = landmarks_rot.min(axis=0), landmarks_rot.max(axis=0)
     extent = float(np.max(hi - lo)) + 2 * pad_m
     centre = 0.5 * (lo + hi)
-    fill = rng.uniform(0.4 - 0.1 * difficulty, 0.9 + 0.05 * difficulty)
+    fill = rng.uniform(0.4 - 0.1 * level, 0.9 + 0.05 * level)
     depth = 3.0 * extent * f / min(h, w)
     t = np.array([-centre[0], -centre[1], depth - centre[2]])
     for _ in range(2):  # rescale distance to reach the fill fraction (two passes absorb perspective effects)
         uv = render.project(landmarks_rot + t, intr)
-        x0, y0, x1, y1 = _box(uv, f * pad_m / (depth))
+        x0, y0, x1, y1 = _box(uv, f * pad_m / depth)
         current = max((y1 - y0) / h, (x1 - x0) / w)
         new_depth = max(depth * current / fill, 1.2 * extent)
         t[2] += new_depth - depth
@@ -114,11 +114,11 @@ def _place(rng, landmarks_rot: np.ndarray, pad_m: float, h: int, w: int, difficu
                 margin = 0.02 * length
                 lo_c, hi_c = size / 2 + margin, length - size / 2 - margin
                 targets.append(rng.uniform(lo_c, hi_c) if hi_c > lo_c else length / 2)
-            if truncate:  # push a random side 15-45% of the box beyond the border
+            if truncate:  # push a random side 10-26% (difficulty 0.5) / 10-45% (1.0) of the box beyond the border
                 axis = int(rng.integers(2))
-                out = rng.uniform(0.15, 0.45)
+                out = rng.uniform(0.1, 0.2 + 0.25 * level)
                 size, length = (bw, w) if axis == 0 else (bh, h)
-                targets[axis] = -size * (0.5 - out) if rng.random() < 0.5 else length + size * (0.5 - out)
+                targets[axis] = size * (0.5 - out) if rng.random() < 0.5 else length - size * (0.5 - out)
         du, dv = targets[0] - 0.5 * (x0 + x1), targets[1] - 0.5 * (y0 + y1)
         t[0] += du * depth / f
         t[1] += dv * depth / f
@@ -138,7 +138,8 @@ def generate_example(index: int, split: str, seed: int = 0, annotate_format: str
         -> quadruped). None: the category follows the index (every third example an animal) and train
         examples get the category's formats in turn.
       image_size_hw: (H, W) of the image.
-      difficulty: 0..1; scales clutter, occlusion, truncation, pose range, blur, noise and colour jitter.
+      difficulty: 0..1; clutter, occlusion, truncation, pose range, blur, noise and colour jitter grow with
+        difficulty^2, while the left/right shading cue fades.
 
     Returns a dict:
       image uint8 (H, W, 3) RGB; category 'human' | 'animal';
@@ -155,33 +156,34 @@ def generate_example(index: int, split: str, seed: int = 0, annotate_format: str
     rng = _seed(int(seed), split, int(index), annotate_format, (h, w), difficulty)
     category, names = _choose_formats(int(index), split, annotate_format)
 
-    body = (body_lib.sample_biped if category == 'human' else body_lib.sample_quadruped)(rng, difficulty)
-    rot = _camera_pose(rng, category, difficulty)
-    d = difficulty
-    truncate = rng.random() < 0.02 + 0.1 * d + 0.18 * d * d   # 11.5% at 0.5, 30% at 1
-    occlude = rng.random() < 0.03 + 0.12 * d + 0.2 * d * d    # 14% at 0.5, 35% at 1
+    # Nuisances grow with difficulty^2: 0.5 stays clearly learnable (level 0.25), 1.0 is the full range.
+    level = difficulty * difficulty
+    body = (body_lib.sample_biped if category == 'human' else body_lib.sample_quadruped)(rng, level)
+    rot = _camera_pose(rng, category, level)
+    truncate = rng.random() < 0.02 + 0.08 * level + 0.2 * level * level  # 5% at difficulty 0.5, 30% at 1
+    occlude = rng.random() < 0.03 + 0.1 * level + 0.22 * level * level   # 7% at difficulty 0.5, 35% at 1
     lo, hi = body.landmarks.min(axis=0), body.landmarks.max(axis=0)
     pad_m = 0.035 * float(np.max(hi - lo))  # limb radii beyond the landmarks
-    intr, t = _place(rng, body.landmarks @ rot.T, pad_m, h, w, difficulty, truncate)
+    intr, t = _place(rng, body.landmarks @ rot.T, pad_m, h, w, level, truncate)
     body_cam = body.transformed(rot, t)
     proj = render.ProjectedParts(body_cam.parts, intr)
 
-    img = render.make_background(rng, h, w, difficulty)
+    img = render.make_background(rng, h, w, level)
     a = rng.uniform(-160, -20) * math.pi / 180
     light = np.array([math.cos(a), math.sin(a)])
     contrast = rng.uniform(0.6, 1.3)
     uv_lm = render.project(body_cam.landmarks, intr)
     box = _box(uv_lm, intr[0, 0] * pad_m / float(np.median(body_cam.landmarks[:, 2])))
     subject_size = max(box[2] - box[0], box[3] - box[1])
-    render.draw_distractors(img, rng, difficulty, subject_size, light)
+    render.draw_distractors(img, rng, level, subject_size, light)
     mask = np.zeros((h, w), dtype=np.uint8)
     render.draw_body(img, mask, body_cam, proj, intr, light, contrast)
-    render.texture_body(img, mask, rng, difficulty)
+    render.texture_body(img, mask, rng, level)
     occ_mask = np.zeros((h, w), dtype=np.uint8)
     if occlude:
         target = uv_lm[int(rng.integers(len(uv_lm)))]
         render.draw_occluder(img, occ_mask, rng, target, box)
-    img = render.degrade(img, rng, difficulty)
+    img = render.degrade(img, rng, level)
 
     visible = cv2.bitwise_and(mask, cv2.bitwise_not(occ_mask))
     area = cv2.countNonZero(visible)

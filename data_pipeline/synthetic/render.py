@@ -1,5 +1,7 @@
 """Rendering of a posed `Body` into an image with OpenCV: backgrounds, shaded primitives in depth order, faces,
 distractors, occluders, image degradations, and the analytic occlusion test that sets keypoint visibility.
+Functions taking `level` scale their clutter/degradation with it (0 = clean, 1 = hardest; the generator passes
+difficulty^2).
 
 Coordinates: camera frame x right, y down, z forward (metres); pixel (u, v) = (fx x / z + cx, fy y / z + cy),
 pixel centres at integer coordinates (as OpenCV draws). Everything is drawn with `shift=4` sub-pixel precision.
@@ -288,11 +290,10 @@ def draw_body(img: np.ndarray, mask: np.ndarray, body_cam, proj: ProjectedParts,
             draw_shaded_capsule(img, proj.c0[i], proj.c1[i], proj.R0[i], proj.R1[i], part.colour, part.layers,
                                 light, contrast)
             draw_capsule(mask, proj.c0[i], proj.c1[i], proj.R0[i], proj.R1[i], 255, cv2.LINE_8)
-            if part.name == 'muzzle':
-                draw_ellipse(img, proj.c1[i] + (proj.c1[i] - proj.c0[i]) * 0.0, (proj.R1[i] * 0.75,
-                                                                                   proj.R1[i] * 0.55),
-                             math.degrees(math.atan2(*(proj.c1[i] - proj.c0[i])[::-1])) + 90,
-                             body_cam.style['nose_tip'])
+            if part.name == 'muzzle':  # dark nose pad across the muzzle's tip
+                along = proj.c1[i] - proj.c0[i]
+                draw_ellipse(img, proj.c1[i], (proj.R1[i] * 0.75, proj.R1[i] * 0.55),
+                             math.degrees(math.atan2(along[1], along[0])) + 90, body_cam.style['nose_tip'])
         else:  # finger sticks: one anti-aliased line
             thick = max(int(round(proj.R0[i] + proj.R1[i])), 1)
             col = np.asarray(part.colour) * (1.0 - 0.12 * contrast)
@@ -367,21 +368,21 @@ _HEAD_SURFACE = {
 
 
 # ------------------------------------------------------------------------------------------------ scene
-def make_background(rng: np.random.Generator, h: int, w: int, difficulty: float) -> np.ndarray:
+def make_background(rng: np.random.Generator, h: int, w: int, level: float) -> np.ndarray:
     """Random procedural background (uint8 (h, w, 3)): smooth colour field, optional stripes, noise, shapes."""
     banks = _banks()
     g = int(rng.integers(2, 7))
     base = body_lib.random_colour(rng, sat=(0.0, 0.6), val=(0.2, 0.9))
-    spread = rng.uniform(10, 30 + 50 * difficulty)
-    chroma = rng.uniform(0.15, 0.3 + 0.5 * difficulty)
+    spread = rng.uniform(10, 30 + 50 * level)
+    chroma = rng.uniform(0.15, 0.3 + 0.5 * level)
     low = base + rng.normal(0, spread, (g, g, 1)) + rng.normal(0, spread * chroma, (g, g, 3))
     low = np.clip(low, 0, 255).astype(np.uint8)
     img = cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC if rng.random() < 0.5 else cv2.INTER_LINEAR)
     if rng.random() < 0.3:
         stripes = banks['stripes'][int(rng.integers(len(banks['stripes'])))]
-        _add_texture(img, _crop(stripes, rng, h, w), rng.uniform(0.05, 0.15 + 0.25 * difficulty))
-    _add_texture(img, _crop(banks['blotch'], rng, h, w), rng.uniform(0.0, 0.15 + 0.3 * difficulty))
-    n_shapes = int(rng.poisson(1.5 + 6 * difficulty))
+        _add_texture(img, _crop(stripes, rng, h, w), rng.uniform(0.05, 0.15 + 0.25 * level))
+    _add_texture(img, _crop(banks['blotch'], rng, h, w), rng.uniform(0.0, 0.15 + 0.3 * level))
+    n_shapes = int(rng.poisson(1.0 + 6.0 * level))
     for _ in range(n_shapes):
         col = _colour(body_lib.random_colour(rng, sat=(0.0, 0.8), val=(0.1, 0.95)))
         kind = rng.integers(4)
@@ -403,17 +404,17 @@ def make_background(rng: np.random.Generator, h: int, w: int, difficulty: float)
             d = np.array([math.cos(a), math.sin(a)]) * size
             cv2.line(img, _pt((cx - d[0], cy - d[1])), _pt((cx + d[0], cy + d[1])), col,
                      int(rng.integers(1, 6)), _AA, _SHIFT)
-    if rng.random() < 0.6 - 0.3 * difficulty:  # defocused background: separates the subject
+    if rng.random() < 0.6 - 0.3 * level:  # defocused background: separates the subject
         cv2.GaussianBlur(img, (0, 0), rng.uniform(0.8, 2.5), dst=img)
-    _add_texture(img, _crop(banks['fine'], rng, h, w), rng.uniform(0.0, 0.06 + 0.1 * difficulty))
+    _add_texture(img, _crop(banks['fine'], rng, h, w), rng.uniform(0.0, 0.06 + 0.1 * level))
     return img
 
 
-def draw_distractors(img: np.ndarray, rng: np.random.Generator, difficulty: float, subject_size: float,
+def draw_distractors(img: np.ndarray, rng: np.random.Generator, level: float, subject_size: float,
                      light: np.ndarray) -> None:
-    """Limb-like shaded capsules and blobs behind the subject (more with difficulty)."""
+    """Limb-like shaded capsules and blobs behind the subject (more with level)."""
     h, w = img.shape[:2]
-    for _ in range(int(rng.poisson(0.3 + 3.0 * difficulty))):
+    for _ in range(int(rng.poisson(0.2 + 3.0 * level))):
         col = body_lib.random_colour(rng, sat=(0.1, 0.9), val=(0.2, 0.95))
         c0 = np.array([rng.uniform(0, w), rng.uniform(0, h)])
         if rng.random() < 0.7:
@@ -457,7 +458,7 @@ def draw_occluder(img: np.ndarray, occ_mask: np.ndarray, rng: np.random.Generato
     cv2.bitwise_or(occ_mask, layer, dst=occ_mask)
 
 
-def texture_body(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, difficulty: float) -> None:
+def texture_body(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, level: float) -> None:
     """Cloth/fur texture inside the silhouette (noise, blotches or stripes, in place)."""
     h, w = img.shape[:2]
     banks = _banks()
@@ -475,10 +476,10 @@ def texture_body(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, di
     cv2.copyTo(textured, mask, img)
 
 
-def degrade(img: np.ndarray, rng: np.random.Generator, difficulty: float) -> np.ndarray:
+def degrade(img: np.ndarray, rng: np.random.Generator, level: float) -> np.ndarray:
     """Colour jitter (gain, contrast, brightness, saturation), blur and sensor noise, all growing with
-    difficulty. Returns the new uint8 image."""
-    d = difficulty
+    level. Returns the new uint8 image."""
+    d = level
     gains = 1.0 + rng.normal(0, 0.02 + 0.06 * d, 3)
     contrast = rng.uniform(1.0 - 0.35 * d, 1.0 + 0.2 * d)
     brightness = rng.normal(0, 4 + 14 * d)

@@ -233,6 +233,42 @@ class ViTBackbone(nn.Module):
     return x.reshape(batch, grid_h, grid_w, self.width).astype(jnp.float32)
 
 
+class Deconv4x4Stride2(nn.Module):
+  """Transposed convolution, kernel 4, stride 2, padding 1, no bias (PyTorch ConvTranspose2d semantics:
+  out[o] = Σ_i x[i] · w[o + 1 − 2i]); (n, h, w, C_in) → (n, 2h, 2w, C_out).
+
+  Computed as four 2×2 convolutions, one per output phase, then interleaved: the same multiply-adds as the
+  transposed convolution but as ordinary convolutions, which XLA runs far faster (on CPU by ~20× in the backward
+  pass) than the dilated-input form it uses for `conv_transpose`.
+  """
+  features: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Any = nn.initializers.normal(0.001)
+
+  # For output phase r (o = 2m + r) the two contributing inputs are padded positions (m + r, m + r + 1)
+  # with kernel taps (3, 1) for r = 0 and (2, 0) for r = 1.
+  _TAPS = ((3, 1), (2, 0))
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', self.kernel_init, (4, 4, x.shape[-1], self.features), self.param_dtype)
+    kernel = kernel.astype(self.dtype)
+    x = x.astype(self.dtype)
+    n, h, w, _ = x.shape
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    rows = []
+    for ry in (0, 1):
+      cols = []
+      for rx in (0, 1):
+        sub_kernel = kernel[np.array(self._TAPS[ry])][:, np.array(self._TAPS[rx])]
+        window = padded[:, ry:ry + h + 1, rx:rx + w + 1]
+        cols.append(jax.lax.conv_general_dilated(window, sub_kernel, (1, 1), 'VALID',
+                                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+      rows.append(jnp.stack(cols, axis=3))
+    return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, self.features)
+
+
 class Upsampler(nn.Module):
   """ViTPose deconvolution stack: num × [ConvTranspose 4×4 s2 (no bias) → BN → ReLU]; (n,h,w,C) → (n,2^num h,…)."""
   channels: int = 256
@@ -243,10 +279,8 @@ class Upsampler(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     for index in range(self.num_layers):
-      x = nn.ConvTranspose(self.channels, (4, 4), strides=(2, 2), padding='SAME', use_bias=False,
-                           dtype=self.dtype, param_dtype=self.param_dtype, name=f'deconv_{index}',
-                           kernel_init=_logical(nn.initializers.normal(0.001), (None, None, 'embed', 'channels')))(
-                               x.astype(self.dtype))
+      x = Deconv4x4Stride2(self.channels, self.dtype, self.param_dtype, name=f'deconv_{index}',
+                           kernel_init=_logical(nn.initializers.normal(0.001), (None, None, 'embed', 'channels')))(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=jnp.float32,
                        param_dtype=self.param_dtype, name=f'bn_{index}',
                        scale_init=_logical(nn.initializers.ones, ('channels',)),
