@@ -19,7 +19,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 demo: $(VENV)/.installed
-	$(PY) -m data_pipeline.prepare synthetic --data_dir=$(DEMO_DATA) --config=configs/demo.py
+	$(PY) -m data_pipeline.prepare synthetic --data_dir=$(DEMO_DATA) --config=configs/demo.py --overwrite
 	$(PY) -m posebh_jax.main --config=configs/demo.py --workdir=$(DEMO_WORKDIR) --config.data.data_dir=$(DEMO_DATA)
 
 clean-demo:

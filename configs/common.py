@@ -70,6 +70,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim = dict(
       name='adamw', lr=1e-3, weight_decay=0.1, b1=0.9, b2=0.999, eps=1e-8, grad_clip=1.0, layer_decay=0.75,
       warmup_steps=500, warmup_ratio=0.001, decay_epochs=(170, 200), decay_factor=0.1,
+      schedule='step',  # 'step' (decay_factor at decay_epochs, as ViTPose++) or 'cosine' (to final_lr_ratio × lr)
+      final_lr_ratio=0.0,
       frozen=(),  # regexes over parameter paths ('backbone/.*') that receive no updates and no optimizer state
   )
   config.num_epochs = 210
@@ -95,7 +97,38 @@ def base_config() -> ml_collections.ConfigDict:
   config.viz_examples = 4
   config.profile = False
   config.device_peak_tflops = -1.0  # < 0: look the device up in a table; 0: unknown
+  config.init_from = ''  # workdir or checkpoint dir of a baseline run: loads its backbone and heads
+  config.posebh = posebh_config(False)
   return config
+
+
+def posebh_config(enabled: bool = False) -> ml_collections.ConfigDict:
+  """config.posebh: keypoint prototypes, cross-type self-supervision and the staged schedule (METHOD.md §2).
+
+  Stages are given in epochs of this run: stage 1 [0, stage_epochs[0]) trains the embedding module and updates
+  the prototypes by momentum; stage 2 [stage_epochs[0], stage_epochs[1]) also trains the heads, freezes the
+  prototypes and adds CSS and the cluster-prototype (CPS) terms; stage 3 continues with every loss. The backbone
+  trains from `backbone_thaw_epoch` on (the reference B and H configs: 90; the supplement's prose: 50).
+  """
+  return ml_collections.ConfigDict(dict(
+      enabled=enabled,
+      embed_dim=64,  # F
+      embed_channels=256,  # upsampling layers of the embedding module
+      embed_hidden=64,  # residual block width
+      prototypes_per_keypoint=3,  # M
+      kappa=0.05,  # Sinkhorn temperature
+      sinkhorn_iterations=3,
+      momentum=0.999,  # λ
+      num_clusters=64,  # cluster prototypes for CPS
+      cluster_iterations=20,
+      cluster_temperature=0.05,
+      weights=dict(phm=3.33e-6, ppc=1.25e-7, ppd=1.25e-8, cps=0.01, css=0.001),
+      css_min_peak=0.25,
+      css_max_distance=2.1,  # heatmap pixels between the head's and the prototype heatmap's argmax
+      stage_epochs=(50.0, 90.0),
+      stage_lrs=(1e-3, 1e-4, 1e-5),
+      backbone_thaw_epoch=90.0,
+  ))
 
 
 def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

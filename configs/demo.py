@@ -1,38 +1,70 @@
 """The demo: a small ViTPose++ (MoE FFN, six heads) trained on the embedded synthetic multi-skeleton dataset.
 
-  python -m data_pipeline.prepare synthetic        # once (make demo does it)
+  python -m data_pipeline.prepare synthetic --config=configs/demo.py   # once (make demo does it)
   python -m posebh_jax.main --config=configs/demo.py --workdir=workdirs/demo
-Args: 'tiny' gives a model and data small enough for tests.
+  python -m posebh_jax.main --config=configs/demo.py:posebh --workdir=workdirs/demo_posebh \
+      --config.init_from=workdirs/demo                                  # PoseBH stages from the baseline
+Args (comma separated): `tiny` shrinks everything for unit tests; `posebh` turns on prototypes, CSS and the
+three-stage schedule (compressed to the demo's step budget).
+
+Sized for 2 CPU cores: 128×96 crops with patch 16 (8×6 tokens), width 192, depth 4, 32×24 heatmaps. The
+generator's difficulty is low (near-frontal people, side-on animals, little clutter) and augmentation is light,
+because the demo trains for minutes, not days.
 """
 from configs import common
 
 
+def _parse(arg: str) -> set[str]:
+  flags = set(filter(None, (arg or '').split(',')))
+  unknown = flags - {'tiny', 'posebh'}
+  if unknown:
+    raise ValueError(f"unknown demo config argument(s) {sorted(unknown)}; use configs/demo.py[:tiny][,posebh]")
+  return flags
+
+
 def get_config(arg: str = ''):
-  """Demo config; `tiny` shrinks everything for unit tests."""
+  """Demo config; args `tiny` (unit tests) and `posebh` (PoseBH stages)."""
+  flags = _parse(arg)
   config = common.base_config()
   config.model = common.model_config('S/16')
-  config.model.update(dict(variant='demo', width=128, depth=4, num_heads=4, patch_size=8, patch_padding=0,
-                           drop_path=0.0, expert_dim=32, head_channels=64, dtype='float32', remat=False, scan=False))
+  config.model.update(dict(variant='demo', width=192, depth=4, num_heads=4, patch_size=16, patch_padding=0,
+                           drop_path=0.0, expert_dim=48, head_channels=64, dtype='float32', remat=False, scan=False))
   config.optim.layer_decay = 0.9
   config.optim.lr = 2e-3
   config.optim.weight_decay = 0.05
   config.optim.warmup_steps = 100
+  config.optim.schedule = 'cosine'
+  config.optim.final_lr_ratio = 0.02
   config.data = common.data_config('synthetic')
   config.data.image_size = (128, 96)
-  config.data.heatmap_size = (64, 48)
+  config.data.heatmap_size = (32, 24)
   config.data.num_workers = 2
+  config.data.aug.update(dict(scale_factor=0.1, rotation=0.0, rotation_prob=0.0, half_body_prob=0.0))
   config.data.synthetic.num_train_per_format = 1500
   config.data.synthetic.num_val = 150
   config.data.synthetic.image_size = (192, 192)
+  config.data.synthetic.difficulty = 0.0
   config.batch_size = 48
-  config.total_steps = 1500
-  config.optim.decay_epochs = ()
+  config.total_steps = 750
   config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
-  config.eval_every_steps = 750
+  config.checkpoint_every_steps = 250
+  config.eval_every_steps = 375
   config.eval_batch_size = 50
-  if arg == 'tiny':
-    config.model.update(dict(width=32, depth=2, num_heads=2, expert_dim=8, head_channels=16))
+  if 'posebh' in flags:
+    config.posebh.enabled = True
+    config.posebh.embed_channels = 64
+    config.posebh.embed_hidden = 32
+    config.posebh.embed_dim = 32
+    config.posebh.num_clusters = 48
+    config.total_steps = 300
+    config.num_epochs = 100  # the stage epochs below are read against this run's length
+    config.posebh.stage_epochs = (0.5, 1.2)
+    config.posebh.backbone_thaw_epoch = 1.2
+    config.posebh.stage_lrs = (1e-3, 2e-4, 5e-5)
+    config.optim.warmup_steps = 20
+    config.eval_every_steps = 300
+  if 'tiny' in flags:
+    config.model.update(dict(width=32, depth=2, num_heads=2, expert_dim=8, head_channels=16, patch_size=8))
     config.data.image_size = (64, 48)
     config.data.heatmap_size = (32, 24)
     config.data.num_workers = 0
@@ -47,6 +79,8 @@ def get_config(arg: str = ''):
     config.eval_batch_size = 8
     config.optim.warmup_steps = 5
     config.viz_examples = 2
-  elif arg:
-    raise ValueError(f"unknown demo config argument '{arg}'; use configs/demo.py or configs/demo.py:tiny")
+    if 'posebh' in flags:
+      config.posebh.update(dict(embed_channels=16, embed_hidden=8, embed_dim=8, num_clusters=8))
+      config.posebh.stage_epochs = (1.0, 2.0)  # 6 steps per epoch: stages start at steps 0, 6, 12
+      config.posebh.backbone_thaw_epoch = 2.0
   return common.finalize(config)

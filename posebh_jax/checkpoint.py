@@ -51,3 +51,39 @@ class Checkpointer:
 def abstract_with_shardings(abstract_tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs carrying the target shardings, for restoring directly into the mesh layout."""
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_tree, shardings)
+
+
+def resolve_checkpoint(path: str) -> tuple[str, int]:
+  """(checkpoints directory, step) for `path`: a workdir, its `checkpoints/` directory (latest step) or one
+  step's directory. Raises FileNotFoundError with what was looked for."""
+  path = os.path.abspath(os.path.expanduser(path))
+  if os.path.isdir(os.path.join(path, 'checkpoints')):
+    path = os.path.join(path, 'checkpoints')
+  base = os.path.basename(path.rstrip('/'))
+  if base.isdigit() and os.path.isdir(os.path.join(path, 'state')):
+    return os.path.dirname(path), int(base)
+  steps = [int(d) for d in (os.listdir(path) if os.path.isdir(path) else []) if d.isdigit()
+           and os.path.isdir(os.path.join(path, d, 'state'))]
+  if not steps:
+    raise FileNotFoundError(f'no checkpoint under {path} (expected a workdir, its checkpoints/ directory or '
+                            'checkpoints/<step>)')
+  return path, max(steps)
+
+
+def read_state(path: str) -> tuple[dict, int]:
+  """Reads a checkpointed train state (any run of this project) onto the first local device, as saved.
+
+  Returns (state dict with params, batch_stats, extra, …, step)."""
+  directory, step = resolve_checkpoint(path)
+  # Only the state item: the data iterator of another run is not wanted here.
+  manager = ocp.CheckpointManager(directory, item_handlers={'state': ocp.StandardCheckpointHandler()})
+  try:
+    metadata = manager.item_metadata(step)['state']
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    # Saved shardings may name devices this process lacks (another topology): restore onto one device instead.
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata,
+                            is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'))
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+  finally:
+    manager.close()
+  return restored['state'], step

@@ -55,7 +55,8 @@ def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    message = ' '.join(lines[:1] + lines[-1:] if len(lines) > 1 else lines) or type(e).__name__
     print(f'error: {message} (check the --config.<key> name and value against the config file)', file=sys.stderr)
     sys.exit(2)
   except (AttributeError, KeyError) as e:

@@ -12,15 +12,22 @@ from flax import traverse_util
 
 
 def learning_rate_schedule(base_lr: float, warmup_steps: int, warmup_ratio: float,
-                           decay_steps: Sequence[int], decay_factor: float) -> Callable[[jax.Array], jax.Array]:
-  """Linear warmup from `base_lr * warmup_ratio` to `base_lr` over `warmup_steps`, then ×decay_factor at each
-  step in `decay_steps`. Returns step → lr (float32)."""
+                           decay_steps: Sequence[int], decay_factor: float, kind: str = 'step',
+                           total_steps: int = 0, final_ratio: float = 0.0) -> Callable[[jax.Array], jax.Array]:
+  """Linear warmup from `base_lr * warmup_ratio` to `base_lr` over `warmup_steps`, then either (kind 'step')
+  ×decay_factor at each step in `decay_steps`, or (kind 'cosine') a half cosine from `base_lr` down to
+  `base_lr * final_ratio` at `total_steps`. Returns step → lr (float32)."""
+  if kind not in ('step', 'cosine'):
+    raise ValueError(f"optim.schedule must be 'step' or 'cosine', got {kind!r}")
   boundaries = jnp.asarray(sorted(decay_steps) or [np.iinfo(np.int32).max], jnp.int32)
 
   def schedule(step):
     step = jnp.asarray(step, jnp.int32)
     progress = jnp.minimum(step.astype(jnp.float32) / max(warmup_steps, 1), 1.0)
     warm = warmup_ratio + (1.0 - warmup_ratio) * progress if warmup_steps > 0 else 1.0
+    if kind == 'cosine':
+      done = jnp.clip((step - warmup_steps).astype(jnp.float32) / max(total_steps - warmup_steps, 1), 0.0, 1.0)
+      return base_lr * warm * (final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + jnp.cos(jnp.pi * done)))
     drops = jnp.sum(step >= boundaries) if decay_steps else 0
     return base_lr * warm * decay_factor ** drops
 
@@ -85,18 +92,24 @@ def scale_by_tree(multipliers) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def build_optimizer(optim_config, params, depth: int, steps_per_epoch: int):
+def build_optimizer(optim_config, params, depth: int, steps_per_epoch: int, total_steps: int = 0,
+                    schedule_start: int = 0):
   """AdamW (decoupled weight decay, torch semantics: decay scaled by the group's lr) with layer-wise lr decay.
 
   Frozen parameters (config regexes) keep no Adam moments (`optax.masked`) and get zero updates.
-  Returns (optax transformation, lr schedule, frozen mask tree).
+  The transformation evaluates the schedule on its own step count (0 at `tx.init`); the returned schedule takes
+  the global step, i.e. is shifted by `schedule_start`, the global step at which this optimizer starts.
+  Returns (optax transformation, lr schedule of the global step, frozen mask tree).
   """
   frozen = frozen_mask(params, tuple(optim_config.frozen))
   trainable = jax.tree.map(lambda f: not f, frozen)
   decay = jax.tree.map(lambda d, t: bool(d and t), weight_decay_mask(params), trainable)
   schedule = learning_rate_schedule(
       optim_config.lr, optim_config.warmup_steps, optim_config.warmup_ratio,
-      [int(e * steps_per_epoch) for e in optim_config.decay_epochs], optim_config.decay_factor)
+      [int(e * steps_per_epoch) for e in optim_config.decay_epochs], optim_config.decay_factor,
+      kind=optim_config.get('schedule', 'step'), total_steps=total_steps,
+      final_ratio=optim_config.get('final_lr_ratio', 0.0))
+
   tx = optax.chain(
       optax.clip_by_global_norm(optim_config.grad_clip) if optim_config.grad_clip > 0 else optax.identity(),
       optax.masked(optax.scale_by_adam(optim_config.b1, optim_config.b2, optim_config.eps), trainable),
@@ -104,4 +117,5 @@ def build_optimizer(optim_config, params, depth: int, steps_per_epoch: int):
       scale_by_tree(lr_multipliers(params, depth, optim_config.layer_decay, frozen)),
       optax.scale_by_learning_rate(schedule),
   )
-  return tx, schedule, frozen
+  global_schedule = (lambda step: schedule(step - schedule_start)) if schedule_start else schedule
+  return tx, global_schedule, frozen

@@ -26,6 +26,7 @@ from posebh_jax import metrics as metrics_lib
 from posebh_jax import optim
 from posebh_jax import sharding as sharding_lib
 from posebh_jax import skeletons
+from posebh_jax import stages
 from posebh_jax.errors import UserError
 from posebh_jax.losses import multi_dataset_heatmap_loss
 from posebh_jax.models import pose_model
@@ -84,36 +85,65 @@ class Task:
     self.num_keypoints = {n: f.num_keypoints for n, f in self.formats.items()}
     self.groups = sharding_lib.num_batch_groups(mesh)
     self.counts = counts
+    self.posebh = config.posebh.enabled
     self.model = pose_model.build_model(config.model, self.names, [self.num_keypoints[n] for n in self.names],
-                                        num_groups=self.groups)
+                                        num_groups=self.groups, posebh_config=config.posebh)
     self.steps_per_epoch = steps_per_epoch
     self.total_steps = (config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch)
+    self.phases = stages.plan_phases(config, steps_per_epoch, self.total_steps)
+    # Global keypoint index: datasets in config order, each a contiguous block (214 for the six datasets).
+    starts = np.cumsum([0] + [self.num_keypoints[n] for n in self.names])
+    self.keypoint_offsets = {n: int(o) for n, o in zip(self.names, starts)}
+    self.total_keypoints = int(sum(self.num_keypoints.values()))
     image_h, image_w = config.data.image_size
 
     def init_variables(rng):
       dummy = {n: jnp.zeros((self.groups, image_h, image_w, 3), jnp.uint8) for n in self.names}
-      return self.model.init({'params': rng, 'dropout': rng}, dummy, train=False)
+      return self.model.init({'params': rng, 'dropout': rng}, dummy, train=False,
+                             method=pose_model.PoseModel.init_all)
 
     self._init_variables = init_variables
     with self.activate():
       boxed = jax.eval_shape(init_variables, jax.random.key(0))
     self.param_shardings = sharding_lib.logical_shardings(boxed['params'], mesh, self.rules)
-    abstract_params = nn.unbox(boxed['params'])
-    self.tx, self.schedule, self.frozen = optim.build_optimizer(config.optim, abstract_params, config.model.depth,
-                                                                steps_per_epoch)
-    with self.activate():
-      self.abstract_state = jax.eval_shape(self._init_state, jax.random.key(0))
-    replicated = sharding_lib.replicated(mesh)
-    opt_shardings = optax.tree_map_params(self.tx, lambda _, s: s, self.abstract_state['opt_state'],
-                                          self.param_shardings, transform_non_params=lambda _: replicated)
-    self.state_shardings = {
-        'step': replicated, 'params': self.param_shardings,
-        'batch_stats': jax.tree.map(lambda _: replicated, self.abstract_state['batch_stats']),
-        'opt_state': opt_shardings,
-        'extra': jax.tree.map(lambda _: replicated, self.abstract_state['extra']),
-        'rng': replicated,
-    }
+    self.abstract_params = nn.unbox(boxed['params'])
+    self._phase_setups: dict[int, Any] = {}
     self.batch_sharding = sharding_lib.batch_sharding(mesh)
+    self.use_phase(0)
+
+  def use_phase(self, index: int):
+    """Makes phase `index` current: its optimizer, lr schedule, frozen mask, abstract state and shardings."""
+    if index not in self._phase_setups:
+      phase = self.phases[index]
+      optim_config = self.config.optim
+      if phase.lr is not None:
+        optim_config = ml_collections.ConfigDict(optim_config.to_dict())
+        optim_config.lr, optim_config.decay_epochs, optim_config.schedule = phase.lr, (), 'step'
+      optim_config = ml_collections.ConfigDict(dict(optim_config.to_dict(), frozen=phase.frozen))
+      # A staged phase restarts its warmup at its first step.
+      tx, schedule, frozen = optim.build_optimizer(optim_config, self.abstract_params, self.config.model.depth,
+                                                   self.steps_per_epoch, self.total_steps,
+                                                   schedule_start=phase.start_step if phase.lr is not None else 0)
+      self.phase, self.tx, self.schedule, self.frozen = phase, tx, schedule, frozen
+      with self.activate():
+        abstract_state = jax.eval_shape(self._init_state, jax.random.key(0))
+      replicated = sharding_lib.replicated(self.mesh)
+      # Frozen parameters have MaskedNode placeholders (no state) in the optimizer state; keep them as they are.
+      masked = lambda x: isinstance(x, optax.MaskedNode)
+      opt_shardings = optax.tree_map_params(tx, lambda leaf, s: leaf if masked(leaf) else s,
+                                            abstract_state['opt_state'], self.param_shardings,
+                                            transform_non_params=lambda _: replicated, is_leaf=masked)
+      shardings = {
+          'step': replicated, 'params': self.param_shardings,
+          'batch_stats': jax.tree.map(lambda _: replicated, abstract_state['batch_stats']),
+          'opt_state': opt_shardings,
+          'extra': jax.tree.map(lambda _: replicated, abstract_state['extra']),
+          'rng': replicated,
+      }
+      self._phase_setups[index] = (phase, tx, schedule, frozen, abstract_state, shardings)
+    (self.phase, self.tx, self.schedule, self.frozen, self.abstract_state,
+     self.state_shardings) = self._phase_setups[index]
+    return self.phase
 
   def activate(self):
     """Context that makes the mesh and logical axis rules current (tracing needs both)."""
@@ -141,9 +171,97 @@ class Task:
         'params': params,
         'batch_stats': variables.get('batch_stats', {}),
         'opt_state': self.tx.init(params),
-        'extra': {},
+        'extra': self._init_extra(jax.random.fold_in(state_rng, 1)),
         'rng': jax.random.key_data(state_rng),
     }
+
+  def _init_extra(self, rng):
+    """Non-gradient state: PoseBH's prototypes (J, M, F) and cluster prototypes (set when CPS starts)."""
+    if not self.posebh:
+      return {}
+    from posebh_jax.posebh import prototypes as proto_lib
+    cfg = self.config.posebh
+    protos = proto_lib.init_prototypes(rng, self.total_keypoints, cfg.prototypes_per_keypoint, cfg.embed_dim)
+    return {'prototypes': protos, 'cluster_prototypes': protos}
+
+  def load_initial_weights(self, state, path: str):
+    """`config.init_from`: copies backbone, heads (by dataset name), embedding module and prototypes (by dataset
+    name) from another run's checkpoint into a fresh state; experts map by dataset name too, so a run that adds
+    a dataset (domain transfer) starts from the old ones. Everything else stays freshly initialised."""
+    from flax import traverse_util
+    try:
+      source, source_step = checkpoint_lib.read_state(path)
+    except FileNotFoundError as e:
+      raise UserError(f'config.init_from: {e}') from None
+    directory, _ = checkpoint_lib.resolve_checkpoint(path)
+    source_names = _run_dataset_order(os.path.dirname(directory)) or self.names
+    loaded, fresh = set(), set()
+
+    def merge(target_tree, source_tree, what):
+      target_flat = traverse_util.flatten_dict(jax.device_get(target_tree))
+      source_flat = traverse_util.flatten_dict(jax.device_get(source_tree)) if source_tree else {}
+      out = {}
+      for key, value in target_flat.items():
+        top = key[0]
+        group = 'backbone' if top == 'backbone' else top
+        if key in source_flat and np.shape(source_flat[key]) == np.shape(value):
+          out[key] = np.asarray(source_flat[key], value.dtype)
+          loaded.add(group)
+        elif key in source_flat and key[-1] in ('expert_kernel', 'expert_bias'):
+          out[key] = _map_dataset_axis(np.array(value), np.asarray(source_flat[key]), self.names, source_names)
+          loaded.add(group)
+        else:
+          out[key] = value
+          if what == 'params':
+            fresh.add(group)
+      return traverse_util.unflatten_dict(out)
+
+    params = merge(state['params'], source.get('params'), 'params')
+    batch_stats = merge(state['batch_stats'], source.get('batch_stats'), 'batch_stats')
+    extra = jax.device_get(state['extra'])
+    source_extra = source.get('extra') or {}
+    if 'prototypes' in extra and 'prototypes' in source_extra:
+      source_offsets = dict(zip(source_names, np.cumsum([0] + [self.num_keypoints.get(n, 0) for n in source_names])))
+      protos = np.array(extra['prototypes'])
+      copied = []
+      for name in self.names:
+        if name in source_offsets:
+          a, b = self.keypoint_offsets[name], source_offsets[name]
+          k = self.num_keypoints[name]
+          if b + k <= source_extra['prototypes'].shape[0]:
+            protos[a:a + k] = np.asarray(source_extra['prototypes'])[b:b + k]
+            copied.append(name)
+      extra = dict(extra, prototypes=protos, cluster_prototypes=protos.copy())
+      loaded.add(f'prototypes of {",".join(copied)}')
+    new_state = dict(state, params=params, batch_stats=batch_stats, extra=extra)
+    new_state['opt_state'] = state['opt_state']
+    _print(f'init_from {path} (step {source_step}): loaded {", ".join(sorted(loaded)) or "nothing"}; '
+           f'fresh: {", ".join(sorted(fresh - loaded)) or "nothing"}')
+    with self.activate():
+      placed = jax.device_put(new_state, self.state_shardings)
+      # Adam moments start at zero either way; re-initialising keeps them consistent with the loaded params.
+      return jax.jit(lambda st: dict(st, opt_state=self.tx.init(st['params'])),
+                     out_shardings=self.state_shardings)(placed)
+
+  def enter_phase(self, state, index: int):
+    """Moves a state into phase `index`: a fresh optimizer state for the phase's trainable groups, and, when the
+    cluster-prototype terms start, the cluster prototypes computed from the current prototypes."""
+    previous = self.phase
+    self.use_phase(index)
+    tx, phase = self.tx, self.phase
+    cfg = self.config.posebh
+
+    def move(state):
+      extra = dict(state['extra'])
+      if phase.cps and not previous.cps:
+        from posebh_jax.posebh import prototypes as proto_lib
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state['rng']), 7919)
+        extra['cluster_prototypes'] = proto_lib.cluster_prototypes(
+            extra['prototypes'], cfg.num_clusters, cfg.cluster_iterations, cfg.cluster_temperature, rng)[0]
+      return dict(state, opt_state=tx.init(state['params']), extra=extra)
+
+    with self.activate():
+      return jax.jit(move, out_shardings=self.state_shardings, donate_argnums=(0,))(state)
 
   def init_state(self, seed: int):
     """The initial state, created directly in its shardings."""
@@ -157,21 +275,37 @@ class Task:
     step_rng = jax.random.fold_in(jax.random.wrap_key_data(state['rng']), state['step'])
     images = {name: batch[name]['image'] for name in self.names if name in batch}
 
+    phase = self.phase
+    variables = lambda params: {'params': params, 'batch_stats': state['batch_stats']}
+
     def loss_fn(params):
       # Frozen groups get no gradient at all, so XLA prunes their backward pass.
       params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, self.frozen)
-      outputs, updates = self.model.apply({'params': params, 'batch_stats': state['batch_stats']}, images,
-                                          train=True, rngs={'dropout': step_rng}, mutable=['batch_stats'])
-      total, per_dataset = multi_dataset_heatmap_loss(outputs, batch)
-      return total, (per_dataset, updates['batch_stats'])
+      if not phase.posebh:
+        outputs, updates = self.model.apply(variables(params), images, train=True, rngs={'dropout': step_rng},
+                                            mutable=['batch_stats'])
+        total, per_dataset = multi_dataset_heatmap_loss(outputs, batch)
+        return total, (per_dataset, {}, updates['batch_stats'], state['extra'])
+      from posebh_jax.posebh.objective import posebh_objective
+      outputs, updates = self.model.apply(variables(params), images, train=True, cross=phase.css,
+                                          rngs={'dropout': step_rng}, mutable=['batch_stats'],
+                                          method=pose_model.PoseModel.posebh_outputs)
+      head_total, per_dataset = multi_dataset_heatmap_loss(outputs['heatmaps'], batch)
+      extra_total, terms, extra = posebh_objective(outputs, batch, state['extra'], phase, self.config.posebh,
+                                                   self.keypoint_offsets, self.num_keypoints)
+      return head_total + extra_total, (per_dataset, terms, updates['batch_stats'], extra)
 
-    (loss, (per_dataset, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    (loss, (per_dataset, terms, batch_stats, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state['params'])
     updates, opt_state = self.tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     metrics = {'train/loss': loss, 'train/grad_norm': optax.global_norm(grads),
                'train/lr': self.schedule(state['step'])}
     metrics.update({f'train/loss_{name}': value for name, value in per_dataset.items()})
-    new_state = dict(state, step=state['step'] + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+    metrics.update({f'train/loss_{name}' if name != 'css_kept' else 'train/css_kept': value
+                    for name, value in terms.items()})
+    new_state = dict(state, step=state['step'] + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+                     extra=extra)
     return new_state, metrics
 
   def batch_shardings(self, batch_structure):
@@ -213,6 +347,30 @@ class Task:
         return jitted(variables, images)
 
     return run
+
+
+def _run_dataset_order(workdir: str) -> tuple[str, ...] | None:
+  """data.order of the run in `workdir`, from its config.json (None when absent)."""
+  try:
+    with open(os.path.join(workdir, 'config.json')) as f:
+      return tuple(json.load(f)['data']['order'])
+  except (OSError, KeyError, ValueError):
+    return None
+
+
+def _map_dataset_axis(target: np.ndarray, source: np.ndarray, target_names, source_names) -> np.ndarray:
+  """Copies per-dataset slices (experts) from `source` into `target` by dataset name; the dataset axis is the
+  one whose sizes are len(source_names) and len(target_names)."""
+  for axis in range(target.ndim):
+    if target.shape[axis] == len(target_names) and source.shape[axis] == len(source_names):
+      for i, name in enumerate(target_names):
+        if name in source_names:
+          index = [slice(None)] * target.ndim
+          src = list(index)
+          index[axis], src[axis] = i, list(source_names).index(name)
+          target[tuple(index)] = source[tuple(src)]
+      return target
+  return target
 
 
 def global_batch_structure(counts: dict[str, int], config, num_keypoints: dict[str, int]):
@@ -287,20 +445,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints)
   latest = checkpointer.latest_step()
   if latest is not None:
+    task.use_phase(stages.phase_of_state(task.phases, latest).index)
     abstract = checkpoint_lib.abstract_with_shardings(task.abstract_state, task.state_shardings)
     state = checkpointer.restore(latest, abstract, train_iter)
     _print(f'resumed from {workdir}/checkpoints at step {latest}')
   else:
     state = task.init_state(config.seed)
+    if config.init_from:
+      state = task.load_initial_weights(state, config.init_from)
   start_step = int(jax.device_get(state['step']))
+  if len(task.phases) > 1:
+    for phase in task.phases:
+      _print(f'  phase {phase.index}: {phase.describe()}')
 
   batch_struct = global_batch_structure(counts, config, task.num_keypoints)
-  compile_start = time.perf_counter()
-  step_fn = task.compile_train_step(batch_struct)
-  memory = step_fn.memory_analysis()
-  _print(f'compiled train step in {time.perf_counter() - compile_start:.1f}s'
-         + (f' | temp {memory.temp_size_in_bytes / 2**30:.2f} GiB, args {memory.argument_size_in_bytes / 2**30:.2f}'
-            f' GiB per device' if memory is not None else ''))
+
+  def compile_phase():
+    compile_start = time.perf_counter()
+    compiled = task.compile_train_step(batch_struct)
+    memory = compiled.memory_analysis()
+    _print(f'compiled train step in {time.perf_counter() - compile_start:.1f}s'
+           + (f' | temp {memory.temp_size_in_bytes / 2**30:.2f} GiB, args '
+              f'{memory.argument_size_in_bytes / 2**30:.2f} GiB per device' if memory is not None else ''))
+    return compiled
+
+  if start_step < total_steps and stages.phase_at(task.phases, start_step).index != task.phase.index:
+    state = task.enter_phase(state, stages.phase_at(task.phases, start_step).index)
+  step_fn = compile_phase()
   flops_per_step = flops_lib.train_flops_per_batch(config.model, config.data.image_size, counts, task.num_keypoints)
   chrono = metrics_lib.Chrono(total_steps, config.batch_size, flops_per_step,
                               flops_lib.device_peak_tflops(config.device_peak_tflops))
@@ -344,6 +515,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   with _StopRequest() as stop:
     step = start_step
     while step < total_steps:
+      if step >= task.phase.end_step:
+        pause = time.perf_counter()
+        state = task.enter_phase(state, stages.phase_at(task.phases, step).index)
+        _print(f'step {step}: entering phase {task.phase.index} ({task.phase.describe()})')
+        step_fn = compile_phase()
+        chrono.pause(time.perf_counter() - pause)
       wait_start = time.perf_counter()
       local = next(train_iter)
       batch = sharding_lib.global_batch(local, mesh)

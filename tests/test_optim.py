@@ -1,4 +1,5 @@
 """Optimizer: layer-wise lr decay, weight-decay mask, frozen groups without state, schedule."""
+import pytest
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -85,3 +86,18 @@ def test_gradient_clipping_bounds_the_update_direction():
   tx = optax.clip_by_global_norm(1.0)
   updates, _ = tx.update({'head': {'kernel': jnp.array([3.0, 4.0, 0.0])}}, tx.init(params))
   np.testing.assert_allclose(np.asarray(updates['head']['kernel']), [0.6, 0.8, 0.0], rtol=1e-6)
+
+
+def test_cosine_schedule_closed_form():
+  schedule = optim.learning_rate_schedule(2.0, warmup_steps=10, warmup_ratio=0.0, decay_steps=[], decay_factor=0.1,
+                                          kind='cosine', total_steps=110, final_ratio=0.1)
+  assert float(schedule(5)) == pytest.approx(1.0)
+  assert float(schedule(10)) == pytest.approx(2.0)
+  assert float(schedule(60)) == pytest.approx(2.0 * (0.1 + 0.9 * 0.5))
+  assert float(schedule(110)) == pytest.approx(0.2)
+  assert float(schedule(500)) == pytest.approx(0.2)
+
+
+def test_unknown_schedule_is_an_error():
+  with pytest.raises(ValueError, match='cosine'):
+    optim.learning_rate_schedule(1.0, 0, 0.0, [], 0.1, kind='linear')

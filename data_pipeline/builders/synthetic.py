@@ -47,6 +47,10 @@ def train_split_name(format_name: str) -> str:
     return f'train_{format_name}'
 
 
+# Bump whenever a change to data_pipeline/synthetic alters generated images or labels: a preparation records
+# it, so an old one is rebuilt (with --overwrite) instead of silently reused.
+GENERATOR_VERSION = 3
+
 # Every format the generator annotates (its FORMATS_BY_CATEGORY, human then animal). Kept here so that
 # reading the dataset does not import the generator; `_check_generator_formats` keeps the two in step.
 ALL_FORMATS = ('coco', 'aic', 'mpii', 'coco_wholebody', 'ochuman', 'crowdpose', 'halpe', 'ap10k', 'apt36k')
@@ -82,6 +86,8 @@ class SyntheticParams:
     image_size: tuple[int, int] = (256, 256)
     difficulty: float = 0.5
     seed: int = 0
+    # Bumped whenever the generator's output changes, so an old preparation is not silently reused.
+    generator_version: int = GENERATOR_VERSION
 
     def __post_init__(self):
         object.__setattr__(self, 'image_size', tuple(int(v) for v in self.image_size))
@@ -97,14 +103,14 @@ class SyntheticParams:
         """Returns the parameters as a JSON-serialisable dict."""
         return {'num_train_per_format': int(self.num_train_per_format), 'num_val': int(self.num_val),
                 'image_size': list(self.image_size), 'difficulty': float(self.difficulty),
-                'seed': int(self.seed)}
+                'seed': int(self.seed), 'generator_version': int(self.generator_version)}
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> 'SyntheticParams':
         """Inverse of `to_metadata`."""
         return cls(num_train_per_format=int(metadata['num_train_per_format']), num_val=int(metadata['num_val']),
                    image_size=tuple(metadata['image_size']), difficulty=float(metadata['difficulty']),
-                   seed=int(metadata['seed']))
+                   seed=int(metadata['seed']), generator_version=int(metadata.get('generator_version', 0)))
 
 
 def _empty_keypoints() -> np.ndarray:

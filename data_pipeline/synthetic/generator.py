@@ -69,7 +69,13 @@ def _choose_formats(index: int, split: str, annotate_format):
 def _camera_pose(rng: np.random.Generator, category: str, level: float) -> np.ndarray:
     """Rotation body frame -> camera frame: any yaw, mostly upright, random camera elevation."""
     d = level
-    yaw = rng.uniform(-math.pi, math.pi)
+    # Yaw range grows with difficulty: near-frontal subjects (±76° at difficulty 0.1) make left/right easy to
+    # tell apart; from difficulty 0.5 (level 0.25) on, any direction including seen from behind.
+    yaw_range = math.pi * min(1.0, 0.4 + 2.4 * d)
+    if category == 'animal':  # animals: centred on side views, half the spread
+        yaw = rng.choice([-0.5, 0.5]) * math.pi + rng.uniform(-yaw_range, yaw_range) / 2
+    else:
+        yaw = rng.uniform(-yaw_range, yaw_range)
     if category == 'human' and rng.random() < 0.04 * d:  # lying / upside-down poses, only when hard
         pitch = math.radians(rng.choice([-1, 1]) * rng.uniform(60, 100))
     else:

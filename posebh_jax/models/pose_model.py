@@ -43,6 +43,10 @@ class PoseModel(nn.Module):
   scan: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  # PoseBH keypoint embedding module (METHOD.md §2); 0 disables it (plain ViTPose++).
+  embed_dim: int = 0
+  embed_channels: int = 256
+  embed_hidden: int = 64
 
   def setup(self):
     self.backbone = vit.ViTBackbone(
@@ -54,6 +58,11 @@ class PoseModel(nn.Module):
     self.heads = {name: vit.HeatmapHead(k, self.head_channels, self.head_num_deconv, self.dtype,
                                         self.param_dtype, name=f'head_{name}')
                   for name, k in zip(self.dataset_names, self.num_keypoints)}
+    if self.embed_dim > 0:
+      from posebh_jax.posebh.embedding import KeypointEmbedding
+      self.embedding = KeypointEmbedding(channels=self.embed_channels, num_deconv=self.head_num_deconv,
+                                         hidden=self.embed_hidden, embed_dim=self.embed_dim, dtype=self.dtype,
+                                         param_dtype=self.param_dtype)
 
   def composition(self, images_by_dataset: Mapping[str, Any]) -> vit.Composition:
     unknown = set(images_by_dataset) - set(self.dataset_names)
@@ -76,10 +85,43 @@ class PoseModel(nn.Module):
       outputs[name] = self.heads[name](vit.dataset_slice(features, comp, offset, count), train)
     return outputs
 
+  def posebh_outputs(self, images_by_dataset, train: bool = False, cross: bool = False):
+    """Heads, keypoint embeddings and (with `cross`) every head's prediction on every other dataset's samples.
+
+    Returns a dict: `heatmaps` {name: (n_d, h, w, K_d)} from each head on its own samples; `embeddings`
+    {name: (n_d, h, w, F)} float32; `cross` {d: (Σ_{i≠d} n_i, h, w, K_d)}: head d on the samples of every other
+    dataset i, concatenated in dataset order (empty without `cross`).
+    Cross predictions use the heads' running BatchNorm statistics, so that other datasets' samples neither
+    update nor shift them.
+    """
+    features, comp = self.features(images_by_dataset, train)
+    embeddings = self.embedding(features, train)
+    out = {'heatmaps': {}, 'embeddings': {}, 'cross': {}}
+    present = list(comp.present())
+    for _, name, offset, count in present:
+      out['heatmaps'][name] = self.heads[name](vit.dataset_slice(features, comp, offset, count), train)
+      out['embeddings'][name] = vit.dataset_slice(embeddings, comp, offset, count)
+    if cross:
+      for _, head_name, _, _ in present:
+        everything = self.heads[head_name](features, False)
+        others = [vit.dataset_slice(everything, comp, offset, count)
+                  for _, name, offset, count in present if name != head_name]
+        if others:
+          out['cross'][head_name] = jnp.concatenate(others, axis=0)
+    return out
+
+  def init_all(self, images_by_dataset, train: bool = False):
+    """Creates every parameter (heads and, when enabled, the embedding module); returns the heads' output."""
+    if self.embed_dim > 0:
+      return self.posebh_outputs(images_by_dataset, train)['heatmaps']
+    return self(images_by_dataset, train)
+
 
 def build_model(model_config, dataset_names: Sequence[str], num_keypoints: Sequence[int],
-                num_groups: int = 1, use_experts: bool | None = None) -> PoseModel:
-  """Builds a PoseModel from `config.model` (variant name or explicit width/depth/heads)."""
+                num_groups: int = 1, use_experts: bool | None = None, posebh_config=None) -> PoseModel:
+  """Builds a PoseModel from `config.model` (variant name or explicit width/depth/heads); with an enabled
+  `config.posebh` it also has the keypoint embedding module."""
+  embed = posebh_config is not None and posebh_config.enabled
   width, depth, heads = model_config.width, model_config.depth, model_config.num_heads
   return PoseModel(
       dataset_names=tuple(dataset_names), num_keypoints=tuple(int(k) for k in num_keypoints),
@@ -89,7 +131,10 @@ def build_model(model_config, dataset_names: Sequence[str], num_keypoints: Seque
       use_experts=model_config.use_experts if use_experts is None else use_experts,
       head_channels=model_config.head_channels, head_num_deconv=model_config.head_num_deconv,
       num_groups=num_groups, remat=model_config.remat, scan=model_config.scan,
-      dtype=jnp.dtype(model_config.dtype), param_dtype=jnp.dtype(model_config.param_dtype))
+      dtype=jnp.dtype(model_config.dtype), param_dtype=jnp.dtype(model_config.param_dtype),
+      embed_dim=posebh_config.embed_dim if embed else 0,
+      embed_channels=posebh_config.embed_channels if embed else 256,
+      embed_hidden=posebh_config.embed_hidden if embed else 64)
 
 
 def _unscan_blocks(backbone: dict, depth: int) -> dict:
@@ -121,7 +166,7 @@ def split_dataset_variables(model: PoseModel, variables: Mapping[str, Any], name
     block['mlp'] = mlp
     backbone[key] = block
   single = model.clone(dataset_names=(name,), num_keypoints=(model.num_keypoints[index],), use_experts=False,
-                       num_groups=1, scan=False, remat=False, drop_path=0.0)
+                       num_groups=1, scan=False, remat=False, drop_path=0.0, embed_dim=0)
   out = {'params': {'backbone': backbone, f'head_{name}': params[f'head_{name}']}}
   if 'batch_stats' in variables:
     out['batch_stats'] = {f'head_{name}': jax.tree.map(np.asarray, variables['batch_stats'][f'head_{name}'])}
