@@ -78,6 +78,8 @@ def get_config(arg: str = ''):
     config.eval_every_steps = 20
     config.eval_batch_size = 8
     config.optim.warmup_steps = 5
+    # Tests stop and resume runs at different total_steps; a cosine schedule would depend on that length.
+    config.optim.schedule = 'step'
     config.viz_examples = 2
     if 'posebh' in flags:
       config.posebh.update(dict(embed_channels=16, embed_hidden=8, embed_dim=8, num_clusters=8))
