@@ -115,11 +115,10 @@ class Task:
     """Makes phase `index` current: its optimizer, lr schedule, frozen mask, abstract state and shardings."""
     if index not in self._phase_setups:
       phase = self.phases[index]
-      optim_config = self.config.optim
-      if phase.lr is not None:
-        optim_config = ml_collections.ConfigDict(optim_config.to_dict())
-        optim_config.lr, optim_config.decay_epochs, optim_config.schedule = phase.lr, (), 'step'
-      optim_config = ml_collections.ConfigDict(dict(optim_config.to_dict(), frozen=phase.frozen))
+      overrides = {'frozen': phase.frozen}
+      if phase.lr is not None:  # a staged phase: constant lr after its own warmup
+        overrides.update(lr=phase.lr, decay_epochs=(), schedule='step')
+      optim_config = ml_collections.ConfigDict({**self.config.optim.to_dict(), **overrides})
       # A staged phase restarts its warmup at its first step.
       tx, schedule, frozen = optim.build_optimizer(optim_config, self.abstract_params, self.config.model.depth,
                                                    self.steps_per_epoch, self.total_steps,
@@ -234,7 +233,6 @@ class Task:
       extra = dict(extra, prototypes=protos, cluster_prototypes=protos.copy())
       loaded.add(f'prototypes of {",".join(copied)}')
     new_state = dict(state, params=params, batch_stats=batch_stats, extra=extra)
-    new_state['opt_state'] = state['opt_state']
     _print(f'init_from {path} (step {source_step}): loaded {", ".join(sorted(loaded)) or "nothing"}; '
            f'fresh: {", ".join(sorted(fresh - loaded)) or "nothing"}')
     with self.activate():

@@ -6,34 +6,22 @@ import os
 import numpy as np
 import pytest
 
-from tests.test_train_e2e import _losses, _run
+from conftest import losses as _losses
+from conftest import train
 
-CONFIG = '--config=configs/demo.py:tiny,posebh'
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  path = tmp_path_factory.mktemp('tfds')
-  result = _run(['-m', 'data_pipeline.prepare', 'synthetic', f'--data_dir={path}', '--config=configs/demo.py:tiny'])
-  assert result.returncode == 0, result.stderr[-3000:]
-  return str(path)
+CONFIG = 'configs/demo.py:tiny,posebh'
 
 
 @pytest.fixture(scope='module')
 def baseline(tmp_path_factory, data_dir):
   """A 4-step ViTPose++ run to initialise PoseBH from."""
   workdir = tmp_path_factory.mktemp('baseline')
-  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={workdir}',
-                 f'--config.data.data_dir={data_dir}', '--config.total_steps=4', '--config.eval_every_steps=0'])
-  assert result.returncode == 0, result.stderr[-3000:]
+  train(workdir, data_dir, '--config.total_steps=4', '--config.eval_every_steps=0')
   return str(workdir)
 
 
 def _train(workdir, data_dir, *overrides, devices=1):
-  result = _run(['-m', 'posebh_jax.main', CONFIG, f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
-                 '--config.eval_every_steps=0', *overrides], devices=devices)
-  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-  return result
+  return train(workdir, data_dir, '--config.eval_every_steps=0', *overrides, devices=devices, config=CONFIG)
 
 
 def _records(workdir):

@@ -1,45 +1,12 @@
-"""End to end through `python -m posebh_jax.main`: 1 vs 8 simulated devices, kill-and-resume, user errors.
-
-Each run is a subprocess so that the device count (XLA_FLAGS) can differ between runs.
-"""
+"""End to end through `python -m posebh_jax.main`: 1 vs 8 simulated devices, kill-and-resume, user errors."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
-import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  """A tiny synthetic dataset built with the demo:tiny config's settings."""
-  path = tmp_path_factory.mktemp('tfds')
-  result = _run(['-m', 'data_pipeline.prepare', 'synthetic', f'--data_dir={path}', '--config=configs/demo.py:tiny'])
-  assert result.returncode == 0, result.stderr[-3000:]
-  return str(path)
-
-
-def _run(args, devices: int = 1, timeout: int = 600):
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
-  return subprocess.run([sys.executable] + args, cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=timeout)
-
-
-def _train(workdir, data_dir, *overrides, devices=1):
-  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={workdir}',
-                 f'--config.data.data_dir={data_dir}', *overrides], devices=devices)
-  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-  return result
-
-
-def _losses(workdir) -> dict[int, float]:
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    records = [json.loads(line) for line in f]
-  return {r['step']: r['train/loss'] for r in records if 'train/loss' in r}
+from conftest import losses as _losses
+from conftest import run_module as _run
+from conftest import train as _train
 
 
 def test_eight_devices_match_one_device(tmp_path, data_dir):

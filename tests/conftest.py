@@ -1,0 +1,43 @@
+"""Shared fixtures and helpers of the end-to-end tests, which run `python -m ...` in subprocesses so that the
+device count (XLA_FLAGS) can differ between runs."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_module(args, devices: int = 1, timeout: int = 600):
+  """Runs `python <args>` from the repository root on `devices` simulated CPU devices; returns the result."""
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  return subprocess.run([sys.executable] + args, cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def train(workdir, data_dir, *overrides, devices=1, config='configs/demo.py:tiny'):
+  """`posebh_jax.main` with `config` on `data_dir`; asserts success and returns the result."""
+  result = run_module(['-m', 'posebh_jax.main', f'--config={config}', f'--workdir={workdir}',
+                       f'--config.data.data_dir={data_dir}', *overrides], devices=devices)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+  return result
+
+
+def losses(workdir) -> dict[int, float]:
+  """{step: train/loss} from a workdir's metrics.jsonl."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  return {r['step']: r['train/loss'] for r in records if 'train/loss' in r}
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  """A tiny synthetic dataset built with the demo:tiny config's settings (shared by the e2e test files)."""
+  path = tmp_path_factory.mktemp('tfds')
+  result = run_module(['-m', 'data_pipeline.prepare', 'synthetic', f'--data_dir={path}',
+                       '--config=configs/demo.py:tiny'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  return str(path)
