@@ -4,7 +4,9 @@
 
 For each variant it times the multi-dataset step (six datasets, MoE FFN, six heads) and, in the same run, the
 same ViT with a plain FFN and one head over the same batch (the reference), and prints img/s, step time,
-TFLOP/s per device, MFU (when the device peak is known) and the routing ratio.
+TFLOP/s per device, MFU (when the device peak is known) and the routing ratio. With `--posebh` (default on) it
+also times PoseBH's stage-1 step (embedding module, prototypes, PHM/PPC/PPD, backbone frozen) and stage-2 step
+(CSS on: every head also runs on the other datasets' examples; CPS on) relative to the baseline step.
 """
 from __future__ import annotations
 
@@ -38,13 +40,15 @@ def _random_batch(struct, seed=0):
               'target_weights': np.ones(s['target_weights'].shape, np.float32)} for n, s in struct.items()}
 
 
-def time_step(config, counts, steps: int, warmup: int = 2) -> float:
-  """Median seconds per train step (after compilation and `warmup` steps) on random data."""
+def time_step(config, counts, steps: int, warmup: int = 2, phase: int = 0) -> float:
+  """Median seconds per train step (after compilation and `warmup` steps) on random data, in stage `phase`."""
   mesh = sharding_lib.make_mesh(config.mesh)
   task = train.Task(config, mesh, steps_per_epoch=1000, counts=counts)
   struct = train.global_batch_structure(counts, config, task.num_keypoints)
-  step = task.compile_train_step(struct)
   state = task.init_state(0)
+  if phase:
+    state = task.enter_phase(state, phase)
+  step = task.compile_train_step(struct)
   batch = sharding_lib.global_batch(_random_batch(struct), mesh)
   times = []
   for i in range(warmup + steps):
@@ -63,6 +67,8 @@ def main():
   parser.add_argument('--steps', type=int, default=0, help='timed steps; 0: 20 on an accelerator, 2 on CPU')
   parser.add_argument('--dtype', default='bfloat16')
   parser.add_argument('--remat', action='store_true')
+  parser.add_argument('--posebh', default=True, action=argparse.BooleanOptionalAction,
+                      help='also time the PoseBH stage-1 and stage-2 steps')
   args = parser.parse_args()
   on_cpu = jax.devices()[0].platform == 'cpu'
   per_device = args.batch_per_device or (6 if on_cpu else 64)
@@ -90,6 +96,13 @@ def main():
     print(f'{variant}: multi-dataset step {multi * 1e3:.1f} ms, {batch / multi:.1f} img/s, '
           f'{tflops:.2f} TFLOP/s/device, MFU {mfu} | plain ViT step {plain_time * 1e3:.1f} ms, '
           f'{batch / plain_time:.1f} img/s | routing ratio {multi / plain_time:.3f}')
+    if args.posebh:
+      posebh = _config(variant, args.dtype, batch, names, args.remat)
+      posebh.posebh = common.posebh_config(enabled=True)
+      for phase, label in ((0, 'stage 1 (prototypes, PHM/PPC/PPD)'), (1, 'stage 2 (+CSS, CPS)')):
+        seconds = time_step(posebh, counts, steps, phase=phase)
+        print(f'{variant}: PoseBH {label} step {seconds * 1e3:.1f} ms, {batch / seconds:.1f} img/s | '
+              f'ratio to the baseline step {seconds / multi:.3f}')
 
 
 if __name__ == '__main__':

@@ -6,14 +6,16 @@ import ml_collections
 TRAIN_DATASETS = ('coco', 'aic', 'mpii', 'ap10k', 'apt36k', 'coco_wholebody')
 # UDP encoding/affine for COCO and MPII, MSRA for the others, as the reference configs do (METHOD.md §1).
 CODECS = {'coco': 'udp', 'aic': 'msra', 'mpii': 'udp', 'ap10k': 'msra', 'apt36k': 'msra', 'coco_wholebody': 'msra'}
-# Real-data tfds builders (prepared by `python -m data_pipeline.prepare <name> --manual_dir=...`).
+# Real-data tfds builders (prepared by `python -m data_pipeline.prepare <name> --manual_dir=...`): (tfds name,
+# train split, eval split). COCO and COCO-WholeBody are evaluated on detector boxes (METHOD.md §1): their
+# `validation_det` split exists when prepared with `--det_json=<person detections>`; the others use GT boxes.
 REAL_SOURCES = {
-    'coco': ('coco_keypoints', 'train', 'validation'),
+    'coco': ('coco_keypoints', 'train', 'validation_det'),
     'aic': ('aic', 'train', 'validation'),
     'mpii': ('mpii', 'train', 'validation'),
     'ap10k': ('ap10k', 'train', 'validation'),
     'apt36k': ('apt36k', 'train', 'validation'),
-    'coco_wholebody': ('coco_wholebody', 'train', 'validation'),
+    'coco_wholebody': ('coco_wholebody', 'train', 'validation_det'),
 }
 VARIANTS = {
     # variant: width, depth, heads, drop_path, expert_dim (P), layer_decay   (METHOD.md §1)
@@ -99,6 +101,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.device_peak_tflops = -1.0  # < 0: look the device up in a table; 0: unknown
   config.init_from = ''  # workdir or checkpoint dir of a baseline run: loads its backbone and heads
   config.posebh = posebh_config(False)
+  config.transfer = transfer_config(False)
   return config
 
 
@@ -129,6 +132,83 @@ def posebh_config(enabled: bool = False) -> ml_collections.ConfigDict:
       stage_lrs=(1e-3, 1e-4, 1e-5),
       backbone_thaw_epoch=90.0,
   ))
+
+
+# Domain transfer (METHOD.md §2): a new skeleton on top of a trained PoseBH model. Per target: its epochs, lr and
+# how long its new prototypes are momentum-updated (the rest of the run they are frozen).
+TRANSFER_TARGETS = {
+    'smpl24': dict(epochs=30, lr=1e-4, prototype_epochs=15),      # 3DPW (2D projections of the SMPL joints)
+    'interhand': dict(epochs=60, lr=5e-4, prototype_epochs=30),   # InterHand2.6M hands
+}
+# The real transfer datasets (data_pipeline/builders: `prepare 3dpw`, `prepare interhand`).
+TRANSFER_REAL_SOURCES = {
+    'smpl24': ('pw3d', 'train', 'validation'),
+    'interhand': ('interhand26m', 'train', 'validation'),
+}
+
+
+def transfer_config(enabled: bool = False) -> ml_collections.ConfigDict:
+  """config.transfer: domain transfer of a trained PoseBH run (`config.init_from`) to new skeleton formats.
+
+  The datasets in `new_datasets` are appended to `data.order`: their prototypes are appended to the old ones
+  (J grows by their K) and they get new heads and experts. The embedding module stays frozen (its BatchNorm in
+  inference mode) and the old prototypes are never updated: the prototype terms (PHM, PPC, PPD) and the momentum
+  update run only on the new datasets' samples against their own prototypes, for `prototype_epochs`; after that
+  the new prototypes are frozen too. Everything else trains with `config.optim`, except `frozen` (regexes).
+  """
+  return ml_collections.ConfigDict(dict(
+      enabled=enabled,
+      new_datasets=(),
+      prototype_epochs=15.0,
+      frozen=(),  # extra parameter-path regexes kept frozen besides '^embedding/' (e.g. '^head_coco/')
+      # (new dataset, old dataset) pairs: the new dataset's expert and the head layers whose shapes match start as
+      # copies of the old dataset's (the head's last 1x1 conv has another K and stays fresh).
+      init_like=(),
+  ))
+
+
+def add_transfer(config: ml_collections.ConfigDict, target: str, sources: str = 'real',
+                 rehearsal_weight: float = 0.1) -> ml_collections.ConfigDict:
+  """Turns `config` (a PoseBH config) into a domain-transfer config for skeleton `target` ('smpl24' | 'interhand').
+
+  Sets METHOD.md §2's epochs, lr and prototype epochs for the target, appends the target dataset to data.order
+  (mixture weight 1; the old datasets stay in the batch with `rehearsal_weight` each, the smallest share the
+  static batch composition allows), evaluates the target only, and initialises its expert and head from COCO's
+  (human targets) through `transfer.init_like`. On synthetic data only 'smpl24' exists: its 2D keypoints are
+  derived at pipeline time from the 3D joints every synthetic example stores (`keypoints_from='joints3d'`).
+  The lr steps down ×0.1 at 170/210 and 200/210 of the run, ViTPose++'s schedule scaled (our choice).
+  """
+  if target not in TRANSFER_TARGETS:
+    raise ValueError(f"unknown transfer target '{target}'; choose one of {', '.join(TRANSFER_TARGETS)}")
+  if target in config.data.order:
+    raise ValueError(f"'{target}' is already in config.data.order {tuple(config.data.order)}")
+  settings = TRANSFER_TARGETS[target]
+  if config.data.sources == 'synthetic':
+    if target != 'smpl24':
+      raise ValueError(f"the synthetic data has no '{target}' examples (only smpl24 can be derived from its 3D "
+                       'joints); use data=real')
+    # The new skeleton on the COCO-annotated train images (disjoint from validation); keypoints from 3D joints.
+    tfds_name, train_split, eval_split = 'posebh_synthetic', 'train_coco', 'validation'
+    extra = dict(keypoints_from='joints3d')
+  else:
+    (tfds_name, train_split, eval_split), extra = TRANSFER_REAL_SOURCES[target], {}
+  for name in config.data.order:
+    config.data.datasets[name].weight = rehearsal_weight
+  config.data.datasets[target] = ml_collections.ConfigDict(dict(
+      tfds_name=tfds_name, train_split=train_split, eval_split=eval_split, format=target, weight=1.0,
+      codec='msra', half_body=target != 'interhand', **extra))
+  config.data.order = tuple(config.data.order) + (target,)
+  config.posebh.enabled = True
+  config.transfer.update(dict(enabled=True, new_datasets=(target,),
+                              prototype_epochs=float(settings['prototype_epochs']),
+                              init_like=((target, 'coco'),) if 'coco' in config.data.order else ()))
+  config.num_epochs = settings['epochs']
+  config.total_steps = -1
+  config.optim.lr = settings['lr']
+  config.optim.schedule = 'step'
+  config.optim.decay_epochs = tuple(round(settings['epochs'] * e / 210) for e in (170, 200))
+  config.eval_datasets = (target,)
+  return config
 
 
 def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

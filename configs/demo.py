@@ -4,8 +4,11 @@
   python -m posebh_jax.main --config=configs/demo.py --workdir=workdirs/demo
   python -m posebh_jax.main --config=configs/demo.py:posebh --workdir=workdirs/demo_posebh \
       --config.init_from=workdirs/demo                                  # PoseBH stages from the baseline
+  python -m posebh_jax.main --config=configs/demo.py:transfer --workdir=workdirs/demo_transfer \
+      --config.init_from=workdirs/demo_posebh                           # domain transfer to SMPL-24 (3DPW)
 Args (comma separated): `tiny` shrinks everything for unit tests; `posebh` turns on prototypes, CSS and the
-three-stage schedule (compressed to the demo's step budget).
+three-stage schedule (compressed to the demo's step budget); `transfer` (implies `posebh`) adds the SMPL-24
+skeleton to a trained PoseBH run (METHOD.md §2 domain transfer; configs/common.py add_transfer).
 
 Sized for 2 CPU cores: 128×96 crops with patch 16 (8×6 tokens), width 192, depth 4, 32×24 heatmaps. The
 generator's difficulty is low (near-frontal people, side-on animals, little clutter) and augmentation is light,
@@ -16,9 +19,12 @@ from configs import common
 
 def _parse(arg: str) -> set[str]:
   flags = set(filter(None, (arg or '').split(',')))
-  unknown = flags - {'tiny', 'posebh'}
+  unknown = flags - {'tiny', 'posebh', 'transfer'}
   if unknown:
-    raise ValueError(f"unknown demo config argument(s) {sorted(unknown)}; use configs/demo.py[:tiny][,posebh]")
+    raise ValueError(f"unknown demo config argument(s) {sorted(unknown)}; use "
+                     "configs/demo.py[:tiny][,posebh|,transfer]")
+  if 'transfer' in flags:  # the transfer run restores a PoseBH run of the same size
+    flags.add('posebh')
   return flags
 
 
@@ -85,4 +91,26 @@ def get_config(arg: str = ''):
       config.posebh.update(dict(embed_channels=16, embed_hidden=8, embed_dim=8, num_clusters=8))
       config.posebh.stage_epochs = (1.0, 2.0)  # 6 steps per epoch: stages start at steps 0, 6, 12
       config.posebh.backbone_thaw_epoch = 2.0
+  if 'transfer' in flags:
+    _transfer(config, tiny='tiny' in flags)
   return common.finalize(config)
+
+
+def _transfer(config, tiny: bool):
+  """Domain transfer to SMPL-24 on the synthetic data (keypoints derived from the stored 3D joints), with the
+  demo's step budget: a quarter of the steps of METHOD.md's 3DPW run shape (prototypes for the first half)."""
+  common.add_transfer(config, 'smpl24', 'synthetic')
+  # 1500 train examples per format + 1500 SMPL-24 ones, batch 48: ~219 steps per epoch.
+  config.total_steps = 300
+  config.transfer.prototype_epochs = 0.7  # new prototypes momentum-updated for the first ~150 steps
+  config.optim.decay_epochs = ()
+  config.optim.lr = 5e-4
+  config.optim.warmup_steps = 20
+  config.eval_every_steps = 300
+  if tiny:
+    config.total_steps = -1
+    # 24 train examples per format plus 24 SMPL-24 ones, batch 24: 7 steps per epoch.
+    config.num_epochs = 1
+    config.transfer.prototype_epochs = 2 / 7  # new prototypes momentum-updated in steps 0-1, frozen after
+    config.optim.warmup_steps = 1
+    config.eval_every_steps = 4

@@ -8,3 +8,14 @@ class DatasetNotFoundError(FileNotFoundError):
     `dataset 'posebh_synthetic' is not prepared in data/tfds; run: python -m data_pipeline.prepare synthetic
     --data_dir=data/tfds`.
     """
+
+
+class RawDataError(ValueError):
+    """Raw (official-layout) data that a builder cannot use: a missing or malformed annotation file, a record
+    with a missing or wrong field, an unknown category, ...
+
+    The message is one line naming the file, the record and the field, e.g.
+    `/data/coco/annotations/person_keypoints_val2017.json: annotation id=183126 (#12): field 'keypoints' has 50
+    values, expected 51 (17 keypoints x 3)`. `python -m data_pipeline.prepare` prints it as `error: ...` and
+    exits with status 2.
+    """

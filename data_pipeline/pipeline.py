@@ -17,12 +17,41 @@ import grain
 import numpy as np
 
 from data_pipeline import builders
+from data_pipeline import derived
 from data_pipeline.errors import DatasetNotFoundError
 from data_pipeline.transforms import PADDING, TopDownEvalTransform, TopDownTrainTransform
 from posebh_jax.skeletons import get_format
 
 
 # ----------------------------------------------------------------------------------------------- sources
+
+def prepared_builder(tfds_name: str, data_dir: str):
+    """The tfds builder of a dataset prepared in `data_dir` (registered through `data_pipeline.builders`).
+
+    Raises:
+      DatasetNotFoundError: the dataset is not prepared in `data_dir` (message names the prepare command).
+    """
+    import tensorflow_datasets as tfds
+
+    entry = builders.entry_for_tfds_name(tfds_name)
+    if entry is not None:
+        builders.builder_class(tfds_name)  # registers the builder with tfds
+    if entry is None:
+        how = f'no builder is registered for it (known: {", ".join(b.tfds_name for b in builders.BUILDERS.values())})'
+    elif entry.prepare_name == 'synthetic':
+        how = f'run: python -m data_pipeline.prepare synthetic --data_dir={data_dir}'
+    else:
+        how = (f'run: python -m data_pipeline.prepare {entry.prepare_name} --manual_dir=<raw {entry.prepare_name} '
+               f'directory> --data_dir={data_dir}')
+    message = f'dataset {tfds_name!r} is not prepared in {data_dir}; {how}'
+    try:
+        builder = tfds.builder(tfds_name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise DatasetNotFoundError(message) from None
+    if not builders.is_prepared(builder):
+        raise DatasetNotFoundError(message)
+    return builder
+
 
 def open_source(tfds_name: str, split: str, data_dir: str):
     """Opens a prepared tfds split as a random-access data source (a Sequence of record dicts).
@@ -31,23 +60,16 @@ def open_source(tfds_name: str, split: str, data_dir: str):
       DatasetNotFoundError: the dataset is not prepared in `data_dir` (message names the prepare command).
       ValueError: the dataset has no split `split`.
     """
-    import tensorflow_datasets as tfds
-
-    entry = builders.entry_for_tfds_name(tfds_name)
-    if entry is not None:
-        builders.builder_class(tfds_name)  # registers the builder with tfds
-    how = (f'run: python -m data_pipeline.prepare {entry.prepare_name} --data_dir={data_dir}' if entry else
-           f'no builder is registered for it (known: {", ".join(b.tfds_name for b in builders.BUILDERS.values())})')
-    message = f'dataset {tfds_name!r} is not prepared in {data_dir}; {how}'
-    try:
-        builder = tfds.builder(tfds_name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        raise DatasetNotFoundError(message) from None
-    if not builders.is_prepared(builder):
-        raise DatasetNotFoundError(message)
+    builder = prepared_builder(tfds_name, data_dir)
     if split not in builder.info.splits:
+        hint = ''
+        if split.endswith('_det'):
+            entry = builders.entry_for_tfds_name(tfds_name)
+            hint = (f'; detector-box splits are built with: python -m data_pipeline.prepare '
+                    f'{entry.prepare_name if entry else tfds_name} --manual_dir=... --det_json=<detections json> '
+                    f'--data_dir={data_dir} --overwrite')
         raise ValueError(f'dataset {tfds_name!r} in {data_dir} has no split {split!r}; it has: '
-                         f'{", ".join(sorted(builder.info.splits))}')
+                         f'{", ".join(sorted(builder.info.splits))}{hint}')
     return builder.as_data_source(split=split)
 
 
@@ -146,7 +168,7 @@ def make_train_dataset(data_config, global_batch_size: int, num_groups: int, pro
             raise ValueError(f'dataset {name!r} gets {counts[name]} examples per batch, which {process_count} '
                              f'processes cannot split evenly; use a global batch size and device count such '
                              f'that every process holds whole batch shards')
-        source = open_source(cfg.tfds_name, cfg.train_split, data_config.data_dir)
+        source = derived.wrap_source(open_source(cfg.tfds_name, cfg.train_split, data_config.data_dir), cfg)
         shuffle_seed, augment_seed = _dataset_seeds(seed, position)
         stream = (grain.MapDataset.source(source)
                   .shuffle(seed=shuffle_seed)
@@ -194,9 +216,11 @@ def _eval_keypoints_key(source, format_name: str) -> str:
 def _eval_records(data_config, name: str):
     """(source, record indices with ground truth in the dataset's format, keypoints field) for `name`'s eval split."""
     cfg = _dataset_config(data_config, name)
-    source = open_source(cfg.tfds_name, cfg.eval_split, data_config.data_dir)
+    source = derived.wrap_source(open_source(cfg.tfds_name, cfg.eval_split, data_config.data_dir), cfg)
     key = _eval_keypoints_key(source, cfg.format)
     flag = f'has_{cfg.format}'
+    if len(source) and flag not in source[0]:  # real datasets: every record is annotated in the format
+        return source, np.arange(len(source), dtype=np.int64), key
     keep = []
     for start in range(0, len(source), 256):
         records = source.__getitems__(list(range(start, min(start + 256, len(source)))))
@@ -216,17 +240,23 @@ class _PaddedSelection(Sequence):
     def __getitem__(self, position: int):
         if position >= len(self.indices):
             return PADDING
-        return self.source[int(self.indices[position])]
+        record = self.source[int(self.indices[position])]
+        if 'instance_id' not in record:  # synthetic: the annotation id of `eval_ground_truth`
+            record = dict(record, instance_id=np.int64(position + 1))
+        return record
 
 
 def make_eval_iterator(data_config, name: str, batch_size: int):
     """Iterator over the eval split of dataset `name` in fixed order (one pass).
 
     Yields batches {'image': uint8 (B, H, W, 3), 'center': float32 (B, 2), 'scale': float32 (B, 2),
-    'bbox_score': float32 (B,), 'image_id': int64 (B,), 'valid': bool (B,)}, B = `batch_size`; the last
-    batch is padded with valid=False examples. Only examples annotated in the dataset's format are used
-    (for the synthetic validation split: those whose category has the format); the order matches
-    `eval_ground_truth`.
+    'bbox': float32 (B, 4) xywh px, 'bbox_score': float32 (B,), 'image_id': int64 (B,), 'instance_id': int64
+    (B,), 'category_id': int64 (B,), 'valid': bool (B,)}, B = `batch_size`; the last batch is padded with
+    valid=False examples. Only examples annotated in the dataset's format are used (for the synthetic
+    validation split: those whose category has the format); the order matches `eval_ground_truth`'s arrays.
+    Real datasets: one example per instance record (several per image), `bbox_score` is the detector's score
+    in `<split>_det` splits (1 for ground-truth boxes), `instance_id` is the gt annotation id for
+    ground-truth-box splits, and results should carry `category_id` (AP-10K / APT-36K: the species).
     """
     if batch_size < 1:
         raise ValueError(f'eval batch size must be >= 1, got {batch_size}')
@@ -248,10 +278,22 @@ def eval_ground_truth(data_config, name: str) -> dict[str, Any]:
     keypoints [x, y, v] * K flattened, num_keypoints, bbox xywh, area, iscrowd 0}], 'categories':
     [{id 1, name, supercategory, keypoints (names), skeleton (1-based links)}]} plus numpy arrays for
     PCKh-style metrics: 'keypoints' float32 (N, K, 3), 'head_size' float32 (N,) px, 'image_ids' int64 (N,).
-    (Drop the numpy entries before writing it as JSON.)
+    (Drop the numpy entries before writing it as JSON.) Also 'instance_ids' int64 (N,): the annotation id of
+    each example (= the `instance_id` of `make_eval_iterator`'s batches).
+
+    Real datasets (prepared by a real builder): 'images', 'annotations' and 'categories' are the split's stored
+    official ground truth (`gt_<split>.json`, see `data_pipeline.builders.real`: every annotation of every
+    stored image, several persons per image, crowd and unlabelled ones included, the dataset's own category
+    ids and fields such as `area` only where the dataset has them); the numpy arrays hold one row per eval
+    record (instance) in iterator order: 'keypoints' (N, K, 3), 'head_size', 'image_ids', 'instance_ids',
+    'category_ids', 'bbox' (N, 4) and 'bbox_score' (N,) (detector splits: zero keypoints, detection boxes and
+    scores). 'gt_path' is the json file.
     """
     cfg = _dataset_config(data_config, name)
     skeleton = get_format(cfg.format)
+    real_gt = _real_ground_truth(data_config, cfg, skeleton)
+    if real_gt is not None:
+        return real_gt
     source, indices, key = _eval_records(data_config, name)
     images, annotations = [], []
     keypoints = np.zeros((len(indices), skeleton.num_keypoints, 3), np.float32)
@@ -279,7 +321,36 @@ def eval_ground_truth(data_config, name: str) -> dict[str, Any]:
                 'supercategory': skeleton.category, 'keypoints': list(skeleton.keypoint_names),
                 'skeleton': [[int(i) + 1, int(j) + 1] for i, j in skeleton.links]}
     return {'images': images, 'annotations': annotations, 'categories': [category],
-            'keypoints': keypoints, 'head_size': head_sizes, 'image_ids': image_ids}
+            'keypoints': keypoints, 'head_size': head_sizes, 'image_ids': image_ids,
+            'instance_ids': np.arange(1, len(indices) + 1, dtype=np.int64)}
+
+
+def _real_ground_truth(data_config, cfg, skeleton) -> dict[str, Any] | None:
+    """`eval_ground_truth` of a real dataset (its stored gt json and record index), or None (synthetic data)."""
+    import json
+
+    from data_pipeline.builders import real
+
+    if (cfg.get('keypoints_from', 'annotation') if hasattr(cfg, 'get') else 'annotation') != 'annotation':
+        return None
+    index = real.read_record_index(cfg.tfds_name, cfg.eval_split, data_config.data_dir)
+    if index is None:
+        return None
+    path = real.gt_json_path(cfg.tfds_name, cfg.eval_split, data_config.data_dir)
+    with open(path) as f:
+        gt = json.load(f)
+    keypoints = np.asarray(index['keypoints'], np.float32)
+    if keypoints.shape[1:] != (skeleton.num_keypoints, 3):
+        raise ValueError(f'{cfg.tfds_name} {cfg.eval_split}: records have keypoints of shape {keypoints.shape[1:]}, '
+                         f'expected ({skeleton.num_keypoints}, 3) for format {cfg.format!r}; check the format of '
+                         f'this dataset entry in config.data.datasets')
+    return {'images': gt['images'], 'annotations': gt['annotations'], 'categories': gt['categories'],
+            'keypoints': keypoints, 'head_size': np.asarray(index['head_size'], np.float32),
+            'image_ids': np.asarray(index['image_id'], np.int64),
+            'instance_ids': np.asarray(index['instance_id'], np.int64),
+            'category_ids': np.asarray(index['category_id'], np.int64),
+            'bbox': np.asarray(index['bbox'], np.float32), 'bbox_score': np.asarray(index['bbox_score'], np.float32),
+            'gt_path': path}
 
 
 def _image_hw(record: Mapping[str, Any]) -> tuple[int, int]:

@@ -2,6 +2,13 @@
 
   python -m data_pipeline.prepare synthetic [--num_train N] [--num_val N] [--data_dir DIR]
       [--image_size H,W] [--difficulty D] [--seed S] [--num_workers N] [--overwrite]
+  python -m data_pipeline.prepare <real dataset> --manual_dir=RAW_DIR [--data_dir DIR] [--det_json FILE]
+      [--det_score_threshold T] [--ann_file SPLIT=PATH ...] [--image_dir SPLIT=DIR ...] [--headboxes FILE]
+      [--ap10k_split N] [--overwrite]
+
+Real datasets: coco_keypoints, aic, mpii, ap10k, apt36k, coco_wholebody, ochuman, crowdpose, halpe,
+interhand, 3dpw (raw layouts: see data_pipeline/builders/*.py). `--det_json` adds a detector-box eval split
+(`validation_det`; CrowdPose `test_det`). Skipped records are counted and listed at the end.
 
 `--num_train` is per train format. An existing preparation with the same parameters is kept; one with
 different parameters is rebuilt only with `--overwrite`. No TensorFlow is needed.
@@ -81,6 +88,102 @@ def prepare_synthetic(data_dir: str = DEFAULT_DATA_DIR, params=None, num_workers
     }
 
 
+def prepare_real(name: str, manual_dir: str | None, data_dir: str = DEFAULT_DATA_DIR, *,
+                 det_json: str | None = None, det_score_threshold: float | None = None,
+                 annotation_files: dict | None = None, image_dirs: dict | None = None, options: dict | None = None,
+                 overwrite: bool = False, log: Callable[[str], None] = _print) -> dict:
+    """Builds the real dataset `name` (a `builders.REAL_DATASETS` entry) from its raw layout in `manual_dir`.
+
+    Args:
+      name: prepare name, e.g. 'coco_keypoints', 'interhand', '3dpw'.
+      manual_dir: raw dataset directory (official layout; see the builder's module docstring).
+      data_dir: tfds data directory.
+      det_json: detection results json adding the `<split>_det` split; det_score_threshold: its minimum score
+        (default `real.DEFAULT_DET_SCORE_THRESHOLD`).
+      annotation_files / image_dirs: {split: path} overrides of the layout.
+      options: builder-specific options (MPII 'headboxes', AP-10K 'ap10k_split').
+      overwrite: rebuild when the existing preparation was made from other raw-source settings.
+      log: receives progress and summary lines.
+    Returns:
+      summary dict as `prepare_synthetic`'s, plus `skipped` {split: {reason: count}} and `skipped_lines`.
+    Raises:
+      RawDataError (a ValueError): unusable raw data (one line naming the file, record and field).
+      ValueError: prepared from other settings and `overwrite` is False.
+    """
+    import tensorflow_datasets as tfds
+    from data_pipeline.builders import real
+
+    if name not in builders.REAL_DATASETS:
+        raise ValueError(f'unknown real dataset {name!r}; known: {", ".join(builders.REAL_DATASETS)}')
+    entry = builders.BUILDERS[name]
+    cls = builders.builder_class(entry.tfds_name)
+    threshold = real.DEFAULT_DET_SCORE_THRESHOLD if det_score_threshold is None else float(det_score_threshold)
+
+    def make():
+        return cls(data_dir=data_dir, manual_dir=manual_dir, annotation_files=annotation_files,
+                   image_dirs=image_dirs, det_json=det_json, det_score_threshold=threshold, options=options, log=log)
+
+    builder = make()
+    built = False
+    start = time.perf_counter()
+    if builders.is_prepared(builder) and builder.stored_source != builder.source_settings():
+        if not overwrite:
+            raise ValueError(f'{entry.tfds_name} in {data_dir} was prepared from {builder.stored_source}; pass '
+                             f'--overwrite to rebuild it from {builder.source_settings()}, or use another --data_dir')
+        log(f'removing {builder.data_path} (prepared from other raw-source settings)')
+        shutil.rmtree(builder.data_path)
+        builder = make()
+    if builders.is_prepared(builder):
+        log(f'{entry.tfds_name} is already prepared in {builder.data_path} from these settings')
+        skipped = dict(builder.info.metadata.get('skipped', {}))
+        lines = [f'{split}: {count} {reason.replace("_", " ")}' for split, reasons in sorted(skipped.items())
+                 for reason, count in sorted(reasons.items())]
+    else:
+        log(f'building {entry.tfds_name} into {data_dir} from {manual_dir}')
+        tfds.disable_progress_bar()
+        builder.download_and_prepare()
+        built = True
+        skipped, lines = builder.skipped.summary(), builder.skipped.lines()
+    seconds = time.perf_counter() - start
+    splits = {split: int(info.num_examples) for split, info in builder.info.splits.items()}
+    total = sum(splits.values())
+    return {
+        'path': str(builder.data_path),
+        'splits': splits,
+        'bytes': _directory_bytes(builder.data_path),
+        'seconds': seconds,
+        'examples_per_s': total / seconds if built and seconds > 0 else 0.0,
+        'built': built,
+        'skipped': skipped,
+        'skipped_lines': lines,
+    }
+
+
+def _parse_split_paths(values, flag: str) -> dict[str, str]:
+    out = {}
+    for value in values or ():
+        split, sep, path = value.partition('=')
+        if not sep or not split or not path:
+            raise ValueError(f'{flag} expects SPLIT=PATH (e.g. validation=annotations/val.json), got {value!r}')
+        out[split] = path
+    return out
+
+
+def _run_real(args) -> dict:
+    options = {}
+    if args.headboxes:
+        options['headboxes'] = args.headboxes
+    if args.ap10k_split is not None:
+        options['ap10k_split'] = args.ap10k_split
+    if args.manual_dir is None and not args.ann_file:
+        raise ValueError(f'{args.dataset} needs --manual_dir=<directory with the raw dataset in its official layout>')
+    return prepare_real(args.dataset, args.manual_dir, args.data_dir, det_json=args.det_json,
+                        det_score_threshold=args.det_score_threshold,
+                        annotation_files=_parse_split_paths(args.ann_file, '--ann_file'),
+                        image_dirs=_parse_split_paths(args.image_dir, '--image_dir'), options=options,
+                        overwrite=args.overwrite)
+
+
 def _parse_size(text: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in text.split(','))
@@ -120,7 +223,7 @@ def load_config(spec: str):
     return module.get_config(arg) if arg else module.get_config()
 
 
-_RUNNERS = {'synthetic': _run_synthetic}
+_RUNNERS = {'synthetic': _run_synthetic, **{name: _run_real for name in builders.REAL_DATASETS}}
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -143,6 +246,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--seed', type=int, default=None, help='synthetic: generator seed')
     parser.add_argument('--num_workers', type=int, default=None, help='generator processes (default: all cores)')
     parser.add_argument('--overwrite', action='store_true', help='rebuild if prepared with other parameters')
+    parser.add_argument('--manual_dir', default=None, help='real datasets: the raw dataset directory (official layout)')
+    parser.add_argument('--det_json', default=None,
+                        help='real datasets: COCO detection results for the detector-box eval split')
+    parser.add_argument('--det_score_threshold', type=float, default=None,
+                        help='real datasets: minimum detection score (default 0.0, as the reference)')
+    parser.add_argument('--ann_file', action='append', default=None, metavar='SPLIT=PATH',
+                        help='real datasets: annotation file of a split instead of the layout\'s (repeatable)')
+    parser.add_argument('--image_dir', action='append', default=None, metavar='SPLIT=DIR',
+                        help='real datasets: image directory of a split instead of the layout\'s (repeatable)')
+    parser.add_argument('--headboxes', default=None,
+                        help='mpii: head boxes of the validation persons (mpii_gt_val.mat, or .json/.npy (N,2,2))')
+    parser.add_argument('--ap10k_split', type=int, default=None, help='ap10k: which official split (1, 2, 3)')
     args = parser.parse_args(argv)
 
     runner = _RUNNERS.get(args.dataset)
@@ -155,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    if summary.get('skipped_lines'):
+        print('skipped:', flush=True)
+        for line in summary['skipped_lines']:
+            print(f'  {line}', flush=True)
+    elif 'skipped' in summary:
+        print('skipped: nothing', flush=True)
     splits = ', '.join(f'{name} {count}' for name, count in sorted(summary['splits'].items()))
     rate = f', {summary["examples_per_s"]:.1f} examples/s' if summary['built'] else ''
     print(f'done: {summary["path"]}: {sum(summary["splits"].values())} examples ({splits}); '

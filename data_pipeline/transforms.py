@@ -183,10 +183,13 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
 
 class TopDownEvalTransform(grain.transforms.Map):
     """Record (or `PADDING`) -> {'image' uint8 (H, W, 3) RGB, 'center' f32 (2,), 'scale' f32 (2,),
-    'bbox_score' f32, 'image_id' int64, 'valid' bool}.
+    'bbox' f32 (4,) xywh px, 'bbox_score' f32, 'image_id' int64, 'instance_id' int64, 'category_id' int64,
+    'valid' bool}.
 
-    The crop is the (padded, aspect-fixed) box with no augmentation; ground-truth boxes score 1.0. `PADDING`
-    gives a padding example: black image, center 0, scale 1, valid False.
+    The crop is the (padded, aspect-fixed) box with no augmentation. `bbox_score`, `instance_id` and
+    `category_id` come from the record when it has them (real datasets; detector boxes carry their score),
+    else 1.0, -1 (`make_eval_iterator` supplies the synthetic annotation id) and 1. `PADDING` gives a padding
+    example: black image, center 0, scale 1, bbox 0, ids -1, valid False.
     """
 
     def __init__(self, image_size_hw, bbox_padding: float, use_udp: bool):
@@ -200,11 +203,12 @@ class TopDownEvalTransform(grain.transforms.Map):
         width, height = self.output_size_wh
         if element.get('padding', False):
             return {'image': np.zeros((height, width, 3), np.uint8), 'center': np.zeros(2, np.float32),
-                    'scale': np.ones(2, np.float32), 'bbox_score': np.float32(0.0), 'image_id': np.int64(-1),
-                    'valid': np.bool_(False)}
+                    'scale': np.ones(2, np.float32), 'bbox': np.zeros(4, np.float32),
+                    'bbox_score': np.float32(0.0), 'image_id': np.int64(-1), 'instance_id': np.int64(-1),
+                    'category_id': np.int64(-1), 'valid': np.bool_(False)}
         image = decode_jpeg_bgr(element['image'])
-        center, scale = affine.box_to_center_scale(np.asarray(element['bbox'], np.float64), width / height,
-                                                   self.bbox_padding)
+        bbox = np.asarray(element['bbox'], np.float64).reshape(4)
+        center, scale = affine.box_to_center_scale(bbox, width / height, self.bbox_padding)
         scale = np.maximum(scale, 1.0)
         matrix = affine.get_warp_matrix(center, scale, 0.0, self.output_size_wh, self.use_udp)
         crop = cv2.warpAffine(image, matrix, self.output_size_wh, flags=cv2.INTER_LINEAR,
@@ -213,7 +217,10 @@ class TopDownEvalTransform(grain.transforms.Map):
             'image': cv2.cvtColor(crop, cv2.COLOR_BGR2RGB),
             'center': np.asarray(center, np.float32),
             'scale': np.asarray(scale, np.float32),
-            'bbox_score': np.float32(1.0),
+            'bbox': bbox.astype(np.float32),
+            'bbox_score': np.float32(element.get('bbox_score', 1.0)),
             'image_id': np.int64(element['image_id']),
+            'instance_id': np.int64(element.get('instance_id', -1)),
+            'category_id': np.int64(element.get('category_id', 1)),
             'valid': np.bool_(True),
         }

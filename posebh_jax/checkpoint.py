@@ -1,6 +1,7 @@
 """Orbax checkpoints of the train state together with the grain data-iterator state."""
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -77,6 +78,9 @@ def read_state(path: str) -> tuple[dict, int]:
   directory, step = resolve_checkpoint(path)
   # Only the state item: the data iterator of another run is not wanted here.
   manager = ocp.CheckpointManager(directory, item_handlers={'state': ocp.StandardCheckpointHandler()})
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)  # orbax warns once per item it is not asked for (the data iterator)
   try:
     metadata = manager.item_metadata(step)['state']
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -85,5 +89,6 @@ def read_state(path: str) -> tuple[dict, int]:
                             is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'))
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
   finally:
+    absl_logger.setLevel(level)
     manager.close()
   return restored['state'], step

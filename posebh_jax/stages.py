@@ -1,7 +1,8 @@
 """Training phases: stretches of steps that share frozen groups, active losses and a learning-rate schedule.
 
 A plain ViTPose++ run is one phase. PoseBH (METHOD.md §2) is staged: the phase boundaries are the stage
-boundaries and the backbone thaw point from `config.posebh`. Every phase gets a fresh AdamW state (as the
+boundaries and the backbone thaw point from `config.posebh`. A domain-transfer run (`config.transfer`) has two
+phases: the new datasets' prototypes are momentum-updated in the first and frozen in the second. Every phase gets a fresh AdamW state (as the
 reference runs each stage as a new run from the previous checkpoint) and its own compiled step; within a phase
 nothing recompiles.
 """
@@ -27,6 +28,9 @@ class Phase:
     update_prototypes: momentum-update the prototypes this phase.
     css: cross-type self-supervision on.
     cps: cluster-prototype terms on.
+    prototype_datasets: domain transfer: the prototype terms and update run only on these (new) datasets'
+      samples against their own prototype rows; empty = every dataset (PoseBH stages).
+    embedding_frozen: the embedding module gets no updates and its BatchNorm runs in inference mode.
   """
   index: int
   start_step: int
@@ -38,10 +42,16 @@ class Phase:
   update_prototypes: bool = False
   css: bool = False
   cps: bool = False
+  prototype_datasets: tuple[str, ...] = ()
+  embedding_frozen: bool = False
 
   def describe(self) -> str:
     if not self.posebh:
       return f'steps {self.start_step}-{self.end_step}'
+    if self.prototype_datasets:
+      return (f"transfer, steps {self.start_step}-{self.end_step}: frozen {', '.join(self.frozen)}, prototypes of "
+              f"{', '.join(self.prototype_datasets)} {'momentum-updated' if self.update_prototypes else 'frozen'} "
+              '(the others frozen), losses heads+PHM+PPC+PPD on the new datasets')
     losses = ['heads', 'PHM', 'PPC', 'PPD'] + (['CSS'] if self.css else []) + (['CPS'] if self.cps else [])
     frozen = ', '.join(self.frozen) or 'nothing'
     return (f'stage {self.stage + 1}, steps {self.start_step}-{self.end_step}: lr {self.lr:g}, frozen {frozen}, '
@@ -51,6 +61,9 @@ class Phase:
 def plan_phases(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int) -> list[Phase]:
   """The run's phases, covering [0, total_steps). Raises UserError for inconsistent stage settings."""
   base_frozen = tuple(config.optim.frozen)
+  transfer = config.get('transfer')
+  if transfer is not None and transfer.enabled:
+    return plan_transfer(config, steps_per_epoch, total_steps)
   posebh = config.get('posebh')
   if posebh is None or not posebh.enabled:
     return [Phase(0, 0, total_steps, frozen=base_frozen)]
@@ -72,6 +85,31 @@ def plan_phases(config: ml_collections.ConfigDict, steps_per_epoch: int, total_s
     frozen = base_frozen + (() if start >= thaw else ('^backbone/',)) + (('^head_',) if stage == 0 else ())
     phases.append(Phase(len(phases), start, end, stage=stage, lr=float(posebh.stage_lrs[stage]), frozen=frozen,
                         posebh=True, update_prototypes=stage == 0, css=stage >= 1, cps=stage >= 1))
+  return phases
+
+
+def plan_transfer(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int) -> list[Phase]:
+  """Phases of a domain-transfer run (METHOD.md §2): [0, prototype_epochs) updates the new datasets' prototypes,
+  the rest keeps them frozen; the embedding module is frozen throughout and the lr follows `config.optim`.
+  Raises UserError for inconsistent settings."""
+  transfer, posebh = config.transfer, config.get('posebh')
+  new = tuple(transfer.new_datasets)
+  if posebh is None or not posebh.enabled:
+    raise UserError('config.transfer needs config.posebh.enabled (the embedding module and prototypes of the '
+                    'PoseBH run in config.init_from)')
+  missing = [n for n in new if n not in tuple(config.data.order)]
+  if not new or missing:
+    raise UserError(f'config.transfer.new_datasets {new} must name datasets of config.data.order '
+                    f'{tuple(config.data.order)}')
+  if transfer.prototype_epochs < 0:
+    raise UserError(f'config.transfer.prototype_epochs must be >= 0 (got {transfer.prototype_epochs})')
+  frozen = tuple(config.optim.frozen) + ('^embedding/',) + tuple(transfer.frozen)
+  cut = min(total_steps, int(round(float(transfer.prototype_epochs) * steps_per_epoch)))
+  phases = []
+  for start, end, update in ((0, cut, True), (cut, total_steps, False)):
+    if start < end:
+      phases.append(Phase(len(phases), start, end, frozen=frozen, posebh=True, update_prototypes=update,
+                          prototype_datasets=new, embedding_frozen=True))
   return phases
 
 

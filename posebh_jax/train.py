@@ -195,6 +195,10 @@ class Task:
     directory, _ = checkpoint_lib.resolve_checkpoint(path)
     source_names = _run_dataset_order(os.path.dirname(directory)) or self.names
     loaded, fresh = set(), set()
+    # Domain transfer (config.transfer.init_like): a dataset new to the source run starts from an old one's
+    # expert and head layers (those whose shapes match).
+    like = {new: old for new, old in self.config.transfer.init_like if new not in source_names} \
+        if self.config.get('transfer') is not None else {}
 
     def merge(target_tree, source_tree, what):
       target_flat = traverse_util.flatten_dict(jax.device_get(target_tree))
@@ -203,11 +207,16 @@ class Task:
       for key, value in target_flat.items():
         top = key[0]
         group = 'backbone' if top == 'backbone' else top
+        if key not in source_flat and top.startswith('head_') and top[len('head_'):] in like:
+          key_like = (f'head_{like[top[len("head_"):]]}',) + key[1:]
+          if key_like in source_flat and np.shape(source_flat[key_like]) == np.shape(value):
+            source_flat[key] = source_flat[key_like]
         if key in source_flat and np.shape(source_flat[key]) == np.shape(value):
           out[key] = np.asarray(source_flat[key], value.dtype)
           loaded.add(group)
         elif key in source_flat and key[-1] in ('expert_kernel', 'expert_bias'):
-          out[key] = _map_dataset_axis(np.array(value), np.asarray(source_flat[key]), self.names, source_names)
+          out[key] = _map_dataset_axis(np.array(value), np.asarray(source_flat[key]),
+                                       tuple(like.get(n, n) for n in self.names), source_names)
           loaded.add(group)
         else:
           out[key] = value
@@ -220,7 +229,8 @@ class Task:
     extra = jax.device_get(state['extra'])
     source_extra = source.get('extra') or {}
     if 'prototypes' in extra and 'prototypes' in source_extra:
-      source_offsets = dict(zip(source_names, np.cumsum([0] + [self.num_keypoints.get(n, 0) for n in source_names])))
+      source_counts = _run_keypoint_counts(os.path.dirname(directory), source_names, self.num_keypoints)
+      source_offsets = dict(zip(source_names, np.cumsum([0] + [source_counts[n] for n in source_names])))
       protos = np.array(extra['prototypes'])
       copied = []
       for name in self.names:
@@ -234,7 +244,8 @@ class Task:
       loaded.add(f'prototypes of {",".join(copied)}')
     new_state = dict(state, params=params, batch_stats=batch_stats, extra=extra)
     _print(f'init_from {path} (step {source_step}): loaded {", ".join(sorted(loaded)) or "nothing"}; '
-           f'fresh: {", ".join(sorted(fresh - loaded)) or "nothing"}')
+           f'fresh: {", ".join(sorted(fresh - loaded)) or "nothing"}'
+           + (f'; partly fresh: {", ".join(sorted(fresh & loaded))}' if fresh & loaded else ''))
     with self.activate():
       placed = jax.device_put(new_state, self.state_shardings)
       # Adam moments start at zero either way; re-initialising keeps them consistent with the loaded params.
@@ -285,12 +296,15 @@ class Task:
         total, per_dataset = multi_dataset_heatmap_loss(outputs, batch)
         return total, (per_dataset, {}, updates['batch_stats'], state['extra'])
       from posebh_jax.posebh.objective import posebh_objective
+      from posebh_jax.posebh.transfer import transfer_objective  # domain transfer: new datasets' prototypes only
+      objective = transfer_objective if phase.prototype_datasets else posebh_objective
       outputs, updates = self.model.apply(variables(params), images, train=True, cross=phase.css,
+                                          frozen_embedding=phase.embedding_frozen,
                                           rngs={'dropout': step_rng}, mutable=['batch_stats'],
                                           method=pose_model.PoseModel.posebh_outputs)
       head_total, per_dataset = multi_dataset_heatmap_loss(outputs['heatmaps'], batch)
-      extra_total, terms, extra = posebh_objective(outputs, batch, state['extra'], phase, self.config.posebh,
-                                                   self.keypoint_offsets, self.num_keypoints)
+      extra_total, terms, extra = objective(outputs, batch, state['extra'], phase, self.config.posebh,
+                                            self.keypoint_offsets, self.num_keypoints)
       return head_total + extra_total, (per_dataset, terms, updates['batch_stats'], extra)
 
     (loss, (per_dataset, terms, batch_stats, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -354,6 +368,24 @@ def _run_dataset_order(workdir: str) -> tuple[str, ...] | None:
       return tuple(json.load(f)['data']['order'])
   except (OSError, KeyError, ValueError):
     return None
+
+
+def _run_keypoint_counts(workdir: str, names, known: dict[str, int]) -> dict[str, int]:
+  """{dataset: keypoint count} of the run in `workdir` for `names`, from the formats in its config.json (a dataset
+  this run does not train still occupies its rows of the source's prototypes); `known` fills in when absent."""
+  formats = {}
+  try:
+    with open(os.path.join(workdir, 'config.json')) as f:
+      formats = {n: d.get('format', n) for n, d in json.load(f)['data']['datasets'].items()}
+  except (OSError, KeyError, ValueError, AttributeError):
+    pass
+  counts = {}
+  for name in names:
+    if name in formats:
+      counts[name] = skeletons.get_format(formats[name]).num_keypoints
+    else:
+      counts[name] = known[name] if name in known else skeletons.get_format(name).num_keypoints
+  return counts
 
 
 def _map_dataset_axis(target: np.ndarray, source: np.ndarray, target_names, source_names) -> np.ndarray:

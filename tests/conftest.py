@@ -41,3 +41,24 @@ def data_dir(tmp_path_factory):
                        '--config=configs/demo.py:tiny'])
   assert result.returncode == 0, result.stderr[-3000:]
   return str(path)
+
+
+@pytest.fixture(scope='session')
+def real_data_dir(tmp_path_factory):
+  """The six training datasets prepared from the tiny official-format samples in ../shared/realdata (read there)
+  into one tmp tfds data_dir, with a fake APT-36K raw layout (it has no sample): for end-to-end tests with
+  `configs.common.data_config(sources='real')` (COCO and COCO-WholeBody get their `validation_det` split from the
+  sample's detections). Returns {'data_dir': str, 'summaries': {prepare name: prepare summary}}."""
+  from data_pipeline import prepare
+  from realdata_samples import REALDATA, SAMPLES, make_fake_apt36k
+
+  if not os.path.isdir(REALDATA):
+    pytest.skip('shared real-data samples not available')
+  path = tmp_path_factory.mktemp('tfds_real')
+  raw_apt36k = tmp_path_factory.mktemp('raw_apt36k')
+  make_fake_apt36k(str(raw_apt36k))
+  options = {name: SAMPLES[name] for name in ('coco_keypoints', 'aic', 'mpii', 'ap10k', 'coco_wholebody')}
+  options['apt36k'] = dict(manual_dir=str(raw_apt36k))
+  summaries = {name: prepare.prepare_real(name, data_dir=str(path), log=lambda line: None, **kwargs)
+               for name, kwargs in options.items()}
+  return {'data_dir': str(path), 'summaries': summaries}

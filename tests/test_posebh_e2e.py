@@ -35,10 +35,13 @@ def _prototypes(workdir):
   return np.asarray(state['extra']['prototypes'])
 
 
-@pytest.mark.xfail(reason='open (issue 3): PPC/PPD on 8 devices drift from 1 device by up to ~9% within 6 steps; '
-                   'near-tie argmax flips in the Sinkhorn/most-similar-class choices are suspected', strict=False)
 def test_stage_one_on_eight_devices_matches_one_device(tmp_path, data_dir, baseline):
-  common = ('--config.batch_size=48', '--config.total_steps=6', '--config.posebh.stage_epochs=(10.0,20.0)',
+  # Three steps: the first two compare the step itself, the third also the momentum-updated prototypes and
+  # the embedding trained on them. Longer runs drift apart chaotically, not because a step differs: PPC/PPD
+  # hinge on discrete choices (Sinkhorn argmax over prototypes, most-similar other class), so a float-order
+  # difference of 1e-7 in a sharded reduction eventually flips one near-tie pixel, and every later step
+  # inherits it (measured: PPD 4.6e-5 apart at step 3, 0.4% at step 4, 1.3% at step 6 on this tiny model).
+  common = ('--config.batch_size=48', '--config.total_steps=3', '--config.posebh.stage_epochs=(10.0,20.0)',
             '--config.posebh.backbone_thaw_epoch=20.0', f'--config.init_from={baseline}')
   one, eight = tmp_path / 'one', tmp_path / 'eight'
   first = _train(one, data_dir, *common, devices=1)
@@ -46,19 +49,15 @@ def test_stage_one_on_eight_devices_matches_one_device(tmp_path, data_dir, basel
   _train(eight, data_dir, *common, '--config.mesh.data=4', '--config.mesh.fsdp=2', devices=8)
   records_one = [r for r in _records(one) if 'train/loss' in r]
   records_eight = {r['step']: r for r in _records(eight) if 'train/loss' in r}
-  assert [r['step'] for r in records_one] == list(range(1, 7))
+  assert [r['step'] for r in records_one] == [1, 2, 3]
   for record in records_one:
-    # PPC/PPD hinge on discrete choices (Sinkhorn argmax over prototypes, most-similar class): a near-tie pixel
-    # can flip with the summation order of a sharded reduction and move the mean by a pixel's share (measured up
-    # to 0.6% on this tiny batch); the embedding's next updates inherit that, so PHM drifts by ~1e-4 too.
-    for key, rtol in (('train/loss', 1e-4), ('train/loss_phm', 1e-3), ('train/loss_ppc', 2e-2),
-                      ('train/loss_ppd', 2e-2)):
-      np.testing.assert_allclose(records_eight[record['step']][key], record[key], rtol=rtol,
+    for key in ('train/loss', 'train/loss_phm', 'train/loss_ppc', 'train/loss_ppd'):
+      np.testing.assert_allclose(records_eight[record['step']][key], record[key], rtol=1e-4,
                                  err_msg=f'{key} at step {record["step"]}')
   protos_one, protos_eight = _prototypes(one), _prototypes(eight)
   assert protos_one.shape == (214, 3, 8)
   np.testing.assert_allclose(np.linalg.norm(protos_one, axis=-1), 1.0, atol=1e-5)
-  np.testing.assert_allclose(protos_eight, protos_one, atol=1e-4)
+  np.testing.assert_allclose(protos_eight, protos_one, atol=1e-5)
 
 
 def test_resume_at_stage_boundary_matches_uninterrupted(tmp_path, data_dir, baseline):

@@ -20,10 +20,26 @@ class BuilderEntry:
     class_name: str
 
 
+_COCO = 'data_pipeline.builders.coco_family'
+_ANIMALS = 'data_pipeline.builders.animals'
+
 BUILDERS: dict[str, BuilderEntry] = {
     'synthetic': BuilderEntry('synthetic', 'posebh_synthetic', 'data_pipeline.builders.synthetic',
                               'PosebhSynthetic'),
+    # Real datasets (`python -m data_pipeline.prepare <name> --manual_dir=<raw dir>`); training sets first.
+    'coco_keypoints': BuilderEntry('coco_keypoints', 'coco_keypoints', _COCO, 'CocoKeypoints'),
+    'aic': BuilderEntry('aic', 'aic', _COCO, 'Aic'),
+    'mpii': BuilderEntry('mpii', 'mpii', 'data_pipeline.builders.mpii', 'Mpii'),
+    'ap10k': BuilderEntry('ap10k', 'ap10k', _ANIMALS, 'Ap10k'),
+    'apt36k': BuilderEntry('apt36k', 'apt36k', _ANIMALS, 'Apt36k'),
+    'coco_wholebody': BuilderEntry('coco_wholebody', 'coco_wholebody', _COCO, 'CocoWholebody'),
+    'ochuman': BuilderEntry('ochuman', 'ochuman', _COCO, 'Ochuman'),
+    'crowdpose': BuilderEntry('crowdpose', 'crowdpose', _COCO, 'Crowdpose'),
+    'halpe': BuilderEntry('halpe', 'halpe', _COCO, 'Halpe'),
+    'interhand': BuilderEntry('interhand', 'interhand26m', 'data_pipeline.builders.interhand', 'Interhand26m'),
+    '3dpw': BuilderEntry('3dpw', 'pw3d', 'data_pipeline.builders.pw3d', 'Pw3d'),
 }
+REAL_DATASETS = tuple(name for name in BUILDERS if name != 'synthetic')
 
 
 def known_names() -> tuple[str, ...]:

@@ -30,6 +30,10 @@ FORMATS_BY_CATEGORY = {
     'animal': ('ap10k', 'apt36k'),
 }
 CATEGORY_OF_FORMAT = {f: c for c, fs in FORMATS_BY_CATEGORY.items() for f in fs}
+# Formats defined on the landmarks but never annotated by the generator (so adding one changes no generated
+# example): their keypoints are derived from an example's stored 3D joints when needed, e.g. SMPL-24 for the
+# domain-transfer demo (data_pipeline/derived.py).
+DERIVED_FORMATS = {'smpl24': 'human'}
 LANDMARKS_BY_CATEGORY = {'human': body_lib.BIPED_LANDMARKS, 'animal': body_lib.QUADRUPED_LANDMARKS}
 
 
@@ -174,6 +178,33 @@ def _human_defs():
             'coco_wholebody': wholebody}
 
 
+def _smpl24_defs():
+    """SMPL's 24 joints the way a fitted body model places them: inside the body, not on its surface. The root
+    sits low in the pelvis with the hip joints a little lower and narrower than the anatomical ones, three spine
+    joints along the torso, collars between the neck base and the shoulders, 'head' at the skull base, 'foot' at
+    the ball of the foot and 'hand' near the knuckles."""
+    lower_up = _vec('pelvis', 'spine')
+    defs = {
+        'pelvis': (_sum(_at('pelvis'), _scale(lower_up, -0.12)), 'pelvis'),
+        'spine1': (_lerp('pelvis', 'spine', 0.55), 'spine'),
+        'spine2': (_lerp('spine', 'thorax', 0.3), 'spine'),
+        'spine3': (_lerp('spine', 'thorax', 0.8), 'thorax'),
+        'neck': (_lerp('neck_base', 'upper_neck', 0.3), 'neck_base'),
+        'head': (_lerp('upper_neck', 'head_centre', 0.55), 'head_centre'),
+    }
+    for side in ('left', 'right'):
+        o = _other(side)
+        defs[f'{side}_hip'] = (_sum(_at(f'{side}_hip'), _scale(_vec(f'{o}_hip', f'{side}_hip'), -0.06),
+                                    _scale(lower_up, -0.12)), f'{side}_hip')
+        for j in ('knee', 'ankle', 'shoulder', 'elbow', 'wrist'):
+            defs[f'{side}_{j}'] = (_at(f'{side}_{j}'), f'{side}_{j}')
+        defs[f'{side}_foot'] = (_sum(_scale(_at(f'{side}_big_toe'), 0.35), _scale(_at(f'{side}_small_toe'), 0.35),
+                                     _scale(_at(f'{side}_ankle'), 0.3)), f'{side}_big_toe')
+        defs[f'{side}_collar'] = (_lerp('neck_base', f'{side}_shoulder', 0.4), 'neck_base')
+        defs[f'{side}_hand'] = (_lerp(f'{side}_wrist', f'{side}_middle_mcp', 0.8), f'{side}_wrist')
+    return defs
+
+
 # ------------------------------------------------------------------------------------------------ animal
 def _animal_defs():
     ap = {n: (_at(n), n) for n in ('left_eye', 'right_eye', 'nose')}
@@ -196,7 +227,7 @@ def _animal_defs():
     return {'ap10k': ap, 'apt36k': apt}
 
 
-_DEFINITIONS = {**_human_defs(), **_animal_defs()}
+_DEFINITIONS = {**_human_defs(), **_animal_defs(), 'smpl24': _smpl24_defs()}
 
 
 # ------------------------------------------------------------------------------------------------ compiled
@@ -217,7 +248,7 @@ class FormatProjection:
 
         fmt = get_format(name)
         self.name = name
-        self.category = CATEGORY_OF_FORMAT[name]
+        self.category = CATEGORY_OF_FORMAT.get(name) or DERIVED_FORMATS[name]
         defs = _DEFINITIONS[name]
         missing = [n for n in fmt.keypoint_names if n not in defs]
         if missing:
@@ -248,9 +279,10 @@ class FormatProjection:
 
 @functools.lru_cache(maxsize=None)
 def compiled_format(name: str) -> FormatProjection:
-    """The `FormatProjection` of a synthetic format; raises ValueError for names the generator does not draw."""
-    if name not in CATEGORY_OF_FORMAT:
-        known = ', '.join(f for fs in FORMATS_BY_CATEGORY.values() for f in fs)
+    """The `FormatProjection` of a synthetic format (annotated or DERIVED_FORMATS); raises ValueError for names
+    the generator does not define."""
+    if name not in CATEGORY_OF_FORMAT and name not in DERIVED_FORMATS:
+        known = ', '.join([f for fs in FORMATS_BY_CATEGORY.values() for f in fs] + list(DERIVED_FORMATS))
         raise ValueError(f'the synthetic generator has no format {name!r}; use one of: {known}')
     return FormatProjection(name)
 

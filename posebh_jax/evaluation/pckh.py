@@ -75,7 +75,8 @@ def pckh(pred_xy, gt_xy, visible, head_size, threshold: float = 0.5,
 def pckh_metrics(pred_xy, gt_xy, visible, head_size) -> dict[str, float]:
     """Summary PCKh as the MPII protocol reports it: {'PCKh': at 0.5, 'PCKh@0.1': at 0.1}, percentages.
 
-    Same arguments as `pckh`.
+    Same arguments as `pckh`. PCKh@0.1 is at exactly 0.1 head sizes (mmpose 0.x reports the 0.11 entry of its
+    0.01-step threshold table under that name).
     """
     return {
         "PCKh": pckh(pred_xy, gt_xy, visible, head_size, threshold=0.5)["PCKh"],

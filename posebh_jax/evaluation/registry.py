@@ -1,4 +1,10 @@
-"""Evaluator registry: the metric family and its settings for each keypoint format, looked up by name."""
+"""Evaluator registry: each dataset's official metric and its settings, looked up by dataset (format) name.
+
+Every evaluator has `evaluate(gt, results) -> {metric: value}` taking COCO-format ground truth and results
+(dicts / lists or JSON paths), which `python -m posebh_jax.evaluate` uses, plus `kind`, `metric_names` and
+`primary_metric`. The OKS evaluators are also callable as `evaluator(gt, results, sigmas=None, **overrides)`;
+the PCKh / PCK evaluators are callable on arrays.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +13,28 @@ from typing import Sequence
 
 import numpy as np
 
-from posebh_jax.evaluation.coco import SUMMARY_NAMES, WHOLEBODY_FIELDS, evaluate_coco_keypoints
+from posebh_jax.evaluation.coco import SUMMARY_NAMES, evaluate_coco_keypoints, load_json
+from posebh_jax.evaluation.crowdpose import CROWDPOSE_NAMES, evaluate_crowdpose
+from posebh_jax.evaluation.pck import hand_metrics, match_results
 from posebh_jax.evaluation.pckh import pckh_metrics
+from posebh_jax.evaluation.wholebody import WHOLEBODY_NAMES, evaluate_wholebody
+
+MPII_HEAD_SIZE_FACTOR = 0.6  # official MPII: head size = 0.6 x head-box diagonal
+
+
+def _format_sigmas(name: str) -> np.ndarray:
+    from posebh_jax.skeletons import get_format
+
+    return np.asarray(get_format(name).sigmas, dtype=np.float64)
 
 
 @dataclasses.dataclass(frozen=True)
 class OKSEvaluator:
-    """COCO-style OKS AP for one format.
+    """COCO-style OKS AP/AR for one format (`evaluate_coco_keypoints` with the dataset's toolkit settings).
 
     Call as `evaluator(gt, results, sigmas=None, **overrides) -> {'AP', 'AP .5', ...}`; the sigmas default
-    to `posebh_jax.skeletons.get_format(sigma_format).sigmas`, looked up on first use. `overrides` go to
-    `evaluate_coco_keypoints` (e.g. `verbose=True`, `image_ids=...`).
+    to `posebh_jax.skeletons.get_format(sigma_format).sigmas`, looked up on first use. `overrides` go to the
+    evaluation function (e.g. `verbose=True`).
     """
 
     format_name: str
@@ -25,6 +42,7 @@ class OKSEvaluator:
     use_area: bool = True
     keypoint_fields: Sequence[str] = ("keypoints",)
     score_key: str = "score"
+    toolkit: str = "xtcocotools"
     kind = "oks"
     metric_names = SUMMARY_NAMES
     primary_metric = "AP"
@@ -32,20 +50,62 @@ class OKSEvaluator:
     @property
     def sigmas(self) -> np.ndarray:
         """`(K,)` OKS sigmas of the format, from the skeleton registry."""
-        from posebh_jax.skeletons import get_format
-
-        return np.asarray(get_format(self.sigma_format).sigmas, dtype=np.float64)
+        return _format_sigmas(self.sigma_format)
 
     def __call__(self, gt, results, sigmas=None, **overrides) -> dict[str, float]:
         options = dict(use_area=self.use_area, keypoint_fields=tuple(self.keypoint_fields),
-                       score_key=self.score_key)
+                       score_key=self.score_key, toolkit=self.toolkit)
         options.update(overrides)
         return evaluate_coco_keypoints(gt, results, self.sigmas if sigmas is None else sigmas, **options)
+
+    def evaluate(self, gt, results) -> dict[str, float]:
+        """The dataset's summary metrics of COCO-format `results` (list or path) against `gt` (dict or path)."""
+        return self(gt, results)
+
+
+@dataclasses.dataclass(frozen=True)
+class CrowdPoseEvaluator(OKSEvaluator):
+    """CrowdPose: AP/AR plus AP (E), AP (M), AP (H) by crowd index (`evaluate_crowdpose`)."""
+
+    use_area: bool = False
+    metric_names = CROWDPOSE_NAMES
+
+    def __call__(self, gt, results, sigmas=None, **overrides) -> dict[str, float]:
+        options = dict(use_area=self.use_area, score_key=self.score_key)
+        options.update(overrides)
+        return evaluate_crowdpose(gt, results, self.sigmas if sigmas is None else sigmas, **options)
+
+
+@dataclasses.dataclass(frozen=True)
+class WholeBodyEvaluator(OKSEvaluator):
+    """COCO-WholeBody: AP/AR per part and for the whole body (`evaluate_wholebody`); 'AP' is whole-body AP."""
+
+    metric_names = WHOLEBODY_NAMES
+
+    def __call__(self, gt, results, sigmas=None, **overrides) -> dict[str, float]:
+        options = dict(use_area=self.use_area)
+        options.update(overrides)
+        return evaluate_wholebody(gt, results, self.sigmas if sigmas is None else sigmas, **options)
+
+
+def _head_sizes(annotations) -> np.ndarray:
+    sizes = []
+    for ann in annotations:
+        if "head_size" in ann:
+            sizes.append(float(ann["head_size"]))
+        elif "head_bbox" in ann:
+            x1, y1, x2, y2 = (float(v) for v in ann["head_bbox"])
+            sizes.append(MPII_HEAD_SIZE_FACTOR * float(np.hypot(x2 - x1, y2 - y1)))
+        else:
+            raise ValueError(f"annotation {ann.get('id')} has neither 'head_size' (px) nor 'head_bbox' "
+                             "[x1, y1, x2, y2]; PCKh needs MPII's head boxes (mpii_gt_val.mat) in the ground truth")
+    return np.asarray(sizes, dtype=np.float64)
 
 
 @dataclasses.dataclass(frozen=True)
 class PCKhEvaluator:
-    """MPII PCKh. Call as `evaluator(pred_xy, gt_xy, visible, head_size) -> {'PCKh', 'PCKh@0.1'}`."""
+    """MPII PCKh. Call as `evaluator(pred_xy, gt_xy, visible, head_size) -> {'PCKh', 'PCKh@0.1'}` (see `pckh`);
+    `evaluate(gt, results)` reads the head size from each annotation's `head_size` or `head_bbox`."""
 
     format_name: str
     kind = "pckh"
@@ -55,29 +115,65 @@ class PCKhEvaluator:
     def __call__(self, pred_xy, gt_xy, visible, head_size) -> dict[str, float]:
         return pckh_metrics(pred_xy, gt_xy, visible, head_size)
 
+    def evaluate(self, gt, results) -> dict[str, float]:
+        """PCKh of COCO-format `results` matched to the ground-truth people (see `match_results`)."""
+        gt = load_json(gt, "ground truth")
+        results = load_json(results, "results")
+        annotations, pred, gt_kpts = match_results(gt, results, _format_sigmas(self.format_name).size)
+        labelled = gt_kpts[..., 2] > 0
+        keep = labelled.any(axis=1)
+        heads = _head_sizes([a for a, k in zip(annotations, keep) if k])
+        return self(pred[keep], gt_kpts[keep][..., :2], labelled[keep], heads)
+
+
+@dataclasses.dataclass(frozen=True)
+class PCKEvaluator:
+    """Hand keypoint accuracy with ground-truth boxes (InterHand2.6M): {'PCK', 'AUC', 'EPE'} (`hand_metrics`).
+    Call as `evaluator(pred_xy, gt_xy, visible, bbox)`; `evaluate(gt, results)` uses each annotation's bbox."""
+
+    format_name: str
+    kind = "pck"
+    metric_names = ("PCK", "AUC", "EPE")
+    primary_metric = "AUC"
+
+    def __call__(self, pred_xy, gt_xy, visible, bbox) -> dict[str, float]:
+        return hand_metrics(pred_xy, gt_xy, visible, bbox)
+
+    def evaluate(self, gt, results) -> dict[str, float]:
+        """PCK / AUC / EPE of COCO-format `results` matched to the ground-truth people (see `match_results`)."""
+        gt = load_json(gt, "ground truth")
+        results = load_json(results, "results")
+        annotations, pred, gt_kpts = match_results(gt, results, _format_sigmas(self.format_name).size)
+        if any("bbox" not in a for a in annotations):
+            raise ValueError("every ground-truth annotation needs a 'bbox' (xywh); PCK is relative to its size")
+        bbox = np.asarray([a["bbox"] for a in annotations], dtype=np.float64).reshape(-1, 4)
+        return self(pred, gt_kpts[..., :2], gt_kpts[..., 2] > 0, bbox)
+
 
 _EVALUATORS = {
-    "coco": OKSEvaluator("coco", "coco"),
+    "coco": OKSEvaluator("coco", "coco", toolkit="pycocotools"),
     "aic": OKSEvaluator("aic", "aic", use_area=False),
+    "mpii": PCKhEvaluator("mpii"),
     "ap10k": OKSEvaluator("ap10k", "ap10k"),
     "apt36k": OKSEvaluator("apt36k", "apt36k"),
-    # Whole-body AP over all 133 keypoints (body, foot, face, hands concatenated, with their sigmas).
-    "coco_wholebody": OKSEvaluator("coco_wholebody", "coco_wholebody", keypoint_fields=WHOLEBODY_FIELDS,
-                                   score_key="wholebody_score"),
+    "coco_wholebody": WholeBodyEvaluator("coco_wholebody", "coco_wholebody"),
     "ochuman": OKSEvaluator("ochuman", "coco"),  # COCO layout and sigmas
-    "crowdpose": OKSEvaluator("crowdpose", "crowdpose", use_area=False),
+    "crowdpose": CrowdPoseEvaluator("crowdpose", "crowdpose"),
     "halpe": OKSEvaluator("halpe", "halpe"),
-    "mpii": PCKhEvaluator("mpii"),
+    "interhand": PCKEvaluator("interhand"),
+    "smpl24": OKSEvaluator("smpl24", "smpl24"),  # 3DPW transfer: COCO-style AP on the projected SMPL joints
 }
 
 
 def list_evaluators() -> tuple[str, ...]:
-    """Format names that have an evaluator."""
+    """Dataset (format) names that have an evaluator."""
     return tuple(sorted(_EVALUATORS))
 
 
 def get_evaluator(format_name: str):
-    """The evaluator for a format: an `OKSEvaluator` (kind 'oks') or a `PCKhEvaluator` (kind 'pckh')."""
+    """The evaluator of a dataset: `OKSEvaluator` / `CrowdPoseEvaluator` / `WholeBodyEvaluator` (kind 'oks'),
+    `PCKhEvaluator` (kind 'pckh') or `PCKEvaluator` (kind 'pck')."""
     if format_name not in _EVALUATORS:
-        raise ValueError(f"no evaluator for format {format_name!r}; known: {', '.join(list_evaluators())}")
+        raise ValueError(f"no evaluator for format {format_name!r}; pass --dataset as one of: "
+                         f"{', '.join(list_evaluators())}")
     return _EVALUATORS[format_name]

@@ -85,17 +85,19 @@ class PoseModel(nn.Module):
       outputs[name] = self.heads[name](vit.dataset_slice(features, comp, offset, count), train)
     return outputs
 
-  def posebh_outputs(self, images_by_dataset, train: bool = False, cross: bool = False):
+  def posebh_outputs(self, images_by_dataset, train: bool = False, cross: bool = False,
+                     frozen_embedding: bool = False):
     """Heads, keypoint embeddings and (with `cross`) every head's prediction on every other dataset's samples.
 
     Returns a dict: `heatmaps` {name: (n_d, h, w, K_d)} from each head on its own samples; `embeddings`
     {name: (n_d, h, w, F)} float32; `cross` {d: (Σ_{i≠d} n_i, h, w, K_d)}: head d on the samples of every other
     dataset i, concatenated in dataset order (empty without `cross`).
     Cross predictions use the heads' running BatchNorm statistics, so that other datasets' samples neither
-    update nor shift them.
+    update nor shift them. With `frozen_embedding` (domain transfer) the embedding module runs in inference mode
+    (running BatchNorm statistics, not updated) even when training.
     """
     features, comp = self.features(images_by_dataset, train)
-    embeddings = self.embedding(features, train)
+    embeddings = self.embedding(features, train and not frozen_embedding)
     out = {'heatmaps': {}, 'embeddings': {}, 'cross': {}}
     present = list(comp.present())
     for _, name, offset, count in present:
