@@ -1,6 +1,7 @@
 """ViTPose++ vs PoseBH on the synthetic multi-skeleton benchmark: accuracy per format and cross-format consistency.
 
   python -m benchmarks.synthetic_mdt [--steps N] [--extra_steps M] [--workdir DIR] [--data_dir DIR] [--tiny]
+      [--jobs 1|2]
 
 Trains, on the CPU (or whatever JAX finds), three runs in DIR (default workdirs/synthetic_mdt, with --tiny
 workdirs/synthetic_mdt_tiny), each with `python -m posebh_jax.main`, then evaluates them in this process:
@@ -17,7 +18,8 @@ backbone until the thaw point) as PoseBH, so the only difference to PoseBH is th
 PPD, CPS, CSS). Restarting the baseline's own schedule instead would change the learning rate as well. (The
 zero-weighted terms are still computed, so the control costs PoseBH's step time.)
 
-A finished run in DIR is reused (DIR/<run>/benchmark_run.json records its command); an interrupted one resumes.
+The runs do not evaluate while training (--config.eval_every_steps=0): all three are evaluated here, once, with
+the same code. A finished run in DIR is reused (DIR/<run>/benchmark_run.json records its command); an interrupted one resumes.
 `--tiny` uses configs/demo.py:tiny (tests). The synthetic dataset is prepared in --data_dir first when missing
 (default data/tfds, --tiny data/tfds_tiny), with the config's generator settings.
 
@@ -33,6 +35,8 @@ Reported (printed, and written to DIR/synthetic_mdt.md and DIR/synthetic_mdt.jso
   in % of the person box diagonal, averaged over (person, pair). The formats disagree on purpose (AIC's hips
   sit higher and wider than COCO's), so consistency means reproducing GT dist, i.e. a low incons., not a zero
   pred dist. Every human head runs on every human validation person, every animal head on every animal.
+  Tables: per format (accuracy, and incons. over the pairs that include the format), per shared landmark and
+  per pair of formats; the JSON also holds each head's error against its own format's ground truth ('error').
 """
 from __future__ import annotations
 
@@ -42,7 +46,9 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent import futures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILE = 'configs/demo.py'
@@ -52,8 +58,12 @@ RUNS = ('baseline', 'continued', 'posebh')
 LABELS = {'baseline': 'ViTPose++', 'continued': 'ViTPose++ cont.', 'posebh': 'PoseBH'}
 
 
+_PRINT_LOCK = threading.Lock()
+
+
 def _log(message: str):
-  print(f'[synthetic_mdt] {message}', flush=True)
+  with _PRINT_LOCK:
+    print(f'[synthetic_mdt] {message}', flush=True)
 
 
 def _config_arg(tiny: bool, posebh: bool) -> str:
@@ -90,16 +100,16 @@ def run_plan(workdir: str, data_dir: str, tiny: bool, steps: int, extra_steps: i
 
 
 def _latest_step(workdir: str) -> int | None:
-  from posebh_jax import checkpoint as checkpoint_lib
-  try:
-    return checkpoint_lib.resolve_checkpoint(workdir)[1]
-  except FileNotFoundError:
-    return None
+  """The latest checkpoint step in `workdir`/checkpoints (the layout posebh_jax.checkpoint writes), or None."""
+  directory = os.path.join(workdir, 'checkpoints')
+  steps = [int(d) for d in (os.listdir(directory) if os.path.isdir(directory) else [])
+           if d.isdigit() and os.path.isdir(os.path.join(directory, d, 'state'))]
+  return max(steps) if steps else None
 
 
-def ensure_run(name: str, run: dict) -> dict:
-  """Trains `run` unless its workdir holds the finished run; returns its record (args, steps, train_seconds,
-  reused). Raises SystemExit (one line) when the workdir holds another run or training fails."""
+def _existing(name: str, run: dict) -> tuple[dict | None, int | None]:
+  """(the run's benchmark record or None, its latest checkpoint step or None); raises SystemExit (one line)
+  when the workdir holds a run of other settings."""
   record_path = os.path.join(run['workdir'], 'benchmark_run.json')
   record = None
   if os.path.exists(record_path):
@@ -109,6 +119,14 @@ def ensure_run(name: str, run: dict) -> dict:
   if (record is not None and record.get('args') != run['args']) or (record is None and latest is not None):
     raise SystemExit(f'error: {run["workdir"]} holds a {name} run with other settings; pass another --workdir '
                      'or delete it')
+  return record, latest
+
+
+def ensure_run(name: str, run: dict) -> dict:
+  """Trains `run` unless its workdir holds the finished run; returns its record (args, steps, train_seconds,
+  reused). Raises SystemExit (one line) when the workdir holds another run or training fails."""
+  record_path = os.path.join(run['workdir'], 'benchmark_run.json')
+  record, latest = _existing(name, run)
   if record is not None and latest is not None and latest >= run['steps'] and record.get('train_seconds'):
     _log(f'{name}: reusing the finished run in {run["workdir"]} (step {latest})')
     return dict(record, reused=True)
@@ -120,10 +138,16 @@ def ensure_run(name: str, run: dict) -> dict:
     json.dump(record, f, indent=1)
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])))
   start = time.perf_counter()
-  result = subprocess.run([sys.executable] + run['args'], cwd=REPO, env=env)
+  # The trainer's lines, prefixed with the run's name (two runs may train at once, see --jobs).
+  process = subprocess.Popen([sys.executable] + run['args'], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, bufsize=1)
+  for line in process.stdout:
+    with _PRINT_LOCK:
+      print(f'  [{name}] {line.rstrip()}', flush=True)
+  returncode = process.wait()
   seconds = time.perf_counter() - start
-  if result.returncode != 0:
-    raise SystemExit(f'error: the {name} run failed (exit {result.returncode}); its command: {command}')
+  if returncode != 0:
+    raise SystemExit(f'error: the {name} run failed (exit {returncode}); its command: {command}')
   record['train_seconds'] = seconds
   with open(record_path, 'w') as f:
     json.dump(record, f, indent=1)
@@ -190,7 +214,8 @@ def format_report(accuracy, consistency, settings) -> str:
            '(step counts in brackets). Validation split, flip test.', '',
            'Consistency: distances in % of the person box diagonal, mean over (person, pair of formats sharing '
            'the landmark); GT = |g_a - g_b| (the formats\' own disagreement), pred = |p_a - p_b|, incons. = '
-           '|(p_a - p_b) - (g_a - g_b)| (0: the heads reproduce the formats\' relation).', '',
+           '|(p_a - p_b) - (g_a - g_b)| (0: the heads reproduce the formats\' relation); a format\'s row averages '
+           'the pairs that include it. Accuracy: AP (OKS) or PCKh@0.5, in %.', '',
            '## Per format', '']
   rows = []
   first = RUNS[0]
@@ -255,12 +280,17 @@ def main(argv=None) -> int:
   parser.add_argument('--workdir', default=None, help='default workdirs/synthetic_mdt[_tiny]')
   parser.add_argument('--data_dir', default=None, help='tfds data dir (default data/tfds, --tiny data/tfds_tiny)')
   parser.add_argument('--tiny', action='store_true', help='configs/demo.py:tiny (for tests)')
+  parser.add_argument('--jobs', type=int, default=1, choices=(1, 2),
+                      help='2: train PoseBH and the continued baseline at the same time (each then gets about '
+                           'half the cores; mostly helps when compilation dominates, as with --tiny)')
   args = parser.parse_args(argv)
-  os.chdir(REPO)  # config paths and default directories are relative to the repository
+  # Given directories are relative to the current directory, the defaults to the repository.
+  workdir = os.path.abspath(args.workdir or os.path.join(
+      REPO, 'workdirs', 'synthetic_mdt_tiny' if args.tiny else 'synthetic_mdt'))
+  data_dir = os.path.abspath(args.data_dir or os.path.join(REPO, 'data', 'tfds_tiny' if args.tiny else 'tfds'))
+  os.chdir(REPO)  # the config paths are relative to the repository
   if REPO not in sys.path:
     sys.path.insert(0, REPO)
-  workdir = os.path.abspath(args.workdir or ('workdirs/synthetic_mdt_tiny' if args.tiny else 'workdirs/synthetic_mdt'))
-  data_dir = os.path.abspath(args.data_dir or ('data/tfds_tiny' if args.tiny else 'data/tfds'))
   base_config = load_config(args.tiny, False, data_dir)
   posebh_config = load_config(args.tiny, True, data_dir)
   steps = args.steps if args.steps is not None else base_config.total_steps
@@ -269,6 +299,9 @@ def main(argv=None) -> int:
     print(f'error: --steps and --extra_steps must be >= 1 (got {steps}, {extra_steps})', file=sys.stderr)
     return 2
   start = time.perf_counter()
+  plan = run_plan(workdir, data_dir, args.tiny, steps, extra_steps)
+  for name in ('baseline', 'posebh', 'continued'):
+    _existing(name, plan[name])  # refuse a workdir of other settings before any work
 
   from data_pipeline import prepare
   from data_pipeline.builders import synthetic
@@ -281,8 +314,14 @@ def main(argv=None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
 
-  plan = run_plan(workdir, data_dir, args.tiny, steps, extra_steps)
-  records = {name: ensure_run(name, plan[name]) for name in ('baseline', 'posebh', 'continued')}
+  records = {'baseline': ensure_run('baseline', plan['baseline'])}
+  for name in ('posebh', 'continued'):
+    if not records['baseline']['reused'] and _latest_step(plan[name]['workdir']) is not None:
+      raise SystemExit(f'error: {plan[name]["workdir"]} was trained from an earlier baseline; delete it (or the '
+                       'whole --workdir) and run again')
+  with futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+    pending = {name: pool.submit(ensure_run, name, plan[name]) for name in ('posebh', 'continued')}
+    records.update({name: future.result() for name, future in pending.items()})
   accuracy, consistency, eval_seconds = evaluate_runs(base_config, plan)
   settings = {'tiny': args.tiny, 'steps': steps, 'extra_steps': extra_steps, 'data_dir': data_dir,
               'total_steps': {'baseline': steps, 'continued': steps + extra_steps, 'posebh': steps + extra_steps},

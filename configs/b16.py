@@ -2,11 +2,14 @@
 
   python -m posebh_jax.main --config=configs/b16.py --workdir=DIR
   python -m posebh_jax.main --config=configs/b16.py:runlocal --workdir=DIR   # real B/16, synthetic data, 5 steps
+  python -m posebh_jax.main --config=configs/b16.py:runlocal,data=real --workdir=DIR \
+      --config.data.data_dir=TFDS_DIR                                   # 5 steps + eval on the prepared real data
   python -m posebh_jax.main --config=configs/b16.py:method=posebh --workdir=DIR \
       --config.init_from=VITPOSE_WORKDIR                                # PoseBH's three stages (METHOD.md §2)
   python -m posebh_jax.main --config=configs/b16.py:method=transfer,target=smpl24 --workdir=DIR \
       --config.init_from=POSEBH_WORKDIR                                 # domain transfer to a new skeleton
-Args (comma separated): variant=S/16|B/16|L/16|H/16, runlocal, data=real|synthetic,
+Args (comma separated): variant=S/16|B/16|L/16|H/16, runlocal, data=real|synthetic (default: real, synthetic
+  with runlocal),
   method=vitpose|posebh|transfer, target=smpl24|interhand (the transfer skeleton: 3DPW or InterHand2.6M).
 """
 import ml_collections
@@ -15,12 +18,15 @@ from configs import common
 
 
 def _parse(arg: str) -> dict:
-  parsed = {'variant': 'B/16', 'runlocal': False, 'data': 'real', 'method': 'vitpose', 'target': 'smpl24'}
+  parsed = {'variant': 'B/16', 'runlocal': False, 'data': '', 'method': 'vitpose', 'target': 'smpl24'}
   for item in filter(None, (arg or '').split(',')):
     key, _, value = item.partition('=')
     if key not in parsed:
       raise ValueError(f"unknown config argument '{key}'; known: {', '.join(parsed)}")
     parsed[key] = True if value == '' and isinstance(parsed[key], bool) else value
+  parsed['data'] = parsed['data'] or ('synthetic' if parsed['runlocal'] else 'real')
+  if parsed['data'] not in ('real', 'synthetic'):
+    raise ValueError(f"unknown data '{parsed['data']}'; choose data=real or data=synthetic")
   if parsed['method'] not in METHODS:
     raise ValueError(f"unknown method '{parsed['method']}'; choose one of {', '.join(METHODS)}")
   return parsed
@@ -42,12 +48,13 @@ def _posebh(config: ml_collections.ConfigDict) -> None:
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  """Real-data ViTPose++ config; `runlocal` swaps in the synthetic data and a few steps on the same model."""
+  """Real-data ViTPose++ config; `runlocal`: a few steps on the same model, on the synthetic data unless
+  `data=real` (the real datasets prepared in config.data.data_dir, default data/tfds)."""
   args = _parse(arg)
   config = common.base_config()
   config.model = common.model_config(args['variant'])
   config.optim.layer_decay = common.VARIANTS[args['variant']][5]
-  synthetic = args['runlocal'] or args['data'] == 'synthetic'
+  synthetic = args['data'] == 'synthetic'
   config.data = common.data_config('synthetic' if synthetic else 'real')
   if args['runlocal']:
     config.batch_size = 6
@@ -60,7 +67,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     config.data.num_workers = 0
     config.data.synthetic.num_train_per_format = 12
     config.data.synthetic.num_val = 12
-    config.data.data_dir = 'data/tfds_runlocal'
+    if synthetic:
+      config.data.data_dir = 'data/tfds_runlocal'
     config.model.dtype = 'float32'
   if args['method'] in ('posebh', 'transfer'):
     _posebh(config)

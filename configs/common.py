@@ -95,8 +95,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 5000
   config.eval_batch_size = 64
   config.eval_flip = True
+  # NMS of the top-down evaluation after rescoring (box score x mean keypoint score > 0.2), per image:
+  # 'oks' (OKS-NMS 0.9, METHOD.md §1), 'soft_oks' or 'none'; OKS-AP datasets only (PCKh / PCK use none).
+  config.eval_nms = 'oks'
   config.eval_datasets = ()  # empty: every dataset in data.order
   config.viz_examples = 4
+  # Each eval also writes DIR/viz/formats_step<step>.png: every head's skeleton on the same validation images
+  # (posebh_jax/viz/formats.py; single-process runs).
+  config.viz_formats = True
   config.profile = False
   config.device_peak_tflops = -1.0  # < 0: look the device up in a table; 0: unknown
   config.init_from = ''  # workdir or checkpoint dir of a baseline run: loads its backbone and heads

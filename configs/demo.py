@@ -87,6 +87,7 @@ def get_config(arg: str = ''):
     # Tests stop and resume runs at different total_steps; a cosine schedule would depend on that length.
     config.optim.schedule = 'step'
     config.viz_examples = 2
+    config.viz_formats = False  # one more compile per eval; tests that want it turn it on
     if 'posebh' in flags:
       config.posebh.update(dict(embed_channels=16, embed_hidden=8, embed_dim=8, num_clusters=8))
       config.posebh.stage_epochs = (1.0, 2.0)  # 6 steps per epoch: stages start at steps 0, 6, 12

@@ -74,6 +74,10 @@ class DerivedKeypointsSource(Sequence):
     def __getitem__(self, index):
         return self._derive(self.source[index])
 
+    def __iter__(self):
+        for index in range(len(self)):
+            yield self[index]
+
     def __getitems__(self, indices):
         return [self._derive(r) for r in self.source.__getitems__(indices)]
 

@@ -5,6 +5,10 @@ x, y, visibility in image px. The train transform samples an augmentation, crops
 affine warp (flip, half-body, scale and rotation are all folded into the warp matrix, so the full image is
 never flipped or rotated) and encodes heatmap targets; the eval transform only crops.
 
+Speed (see benchmarks/input_pipeline.py): the warp matrix is known before the image is decoded, so when the
+crop shrinks the image 2x, 4x or 8x the JPEG is decoded at that reduced size (`decode_and_crop`); colour is
+converted on the crop; targets are computed for all joints at once, directly channels-last.
+
 Augmentation, in the order it is applied (mmpose's top-down order):
   1. horizontal flip with probability `flip_prob` (keypoints swap left/right through the format's flip_index);
   2. half-body with probability `half_body_prob` when at least `half_body_min_keypoints` keypoints are
@@ -33,6 +37,9 @@ PADDING = {'padding': True}
 HALF_BODY_PADDING = 1.5
 HALF_BODY_MIN_UPPER = 2
 HALF_BODY_MIN_LOWER = 3
+# Decode flags by size reduction (libjpeg scaled decoding).
+_DECODE_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:
@@ -40,12 +47,64 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     return cv2.cvtColor(decode_jpeg_bgr(data), cv2.COLOR_BGR2RGB)
 
 
-def decode_jpeg_bgr(data: bytes) -> np.ndarray:
-    """JPEG bytes -> uint8 (H, W, 3) BGR image (OpenCV's channel order); raises ValueError if corrupt."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+def decode_jpeg_bgr(data: bytes, reduction: int = 1) -> np.ndarray:
+    """JPEG bytes -> uint8 (H, W, 3) BGR image (OpenCV's channel order); raises ValueError if corrupt.
+
+    With `reduction` r in (2, 4, 8) the image is decoded at 1/r size (libjpeg's scaled IDCT, size
+    ceil(W / r) x ceil(H / r)), where reduced pixel x' covers original pixels [r x', r x' + r), i.e. its
+    centre is original x = r x' + (r - 1) / 2 (`reduced_decode_matrix`).
+    """
+    if reduction not in _DECODE_FLAGS:
+        raise ValueError(f'reduction must be one of {sorted(_DECODE_FLAGS)}, got {reduction}')
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS[reduction])
     if image is None:
         raise ValueError(f'could not decode a JPEG image of {len(data)} bytes; re-prepare the dataset')
     return image
+
+
+def decode_reduction(matrix: np.ndarray, max_reduction: int = 8) -> int:
+    """The largest r in (1, 2, 4, 8) (<= `max_reduction`) at which a crop with affine `matrix` loses nothing.
+
+    That is the largest r with r * s <= 1, s the largest singular value of the matrix's linear part (crop px
+    per image px along the least-shrunk direction): decoding at 1/r then still maps at most one decoded
+    pixel onto each crop pixel, and the scaled decode's block averaging stands in for the anti-aliasing
+    that the bilinear warp of the full image lacks.
+    """
+    linear = np.asarray(matrix, np.float64)[:, :2]
+    squares = float(np.sum(linear * linear))
+    det = float(linear[0, 0] * linear[1, 1] - linear[0, 1] * linear[1, 0])
+    s_max = np.sqrt(0.5 * (squares + np.sqrt(max(squares * squares - 4.0 * det * det, 0.0))))
+    reduction = 1
+    while reduction < max_reduction and 2 * reduction * s_max <= 1.0 + 1e-9:
+        reduction *= 2
+    return reduction
+
+
+def reduced_decode_matrix(matrix: np.ndarray, reduction: int) -> np.ndarray:
+    """Composes an image -> crop affine (2, 3) with reduced px -> image px (x = r x' + (r - 1) / 2)."""
+    matrix = np.asarray(matrix, np.float64)
+    if reduction == 1:
+        return matrix
+    offset = 0.5 * (reduction - 1)
+    out = np.empty((2, 3), np.float64)
+    out[:, :2] = matrix[:, :2] * reduction
+    out[:, 2] = matrix[:, 2] + offset * (matrix[:, 0] + matrix[:, 1])
+    return out
+
+
+def decode_and_crop(data: bytes, matrix: np.ndarray, output_size_wh, reduced_decode: bool = True) -> np.ndarray:
+    """JPEG bytes -> uint8 RGB crop (H, W, 3) through the image -> crop affine `matrix` (bilinear, black border).
+
+    With `reduced_decode`, the JPEG is decoded at the smallest size `decode_reduction` allows and the warp
+    is adjusted to it, so the crop shows the same region at a fraction of the decode cost; it differs from
+    the full-size crop only where the full-size bilinear warp aliases (the scaled decode averages r x r
+    blocks, which is closer to a properly filtered crop). Colour is converted on the crop, not the image.
+    """
+    reduction = decode_reduction(matrix) if reduced_decode else 1
+    image = decode_jpeg_bgr(data, reduction)
+    crop = cv2.warpAffine(image, reduced_decode_matrix(matrix, reduction), tuple(output_size_wh),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
 
 
 def truncated_normal(rng: np.random.Generator) -> float:
@@ -62,7 +121,8 @@ def crop_matrix(center, scale, rotation_deg: float, flip: bool, image_width: int
 
     `center` and `scale` describe the crop in the original (unflipped) image. With `flip`, the image is
     mirrored (x -> image_width - 1 - x, the pixel-centre flip) before the crop; the crop centre moves with
-    it. The result is meant for `cv2.warpAffine` on the original image.
+    it. The result is meant for `cv2.warpAffine` on the original image. `image_width` cancels out (the
+    flip amounts to a mirror about the crop centre), so the matrix can be built before the image is decoded.
     """
     center = np.asarray(center, np.float64).reshape(2)
     if flip:
@@ -124,11 +184,14 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
     """
 
     def __init__(self, format_name: str, codec_name: str, image_size_hw, heatmap_size_hw, sigma: float,
-                 bbox_padding: float, aug: Mapping[str, Any], half_body: bool, keypoints_key: str = 'keypoints'):
+                 bbox_padding: float, aug: Mapping[str, Any], half_body: bool, keypoints_key: str = 'keypoints',
+                 reduced_decode: bool = True):
         """Args: skeleton `format_name`; `codec_name` 'udp' | 'msra' (also selects the UDP warp); model
         `image_size_hw` (H, W) and `heatmap_size_hw` (h, w); Gaussian `sigma` (heatmap px); `bbox_padding`;
         `aug` with keys scale_factor, rotation, rotation_prob, flip_prob, half_body_prob,
-        half_body_min_keypoints; `half_body` enables half-body; `keypoints_key` is the record field."""
+        half_body_min_keypoints; `half_body` enables half-body; `keypoints_key` is the record field;
+        `reduced_decode` decodes JPEGs at 1/2, 1/4 or 1/8 size when the crop shrinks the image that much
+        (see `decode_and_crop`; the targets never depend on it)."""
         skeleton = get_format(format_name)
         self.format_name = format_name
         self.output_size_wh = (int(image_size_hw[1]), int(image_size_hw[0]))
@@ -140,6 +203,7 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
                                                       'half_body_prob', 'half_body_min_keypoints')}
         self.half_body = bool(half_body)
         self.keypoints_key = keypoints_key
+        self.reduced_decode = bool(reduced_decode)
         self.num_keypoints = skeleton.num_keypoints
         self.flip_index = np.asarray(skeleton.flip_index, np.int64)
         self.upper_ids = tuple(int(i) for i in skeleton.upper_body_ids)
@@ -163,22 +227,18 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
 
     def random_map(self, element: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Record -> train example (see the class docstring)."""
-        image = decode_jpeg_bgr(element['image'])
         keypoints = np.asarray(element[self.keypoints_key], np.float32)
         if keypoints.shape != (self.num_keypoints, 3):
             raise ValueError(f'expected {self.format_name} keypoints of shape ({self.num_keypoints}, 3) in '
                              f'{self.keypoints_key!r}, got {keypoints.shape}; check data.datasets.*.format')
         center, scale, rotation, flip = self.sample_crop(keypoints, element['bbox'], rng)
-        matrix = crop_matrix(center, scale, rotation, flip, image.shape[1], self.output_size_wh, self.use_udp)
-        crop = cv2.warpAffine(image, matrix, self.output_size_wh, flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        # The image width cancels out of the matrix (see crop_matrix): it is built before decoding, which
+        # lets the decode size follow the crop's scale.
+        matrix = crop_matrix(center, scale, rotation, flip, 0, self.output_size_wh, self.use_udp)
+        crop = decode_and_crop(element['image'], matrix, self.output_size_wh, self.reduced_decode)
         warped = warp_keypoints(keypoints, matrix, self.output_size_wh, self.flip_index if flip else None)
-        heatmaps, weights = self.codec.encode(warped[:, :2], warped[:, 2] > 0)
-        return {
-            'image': cv2.cvtColor(crop, cv2.COLOR_BGR2RGB),
-            'heatmaps': np.ascontiguousarray(np.transpose(heatmaps, (1, 2, 0)), dtype=np.float32),
-            'target_weights': np.asarray(weights, np.float32),
-        }
+        heatmaps, weights = self.codec.encode(warped[:, :2], warped[:, 2] > 0, channels_last=True)
+        return {'image': crop, 'heatmaps': heatmaps, 'target_weights': weights}
 
 
 class TopDownEvalTransform(grain.transforms.Map):

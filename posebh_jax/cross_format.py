@@ -76,7 +76,8 @@ def predict_split(task, variables, name: str, flip: bool | None = None) -> tuple
 
 
 def ground_truth_by_category(data_config, names=None) -> dict[str, dict]:
-  """The all-format ground truth of the eval split, per category of the datasets' formats.
+  """The all-format ground truth of the eval split (one person per image, as in the synthetic validation split),
+  per category of the datasets' formats.
 
   Args:
     data_config: `config.data`.
@@ -100,6 +101,10 @@ def ground_truth_by_category(data_config, names=None) -> dict[str, dict]:
     if len(members) < 2:
       continue
     truths = {n: pipeline.eval_ground_truth(data_config, n) for n in members}
+    for n, t in truths.items():
+      if len(set(int(i) for i in t['image_ids'])) != len(t['image_ids']):
+        raise ValueError(f'{n}: several persons per eval image; cross-format consistency pairs the heads\' '
+                         'predictions by image id, which needs one person per image (the synthetic split)')
     common = [int(i) for i in truths[members[0]]['image_ids']]
     for n in members[1:]:
       present = set(int(i) for i in truths[n]['image_ids'])

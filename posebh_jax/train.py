@@ -54,6 +54,8 @@ def validate_config(config: ml_collections.ConfigDict):
   for name in config.eval_datasets:
     if name not in order:
       raise UserError(f"config.eval_datasets names '{name}', which is not in config.data.order {list(order)}")
+  if config.get('eval_nms', 'oks') not in ('oks', 'soft_oks', 'none'):
+    raise UserError(f"config.eval_nms is '{config.eval_nms}'; use 'oks', 'soft_oks' or 'none'")
   if config.batch_size <= 0:
     raise UserError(f'config.batch_size must be positive (got {config.batch_size})')
   if config.model.width % config.model.num_heads:

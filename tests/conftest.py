@@ -62,3 +62,13 @@ def real_data_dir(tmp_path_factory):
   summaries = {name: prepare.prepare_real(name, data_dir=str(path), log=lambda line: None, **kwargs)
                for name, kwargs in options.items()}
   return {'data_dir': str(path), 'summaries': summaries}
+
+
+@pytest.fixture(scope='session')
+def posebh_workdir(tmp_path_factory, data_dir):
+  """A 2-step tiny PoseBH run (configs/demo.py:tiny,posebh; no eval), shared by the picture and domain-transfer
+  tests."""
+  workdir = tmp_path_factory.mktemp('posebh_run')
+  train(workdir, data_dir, '--config.total_steps=2', '--config.eval_every_steps=0',
+        config='configs/demo.py:tiny,posebh')
+  return str(workdir)

@@ -623,16 +623,17 @@ def test_cli_user_errors(tmp_path):
 # --- training-time metrics and the results table --------------------------------------------------------
 
 def _training_time_gt(name, n=4, seed=0):
-    """A ground truth as `data_pipeline.pipeline.eval_ground_truth` returns it (all K keypoints in 'keypoints')."""
+    """A ground truth as `data_pipeline.pipeline.eval_ground_truth` returns it (all K keypoints in 'keypoints'),
+    two people per image."""
     rng = np.random.default_rng(seed)
     k = get_format(name).num_keypoints
     kpts = np.concatenate([rng.uniform(0, 200, (n, k, 2)), np.full((n, k, 1), 2.0)], -1).astype(np.float32)
-    annotations = [{"id": i + 1, "image_id": 100 + i, "category_id": 1, "keypoints": kpts[i].reshape(-1).tolist(),
+    annotations = [{"id": i + 1, "image_id": 100 + i // 2, "category_id": 1, "keypoints": kpts[i].reshape(-1).tolist(),
                     "num_keypoints": k, "bbox": [0.0, 0.0, 200.0, 200.0], "area": 30000.0, "iscrowd": 0}
                    for i in range(n)]
-    gt = {"images": [{"id": 100 + i} for i in range(n)], "annotations": annotations, "categories": [{"id": 1}],
-          "keypoints": kpts, "head_size": np.full(n, 30.0, np.float32),
-          "image_ids": np.arange(100, 100 + n)}
+    gt = {"images": [{"id": 100 + i} for i in range((n + 1) // 2)], "annotations": annotations,
+          "categories": [{"id": 1}], "keypoints": kpts, "head_size": np.full(n, 30.0, np.float32),
+          "image_ids": 100 + np.arange(n) // 2, "instance_ids": np.arange(1, n + 1)}
     gt["coco"] = {key: gt[key] for key in ("images", "annotations", "categories")}
     return gt, kpts.astype(np.float64)
 
@@ -650,10 +651,11 @@ def test_training_time_metrics_and_table():
         pred = kpts.copy()
         pred[..., :2] += rng.normal(0, 2.0, pred[..., :2].shape)
         pred[..., 2] = 0.8
-        raw = [{"image_id": 100 + i, "keypoints": p.reshape(-1).tolist(), "bbox_score": 1.0, "area": 40000.0}
-               for i, p in enumerate(pred)]
-        results = topdown_postprocess(raw, fmt)
-        metrics = evaluate_lib.Evaluator.metrics_for(name, fmt, gt, results, {100 + i: p for i, p in enumerate(pred)})
+        raw = [{"image_id": 100 + i // 2, "keypoints": p.reshape(-1).tolist(), "bbox_score": 1.0, "area": 40000.0,
+                "ann_id": i + 1} for i, p in enumerate(pred)]
+        results = topdown_postprocess(raw, fmt, nms=evaluate_lib.dataset_nms(name))
+        # Predictions are paired with people by instance id (several people per image).
+        metrics = evaluate_lib.Evaluator.metrics_for(name, fmt, gt, results, {i + 1: p for i, p in enumerate(pred)})
         assert key in metrics and metrics["AP"] > 0
         # The file written next to the results evaluates offline to the same official numbers.
         official = get_evaluator(name).evaluate(json.loads(json.dumps(evaluate_lib.Evaluator.gt_json(fmt, gt))),

@@ -22,13 +22,16 @@ DEFAULT_SIGMA = 2.0
 DARK_KERNEL = 11
 
 
-def _gaussian_targets(centers_hm, rounded_hm, visible, heatmap_size_wh, sigma):
-    """Separable truncated Gaussians: centres `(K, 2)` (sub-pixel), window centres `(K, 2)` (integer)."""
+def _gaussian_targets(centers_hm, rounded_hm, visible, heatmap_size_wh, sigma, channels_last=False):
+    """Separable truncated Gaussians: centres `(K, 2)` (sub-pixel), window centres `(K, 2)` (integer).
+
+    All K joints at once (no per-joint loop): the x and y profiles `(K, w)`, `(K, h)` come from one `exp`,
+    the weights are folded into the y profile and the maps are their float32 outer product, laid out
+    `(K, h, w)` or, with `channels_last`, `(h, w, K)` (the same values, no transpose needed).
+    """
     w, h = (int(v) for v in heatmap_size_wh)
     radius = 3.0 * sigma
-    xs = np.arange(w, dtype=np.float64)
-    ys = np.arange(h, dtype=np.float64)
-    finite = np.all(np.isfinite(centers_hm), axis=-1)
+    finite = np.isfinite(centers_hm).all(axis=-1)
     centers = np.where(finite[:, None], centers_hm, 0.0)
     rounded = np.where(finite[:, None], rounded_hm, -1e9)
     # The window [rounded - radius, rounded + radius] must contain at least one heatmap pixel.
@@ -37,12 +40,17 @@ def _gaussian_targets(centers_hm, rounded_hm, visible, heatmap_size_wh, sigma):
         & (rounded[:, 1] + radius >= 0) & (rounded[:, 1] - radius <= h - 1)
     )
     weights = (visible & finite & touches).astype(np.float32)
-    in_x = np.abs(xs[None, :] - rounded[:, :1]) <= radius
-    in_y = np.abs(ys[None, :] - rounded[:, 1:]) <= radius
-    gx = np.exp(-((xs[None, :] - centers[:, :1]) ** 2) / (2.0 * sigma**2)) * in_x
-    gy = np.exp(-((ys[None, :] - centers[:, 1:]) ** 2) / (2.0 * sigma**2)) * in_y
-    heatmaps = gy[:, :, None] * gx[:, None, :] * weights[:, None, None]
-    return heatmaps.astype(np.float32), weights
+    grid = np.arange(max(w, h), dtype=np.float64)
+    # profiles[k, 0] along x, profiles[k, 1] along y, zero outside the window.
+    profiles = np.exp((grid - centers[:, :, None]) ** 2 * (-0.5 / sigma**2))
+    profiles *= np.abs(grid - rounded[:, :, None]) <= radius
+    gx = profiles[:, 0, :w].astype(np.float32)
+    gy = (profiles[:, 1, :h] * weights[:, None]).astype(np.float32)
+    if channels_last:
+        heatmaps = gy.T[:, None, :] * gx.T[None, :, :]
+    else:
+        heatmaps = gy[:, :, None] * gx[:, None, :]
+    return heatmaps, weights
 
 
 def _check_encode_args(keypoints_xy, visible, sigma):
@@ -57,7 +65,8 @@ def _check_encode_args(keypoints_xy, visible, sigma):
     return keypoints, vis
 
 
-def encode_msra(keypoints_xy, visible, input_size_wh, heatmap_size_wh, sigma: float = DEFAULT_SIGMA):
+def encode_msra(keypoints_xy, visible, input_size_wh, heatmap_size_wh, sigma: float = DEFAULT_SIGMA,
+                channels_last: bool = False):
     """MSRA Gaussian targets.
 
     Args:
@@ -65,6 +74,7 @@ def encode_msra(keypoints_xy, visible, input_size_wh, heatmap_size_wh, sigma: fl
       visible: `(K,)`; entries > 0 count as labelled (pass the COCO visibility directly).
       input_size_wh, heatmap_size_wh: `(W, H)` of the crop and of the heatmap.
       sigma: Gaussian standard deviation in heatmap px.
+      channels_last: lay the heatmaps out `(h, w, K)` instead of `(K, h, w)`.
     Returns:
       `heatmaps` float32 `(K, h, w)` with peak 1 at the rounded location `floor(x / stride + 0.5)`,
       `weights` float32 `(K,)`.
@@ -72,10 +82,11 @@ def encode_msra(keypoints_xy, visible, input_size_wh, heatmap_size_wh, sigma: fl
     keypoints, vis = _check_encode_args(keypoints_xy, visible, sigma)
     stride = np.asarray(input_size_wh, np.float64) / np.asarray(heatmap_size_wh, np.float64)
     rounded = np.floor(keypoints / stride + 0.5)
-    return _gaussian_targets(rounded, rounded, vis, heatmap_size_wh, sigma)
+    return _gaussian_targets(rounded, rounded, vis, heatmap_size_wh, sigma, channels_last)
 
 
-def encode_udp(keypoints_xy, visible, input_size_wh, heatmap_size_wh, sigma: float = DEFAULT_SIGMA):
+def encode_udp(keypoints_xy, visible, input_size_wh, heatmap_size_wh, sigma: float = DEFAULT_SIGMA,
+               channels_last: bool = False):
     """UDP Gaussian targets centred at the exact sub-pixel location `x * (w - 1) / (W_in - 1)`.
 
     Same arguments and returns as `encode_msra`; the truncation window is centred at the rounded location.
@@ -84,7 +95,7 @@ def encode_udp(keypoints_xy, visible, input_size_wh, heatmap_size_wh, sigma: flo
     in_wh = np.asarray(input_size_wh, np.float64)
     hm_wh = np.asarray(heatmap_size_wh, np.float64)
     centers = keypoints * (hm_wh - 1.0) / (in_wh - 1.0)
-    return _gaussian_targets(centers, np.floor(centers + 0.5), vis, heatmap_size_wh, sigma)
+    return _gaussian_targets(centers, np.floor(centers + 0.5), vis, heatmap_size_wh, sigma, channels_last)
 
 
 def _check_batch(heatmaps):
@@ -305,8 +316,9 @@ class HeatmapCodec:
     def flip_shift(self) -> bool:
         return not self.use_udp
 
-    def encode(self, keypoints_xy, visible):
-        """`(K, 2)` input-crop px + `(K,)` visibility -> `(heatmaps (K, h, w) f32, weights (K,) f32)`."""
+    def encode(self, keypoints_xy, visible, channels_last: bool = False):
+        """`(K, 2)` input-crop px + `(K,)` visibility -> `(heatmaps (K, h, w) f32, weights (K,) f32)`;
+        heatmaps `(h, w, K)` with `channels_last`."""
         raise NotImplementedError
 
     def decode(self, heatmaps):
@@ -328,8 +340,9 @@ class UDPHeatmap(HeatmapCodec):
     name = "udp"
     use_udp = True
 
-    def encode(self, keypoints_xy, visible):
-        return encode_udp(keypoints_xy, visible, self.input_size_wh, self.heatmap_size_wh, self.sigma)
+    def encode(self, keypoints_xy, visible, channels_last: bool = False):
+        return encode_udp(keypoints_xy, visible, self.input_size_wh, self.heatmap_size_wh, self.sigma,
+                          channels_last)
 
 
 class MSRAHeatmap(HeatmapCodec):
@@ -338,8 +351,9 @@ class MSRAHeatmap(HeatmapCodec):
     name = "msra"
     use_udp = False
 
-    def encode(self, keypoints_xy, visible):
-        return encode_msra(keypoints_xy, visible, self.input_size_wh, self.heatmap_size_wh, self.sigma)
+    def encode(self, keypoints_xy, visible, channels_last: bool = False):
+        return encode_msra(keypoints_xy, visible, self.input_size_wh, self.heatmap_size_wh, self.sigma,
+                           channels_last)
 
 
 _CODECS = {"udp": UDPHeatmap, "msra": MSRAHeatmap}

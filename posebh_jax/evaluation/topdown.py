@@ -123,15 +123,15 @@ def topdown_postprocess(results: Sequence[dict], format_name: Any, nms: str | No
 
     Args:
       results: `[{'image_id', 'keypoints' [x, y, score] * K, 'bbox_score', 'area' or 'bbox' xywh,
-        'category_id' (default 1)}]`; without `bbox_score`, `score` is the box score. COCO-WholeBody
-        instances may give the official part fields instead of 133 keypoints.
+        'category_id' (default 1), optional 'ann_id' (passed on)}]`; without `bbox_score`, `score` is the box
+        score. COCO-WholeBody instances may give the official part fields instead of 133 keypoints.
       format_name: skeleton format name (or a `SkeletonFormat`): K and the OKS sigmas.
       nms: 'oks' (drop OKS > `nms_threshold`), 'soft_oks' (decay with sigma `nms_threshold`, keep at most
         `max_dets` per image) or None.
       score_threshold: keypoint scores above it enter the rescoring mean.
       sigmas: `(K,)` OKS sigmas overriding the format's.
-    Returns: `[{'image_id', 'category_id', 'keypoints' (K * 3 floats), 'score'}]`, grouped by image in order
-      of first appearance, within an image highest score first.
+    Returns: `[{'image_id', 'category_id', 'keypoints' (K * 3 floats), 'score'[, 'ann_id']}]`, grouped by
+      image in order of first appearance, within an image highest score first.
     """
     from posebh_jax import skeletons
 
@@ -173,6 +173,9 @@ def topdown_postprocess(results: Sequence[dict], format_name: Any, nms: str | No
             order = _descending(scores[indices])
             kept, kept_scores = indices[order], scores[indices][order]
         for i, score in zip(kept, kept_scores):
-            out.append({"image_id": image_id, "category_id": results[i].get("category_id", 1),
-                        "keypoints": [float(v) for v in keypoints[i].reshape(-1)], "score": float(score)})
+            res = {"image_id": image_id, "category_id": results[i].get("category_id", 1),
+                   "keypoints": [float(v) for v in keypoints[i].reshape(-1)], "score": float(score)}
+            if "ann_id" in results[i]:  # the ground-truth person a GT-box instance was predicted for (PCKh, PCK)
+                res["ann_id"] = results[i]["ann_id"]
+            out.append(res)
     return out

@@ -45,5 +45,5 @@ def transfer_objective(outputs: Mapping, batch: Mapping, extra: Mapping, phase, 
   total, metrics, new_local = posebh_objective(local_outputs, {d: batch[d] for d in datasets}, local_extra, phase,
                                                cfg, local_offsets, {d: num_keypoints[d] for d in datasets})
   new_extra = dict(extra)
-  new_extra['prototypes'] = extra['prototypes'].at[jnp.asarray(rows)].set(new_local['prototypes'])
+  new_extra['prototypes'] = jnp.asarray(extra['prototypes']).at[jnp.asarray(rows)].set(new_local['prototypes'])
   return total, metrics, new_extra

@@ -107,26 +107,34 @@ def model_predict(config, variables) -> Callable[[np.ndarray], dict]:
   return lambda crops: jax.device_get(forward({'params': params, 'batch_stats': stats}, crops))
 
 
-def draw_workdir(workdir: str, out: str | None = None, rows: Sequence[str] = (), min_score: float = 0.2,
-                 panel_height: int = 256, data_dir: str | None = None) -> str:
-  """Restores the latest checkpoint of `workdir`, draws the picture and writes it; returns its path."""
-  from posebh_jax import checkpoint
-  config = common.load_run_config(workdir)
-  if data_dir:
-    config.data.data_dir = data_dir
+def draw_state(config, state, out: str, rows: Sequence[str] = (), min_score: float = 0.2,
+               panel_height: int = 256) -> str:
+  """Draws the picture for a train state (params, batch_stats) of a run with `config` and writes it to `out`;
+  returns the path. Raises ValueError for rows the run does not train."""
   rows = tuple(rows) or default_rows(config)
   unknown = [r for r in rows if r not in config.data.order]
   if unknown:
     raise ValueError(f'--rows names {unknown}, which the run does not train; use some of {tuple(config.data.order)}')
-  state, step = checkpoint.read_state(workdir)
   crops = []
   for name in rows:
     crop, image_id = first_eval_crop(config, name)
     crops.append((f'{name} validation image {image_id}', crop))
   heads = [(n, config.data.datasets[n].format, config.data.datasets[n].codec) for n in config.data.order]
   image = render(model_predict(config, state), heads, crops, config.data.heatmap_size, panel_height, min_score)
-  out = out or os.path.join(workdir, 'viz', f'formats_step{step}.png')
   return common.write_png(out, image)
+
+
+def draw_workdir(workdir: str, out: str | None = None, rows: Sequence[str] = (), min_score: float = 0.2,
+                 panel_height: int = 256, data_dir: str | None = None) -> str:
+  """Restores the latest checkpoint of `workdir`, draws the picture and writes it (default
+  DIR/viz/formats_step<step>.png); returns its path."""
+  from posebh_jax import checkpoint
+  config = common.load_run_config(workdir)
+  if data_dir:
+    config.data.data_dir = data_dir
+  state, step = checkpoint.read_state(workdir)
+  out = out or os.path.join(workdir, 'viz', f'formats_step{step}.png')
+  return draw_state(config, state, out, rows, min_score, panel_height)
 
 
 def main(argv=None) -> int:

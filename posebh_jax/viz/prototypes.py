@@ -87,7 +87,7 @@ def tsne_2d(points: np.ndarray, perplexity: float = 30.0, iterations: int = 750,
 
   Affinities from `sq_distances` (default: `sign_invariant_sq_distances`); perplexity clipped to (N − 1)/3;
   early exaggeration 12 for the first 250 iterations, momentum 0.5 then 0.8, learning rate max(N/48, 50), per-
-  coordinate gains; initialised from the PCA projection scaled to std 1e-4 plus tiny seeded noise.
+  coordinate gains; initialised with seeded N(0, 1e-4²) coordinates.
   """
   x = np.asarray(points, np.float64)
   n = len(x)
@@ -96,9 +96,8 @@ def tsne_2d(points: np.ndarray, perplexity: float = 30.0, iterations: int = 750,
   d = sign_invariant_sq_distances(x) if sq_distances is None else np.asarray(sq_distances, np.float64)
   p = _conditional_probabilities(d, min(perplexity, (n - 1) / 3.0))
   p = np.maximum((p + p.T) / (2.0 * n), 1e-12)
-  rng = np.random.default_rng(seed)
-  y = pca_2d(x)[0]
-  y = y / max(y[:, 0].std(), 1e-12) * 1e-4 + 1e-6 * rng.standard_normal((n, 2))
+  # A random start (the original t-SNE's): a PCA start would place c and −c, one prototype for |cos|, apart.
+  y = 1e-4 * np.random.default_rng(seed).standard_normal((n, 2))
   update, gains = np.zeros_like(y), np.ones_like(y)
   lr = max(n / 48.0, 50.0)
   for it in range(iterations):
