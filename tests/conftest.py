@@ -1,13 +1,26 @@
 """Shared fixtures and helpers of the end-to-end tests, which run `python -m ...` in subprocesses so that the
 device count (XLA_FLAGS) can differ between runs."""
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# One persistent XLA compilation cache for the whole test session, shared by this process and every subprocess
+# it starts: the suite compiles the same tiny models many times (1 vs 8 devices, resumed runs, evals), and a
+# cache hit turns a ~20 s CPU compile into well under a second. The cache key covers the program, the device
+# assignment and the compile options, so a hit is the executable that would have been compiled anyway.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _CACHE_DIR = tempfile.mkdtemp(prefix='posebh_jax_test_xla_cache_')
+  atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE_DIR
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 
 def run_module(args, devices: int = 1, timeout: int = 600):
