@@ -23,6 +23,16 @@ from posebh_jax import train
 
 
 def _config(variant: str, dtype: str, batch: int, datasets, remat: bool):
+  if variant == 'demo':  # the demo model (configs/demo.py) at its own 128x96 input, for CPU comparisons
+    from configs import demo
+    base = demo.get_config('')
+    config = common.base_config()
+    config.model = base.model
+    config.data = common.data_config('synthetic', datasets)
+    config.data.image_size, config.data.heatmap_size = base.data.image_size, base.data.heatmap_size
+    config.batch_size = batch
+    config.optim.warmup_steps = 10
+    return config
   config = common.base_config()
   config.model = common.model_config(variant)
   config.model.dtype = dtype
@@ -62,7 +72,8 @@ def time_step(config, counts, steps: int, warmup: int = 2, phase: int = 0) -> fl
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--variants', default='S/16,B/16')
+  parser.add_argument('--variants', default='S/16,B/16', help="comma-separated: S/16, B/16, L/16, H/16, demo "
+                      "(the demo model at 128x96)")
   parser.add_argument('--batch_per_device', type=int, default=0, help='0: 64 on an accelerator, 6 on CPU')
   parser.add_argument('--steps', type=int, default=0, help='timed steps; 0: 20 on an accelerator, 2 on CPU')
   parser.add_argument('--dtype', default='bfloat16')
@@ -81,7 +92,7 @@ def main():
   counts = {n: batch // len(names) for n in names}
   peak = flops_lib.device_peak_tflops()
   device = jax.devices()[0].device_kind
-  print(f'device: {device} ×{jax.device_count()} | batch {batch} ({per_device}/device) | 256x192 | {args.dtype}'
+  print(f'device: {device} ×{jax.device_count()} | batch {batch} ({per_device}/device) | 256x192 (demo: 128x96) | {args.dtype}'
         f' | peak {peak or "unknown"} TFLOP/s')
   for variant in args.variants.split(','):
     config = _config(variant, args.dtype, batch, names, args.remat)
@@ -90,7 +101,7 @@ def main():
     plain.model.use_experts = False
     plain_time = time_step(plain, {'coco': batch}, steps)
     keypoints = {n: train.skeletons.get_format(n).num_keypoints for n in names}
-    flops = flops_lib.train_flops_per_batch(config.model, (256, 192), counts, keypoints)
+    flops = flops_lib.train_flops_per_batch(config.model, tuple(config.data.image_size), counts, keypoints)
     tflops = flops / multi / 1e12 / jax.device_count()
     mfu = f'{100 * tflops / peak:.1f}%' if peak else 'n/a'
     print(f'{variant}: multi-dataset step {multi * 1e3:.1f} ms, {batch / multi:.1f} img/s, '
