@@ -37,6 +37,15 @@ def _directory_bytes(path) -> int:
     return sum(f.stat().st_size for f in pathlib.Path(os.fspath(path)).rglob('*') if f.is_file())
 
 
+def _summary(builder, seconds: float, built: bool) -> dict:
+    """The common part of a preparation summary: path, splits {split: examples}, bytes, seconds, examples_per_s
+    (0 when nothing was built) and built."""
+    splits = {split: int(info.num_examples) for split, info in builder.info.splits.items()}
+    total = sum(splits.values())
+    return {'path': str(builder.data_path), 'splits': splits, 'bytes': _directory_bytes(builder.data_path),
+            'seconds': seconds, 'examples_per_s': total / seconds if built and seconds > 0 else 0.0, 'built': built}
+
+
 def prepare_synthetic(data_dir: str = DEFAULT_DATA_DIR, params=None, num_workers: int | None = None,
                       overwrite: bool = False, log: Callable[[str], None] = _print) -> dict:
     """Builds `posebh_synthetic` in `data_dir` (no-op if already built with the same parameters).
@@ -75,17 +84,7 @@ def prepare_synthetic(data_dir: str = DEFAULT_DATA_DIR, params=None, num_workers
         tfds.disable_progress_bar()
         builder.download_and_prepare()
         built = True
-    seconds = time.perf_counter() - start
-    splits = {name: int(info.num_examples) for name, info in builder.info.splits.items()}
-    total = sum(splits.values())
-    return {
-        'path': str(builder.data_path),
-        'splits': splits,
-        'bytes': _directory_bytes(builder.data_path),
-        'seconds': seconds,
-        'examples_per_s': total / seconds if built and seconds > 0 else 0.0,
-        'built': built,
-    }
+    return _summary(builder, time.perf_counter() - start, built)
 
 
 def prepare_real(name: str, manual_dir: str | None, data_dir: str = DEFAULT_DATA_DIR, *,
@@ -144,16 +143,8 @@ def prepare_real(name: str, manual_dir: str | None, data_dir: str = DEFAULT_DATA
         builder.download_and_prepare()
         built = True
         skipped, lines = builder.skipped.summary(), builder.skipped.lines()
-    seconds = time.perf_counter() - start
-    splits = {split: int(info.num_examples) for split, info in builder.info.splits.items()}
-    total = sum(splits.values())
     return {
-        'path': str(builder.data_path),
-        'splits': splits,
-        'bytes': _directory_bytes(builder.data_path),
-        'seconds': seconds,
-        'examples_per_s': total / seconds if built and seconds > 0 else 0.0,
-        'built': built,
+        **_summary(builder, time.perf_counter() - start, built),
         'skipped': skipped,
         'skipped_lines': lines,
     }

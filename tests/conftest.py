@@ -39,6 +39,32 @@ def train(workdir, data_dir, *overrides, devices=1, config='configs/demo.py:tiny
   return result
 
 
+def pycocotools_keypoint_eval(gt, results, sigmas, img_ids=None):
+  """Plain pycocotools keypoint evaluation (the reference the project's evaluation is tested against); returns the
+  finished COCOeval (`.stats`: the 10 summary numbers). Inputs are not modified; nothing is printed."""
+  import contextlib
+  import copy
+  import io
+
+  import numpy as np
+  from pycocotools.coco import COCO
+  from pycocotools.cocoeval import COCOeval
+
+  with contextlib.redirect_stdout(io.StringIO()):
+    coco_gt = COCO()
+    coco_gt.dataset = copy.deepcopy(gt)
+    coco_gt.createIndex()
+    coco_dt = coco_gt.loadRes(copy.deepcopy(results))
+    coco_eval = COCOeval(coco_gt, coco_dt, 'keypoints')
+    coco_eval.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)
+    if img_ids is not None:
+      coco_eval.params.imgIds = img_ids
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    coco_eval.summarize()
+  return coco_eval
+
+
 def losses(workdir) -> dict[int, float]:
   """{step: train/loss} from a workdir's metrics.jsonl."""
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:

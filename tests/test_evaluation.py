@@ -1,17 +1,14 @@
 """Evaluation: OKS AP against direct pycocotools runs on the real xtcocoapi samples, PCKh closed forms,
 evaluator registry."""
 
-import contextlib
 import copy
-import io
 import json
 import os
 
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
+from conftest import pycocotools_keypoint_eval
 from posebh_jax.evaluation import (
     SUMMARY_NAMES,
     WHOLEBODY_FIELDS,
@@ -37,20 +34,8 @@ def _load(path):
 
 
 def _direct_pycocotools(gt_dict, results, sigmas, img_ids=None):
-    """Plain pycocotools keypoint evaluation, returning its printed `stats` vector."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt_dict)
-        coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(copy.deepcopy(results))
-        coco_eval = COCOeval(coco_gt, coco_dt, "keypoints")
-        coco_eval.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)
-        if img_ids is not None:
-            coco_eval.params.imgIds = img_ids
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-    return coco_eval.stats
+    """Plain pycocotools keypoint evaluation, returning its `stats` vector."""
+    return pycocotools_keypoint_eval(gt_dict, results, sigmas, img_ids).stats
 
 
 def _assert_matches(ours, stats):

@@ -18,6 +18,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from conftest import pycocotools_keypoint_eval
 from posebh_jax import evaluation
 from posebh_jax.evaluation import (CROWDPOSE_NAMES, SUMMARY_NAMES, WHOLEBODY_FIELDS, WHOLEBODY_PARTS,
                                    get_evaluator, hand_metrics, keypoint_auc, keypoint_epe, keypoint_pck, oks_nms,
@@ -63,21 +64,7 @@ def _sigmas(name):
     return np.asarray(get_format(name).sigmas, np.float64)
 
 
-def _pycocotools_stats(gt, results, sigmas, img_ids=None):
-    """Plain pycocotools keypoint evaluation: its `stats` vector (the 10 SUMMARY_NAMES numbers)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(copy.deepcopy(results))
-        coco_eval = COCOeval(coco_gt, coco_dt, "keypoints")
-        coco_eval.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)
-        if img_ids is not None:
-            coco_eval.params.imgIds = img_ids
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-    return coco_eval
+_pycocotools_stats = pycocotools_keypoint_eval
 
 
 def _xt_stats(xtcocotools, gt_path, results, iou_type, sigmas, use_area, coco_gt=None, coco_dt=None):
