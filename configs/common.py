@@ -58,6 +58,9 @@ def data_config(sources: str = 'synthetic', datasets=TRAIN_DATASETS) -> ml_colle
       bbox_padding=1.25,
       aug=dict(scale_factor=0.5, rotation=40.0, rotation_prob=0.6, flip_prob=0.5, half_body_prob=0.3,
                half_body_min_keypoints=8),
+      # Training decodes JPEGs with libjpeg's fast IDCT and upsampling (pixels within ~1-2 gray levels of
+      # the exact decode, ~10% less decode time); evaluation always decodes exactly.
+      fast_jpeg_decode=True,
       num_workers=2,
       prefetch_buffer_size=2,
       synthetic=dict(num_train_per_format=2000, num_val=300, image_size=(256, 256), difficulty=0.5, seed=0),

@@ -152,7 +152,8 @@ def train_transform(data_config, name: str) -> TopDownTrainTransform:
     return TopDownTrainTransform(
         format_name=cfg.format, codec_name=cfg.codec, image_size_hw=tuple(data_config.image_size),
         heatmap_size_hw=tuple(data_config.heatmap_size), sigma=data_config.sigma,
-        bbox_padding=data_config.bbox_padding, aug=data_config.aug, half_body=cfg.half_body)
+        bbox_padding=data_config.bbox_padding, aug=data_config.aug, half_body=cfg.half_body,
+        fast_decode=data_config.get('fast_jpeg_decode', True))
 
 
 def make_train_dataset(data_config, global_batch_size: int, num_groups: int, process_index: int = 0,
@@ -356,8 +357,8 @@ def _real_ground_truth(data_config, cfg, skeleton) -> dict[str, Any] | None:
 def _image_hw(record: Mapping[str, Any]) -> tuple[int, int]:
     if 'height' in record and 'width' in record:
         return int(record['height']), int(record['width'])
-    from data_pipeline.transforms import decode_jpeg_bgr
-    return tuple(int(v) for v in decode_jpeg_bgr(record['image']).shape[:2])
+    from data_pipeline.transforms import decode_jpeg
+    return tuple(int(v) for v in decode_jpeg(record['image']).shape[:2])
 
 
 __all__ = ['DatasetNotFoundError', 'composition', 'dataset_sizes', 'eval_ground_truth', 'make_eval_iterator',

@@ -18,8 +18,9 @@ from data_pipeline.transforms import (
     TopDownTrainTransform,
     crop_matrix,
     decode_and_crop,
-    decode_jpeg_bgr,
+    decode_jpeg,
     decode_reduction,
+    has_exif,
     reduced_decode_matrix,
 )
 from posebh_jax.codecs import encode_msra, encode_udp, get_warp_matrix
@@ -58,6 +59,76 @@ def test_reduced_decode_matrix_maps_reduced_pixels_to_their_block_centres():
         np.testing.assert_allclose(points @ reduced[:, :2].T + reduced[:, 2],
                                    original @ matrix[:, :2].T + matrix[:, 2], atol=1e-9)
     np.testing.assert_array_equal(reduced_decode_matrix(matrix, 1), matrix)
+
+
+# --- the JPEG decoder ---------------------------------------------------------------------------------
+
+_CV2_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+              8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _cv2_rgb(data, reduction=1):
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), _CV2_FLAGS[reduction]), cv2.COLOR_BGR2RGB)
+
+
+def _with_exif_orientation(data, orientation):
+    """`data` (a JFIF JPEG) with an Exif APP1 segment holding one IFD0 entry: Orientation = `orientation`."""
+    tiff = (b'MM\x00\x2a\x00\x00\x00\x08' + b'\x00\x01'  # big-endian TIFF header, IFD0 at 8, one entry
+            + b'\x01\x12\x00\x03\x00\x00\x00\x01' + bytes([0, orientation, 0, 0]) + b'\x00\x00\x00\x00')
+    payload = b'Exif\x00\x00' + tiff
+    segment = b'\xff\xe1' + (len(payload) + 2).to_bytes(2, 'big') + payload
+    return data[:2] + segment + data[2:]
+
+
+def _decoder_test_images():
+    rng = np.random.default_rng(5)
+    smooth = cv2.GaussianBlur(rng.uniform(0, 255, (203, 317, 3)).astype(np.uint8), (0, 0), 3.0)
+    images = [_jpeg(smooth), _jpeg(smooth[..., 0])]  # colour 4:2:0, and a one-channel (grayscale) JPEG
+    ok, data = cv2.imencode('.jpg', smooth, [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                                             cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+    images.append(data.tobytes())
+    if os.path.isdir(REALDATA):
+        for folder, file_name in REAL_IMAGES:
+            with open(os.path.join(REALDATA, folder, file_name), 'rb') as f:
+                images.append(f.read())
+    return images
+
+
+def test_decode_jpeg_gives_opencvs_pixels_at_every_reduction():
+    """simplejpeg and cv2.imdecode run the same libjpeg-turbo IDCT: the exact decode is bit-identical."""
+    for data in _decoder_test_images():
+        assert not has_exif(data)
+        for reduction in (1, 2, 4, 8):
+            np.testing.assert_array_equal(decode_jpeg(data, reduction), _cv2_rgb(data, reduction))
+
+
+def test_fast_decode_stays_within_a_few_gray_levels():
+    for data in _decoder_test_images():
+        for reduction in (1, 2):
+            exact = decode_jpeg(data, reduction).astype(np.float32)
+            fast = decode_jpeg(data, reduction, fast=True).astype(np.float32)
+            assert fast.shape == exact.shape
+            assert np.abs(fast - exact).mean() < 1.5, reduction
+
+
+@pytest.mark.parametrize('orientation,transposed', [(1, False), (3, False), (6, True)])
+def test_decode_jpeg_applies_the_exif_orientation_like_opencv(orientation, transposed):
+    plain = _jpeg(_blob_photo(120, 200, (40.0, 30.0), 9.0))
+    data = _with_exif_orientation(plain, orientation)
+    assert has_exif(data) and not has_exif(plain)
+    image = decode_jpeg(data)
+    np.testing.assert_array_equal(image, _cv2_rgb(data))  # OpenCV reads the tag, as cv2.imread does
+    assert image.shape[:2] == ((200, 120) if transposed else (120, 200))
+    if orientation == 3:  # rotated 180 degrees: the blob moves to the opposite corner
+        np.testing.assert_array_equal(image, decode_jpeg(plain)[::-1, ::-1])
+
+
+def test_decode_jpeg_rejects_what_is_not_an_image():
+    for data in (b'', b'not a jpeg at all', _jpeg(_blob_photo(64, 64, (10.0, 10.0), 5.0))[:200]):
+        with pytest.raises(ValueError, match='could not decode'):
+            decode_jpeg(data)
+    with pytest.raises(ValueError, match='reduction must be one of'):
+        decode_jpeg(_jpeg(_blob_photo(16, 16, (5.0, 5.0), 2.0)), 3)
 
 
 # --- reduced decoding gives the same crop -------------------------------------------------------------
@@ -112,7 +183,7 @@ REAL_IMAGES = [('coco', '000000000785.jpg'), ('aic', '054d9ce9201beffc76e5ff2169
 def test_reduced_decode_crop_equals_full_decode_on_real_photos(folder, file_name):
     with open(os.path.join(REALDATA, folder, file_name), 'rb') as f:
         data = f.read()
-    height, width = decode_jpeg_bgr(data).shape[:2]
+    height, width = decode_jpeg(data).shape[:2]
     for reduction in (2, 4, 8):
         for rotation in (0.0, 30.0):
             matrix = _matrix([width / 2, height / 2], np.array([191.0, 255.0]) * reduction, rotation)
@@ -204,7 +275,7 @@ def test_vectorised_targets_equal_a_per_joint_loop(encode, use_udp, sigma, heatm
 def test_benchmark_reference_computes_what_ours_computes(name, folder, annotation_file, codec):
     """The reference only does it the slow way: same crop as ours with full-size decoding, same targets."""
     ours = TopDownTrainTransform(name, codec, (256, 192), (64, 48), 2.0, 1.25, AUG, half_body=True,
-                                 reduced_decode=False)
+                                 reduced_decode=False, fast_decode=False)
     reference = ReferenceTrainTransform(ours)
     for index, record in enumerate(_coco_style_records(folder, annotation_file)[:4]):
         a = ours.random_map(record, np.random.default_rng(index))
