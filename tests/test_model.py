@@ -119,3 +119,28 @@ def test_phase_deconvolution_equals_direct_transposed_convolution():
         for kx in range(4):
           expected[:, 2 * i + ky, 2 * j + kx] += x[:, i, j] @ kernel[ky, kx]
   np.testing.assert_allclose(out, expected[:, 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('padding,size', [(0, (64, 48)), (2, (68, 50))])
+def test_patch_embed_equals_strided_convolution(padding, size):
+  """PatchEmbed (reshape + matmul) against flax's strided nn.Conv with the same parameters, including a padding
+  that leaves a remainder smaller than a patch (dropped, as a VALID convolution does)."""
+  layer = vit.PatchEmbed(features=8, patch_size=16, padding=padding)
+  images = np.asarray(jax.random.uniform(jax.random.key(0), (2, *size, 3)) * 255)
+  variables = layer.init(jax.random.key(1), images)
+  variables = jax.tree.map(lambda v: v, nn.meta.unbox(variables))
+  variables['params']['bias'] = np.linspace(-1, 1, 8).astype(np.float32)
+  conv = nn.Conv(8, (16, 16), strides=(16, 16), padding=[(padding, padding)] * 2)
+  expected = conv.apply(variables, images)
+  out = layer.apply(variables, images)
+  assert out.shape == expected.shape
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_pointwise_head_conv_equals_flax_conv():
+  layer = vit.Conv1x1(features=5)
+  x = np.asarray(jax.random.normal(jax.random.key(0), (2, 6, 4, 7)))
+  variables = nn.meta.unbox(layer.init(jax.random.key(1), x))
+  variables['params']['bias'] = np.arange(5, dtype=np.float32)
+  expected = nn.Conv(5, (1, 1)).apply(variables, x)
+  np.testing.assert_allclose(layer.apply(variables, x), expected, rtol=1e-5, atol=1e-6)
