@@ -474,108 +474,113 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   train_iter = pipeline.make_train_iterator(config.data, config.batch_size, groups, jax.process_index(),
                                             jax.process_count(), seed=config.seed)
-  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints)
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    task.use_phase(stages.phase_of_state(task.phases, latest).index)
-    abstract = checkpoint_lib.abstract_with_shardings(task.abstract_state, task.state_shardings)
-    state = checkpointer.restore(latest, abstract, train_iter)
-    _print(f'resumed from {workdir}/checkpoints at step {latest}')
-  else:
-    state = task.init_state(config.seed)
-    if config.init_from:
-      state = task.load_initial_weights(state, config.init_from)
-  start_step = int(jax.device_get(state['step']))
-  if len(task.phases) > 1:
-    for phase in task.phases:
-      _print(f'  phase {phase.index}: {phase.describe()}')
+  # Closed explicitly: left to the garbage collector, grain's worker process is only killed after a 25 s
+  # join timeout.
+  try:
+    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints)
+    latest = checkpointer.latest_step()
+    if latest is not None:
+      task.use_phase(stages.phase_of_state(task.phases, latest).index)
+      abstract = checkpoint_lib.abstract_with_shardings(task.abstract_state, task.state_shardings)
+      state = checkpointer.restore(latest, abstract, train_iter)
+      _print(f'resumed from {workdir}/checkpoints at step {latest}')
+    else:
+      state = task.init_state(config.seed)
+      if config.init_from:
+        state = task.load_initial_weights(state, config.init_from)
+    start_step = int(jax.device_get(state['step']))
+    if len(task.phases) > 1:
+      for phase in task.phases:
+        _print(f'  phase {phase.index}: {phase.describe()}')
 
-  batch_struct = global_batch_structure(counts, config, task.num_keypoints)
+    batch_struct = global_batch_structure(counts, config, task.num_keypoints)
 
-  def compile_phase():
-    compile_start = time.perf_counter()
-    compiled = task.compile_train_step(batch_struct)
-    memory = compiled.memory_analysis()
-    _print(f'compiled train step in {time.perf_counter() - compile_start:.1f}s'
-           + (f' | temp {memory.temp_size_in_bytes / 2**30:.2f} GiB, args '
-              f'{memory.argument_size_in_bytes / 2**30:.2f} GiB per device' if memory is not None else ''))
-    return compiled
+    def compile_phase():
+      compile_start = time.perf_counter()
+      compiled = task.compile_train_step(batch_struct)
+      memory = compiled.memory_analysis()
+      _print(f'compiled train step in {time.perf_counter() - compile_start:.1f}s'
+             + (f' | temp {memory.temp_size_in_bytes / 2**30:.2f} GiB, args '
+                f'{memory.argument_size_in_bytes / 2**30:.2f} GiB per device' if memory is not None else ''))
+      return compiled
 
-  if start_step < total_steps and stages.phase_at(task.phases, start_step).index != task.phase.index:
-    state = task.enter_phase(state, stages.phase_at(task.phases, start_step).index)
-  step_fn = compile_phase()
-  flops_per_step = flops_lib.train_flops_per_batch(config.model, config.data.image_size, counts, task.num_keypoints)
-  chrono = metrics_lib.Chrono(total_steps, config.batch_size, flops_per_step,
-                              flops_lib.device_peak_tflops(config.device_peak_tflops))
-  writer = metrics_lib.MetricWriter(workdir)
-  evaluator = eval_lib.Evaluator(config, task, workdir)
+    if start_step < total_steps and stages.phase_at(task.phases, start_step).index != task.phase.index:
+      state = task.enter_phase(state, stages.phase_at(task.phases, start_step).index)
+    step_fn = compile_phase()
+    flops_per_step = flops_lib.train_flops_per_batch(config.model, config.data.image_size, counts, task.num_keypoints)
+    chrono = metrics_lib.Chrono(total_steps, config.batch_size, flops_per_step,
+                                flops_lib.device_peak_tflops(config.device_peak_tflops))
+    writer = metrics_lib.MetricWriter(workdir)
+    evaluator = eval_lib.Evaluator(config, task, workdir)
 
-  pending = None  # (step, device metrics) read back one step late so that dispatch never blocks
-  window: list[dict] = []
-  last_eval: dict = {}
+    pending = None  # (step, device metrics) read back one step late so that dispatch never blocks
+    window: list[dict] = []
+    last_eval: dict = {}
 
-  def flush_pending():
-    nonlocal pending
-    if pending is not None:
-      window.append(jax.device_get(pending[1]))
-      pending = None
+    def flush_pending():
+      nonlocal pending
+      if pending is not None:
+        window.append(jax.device_get(pending[1]))
+        pending = None
 
-  def log(step):
-    flush_pending()
-    if not window:
-      return
-    scalars = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-    window.clear()
-    scalars.update(chrono.summary(step))
-    writer.write(step, scalars)
-    _print(metrics_lib.format_progress(step, total_steps, scalars))
-
-  def save(step):
-    pause = time.perf_counter()
-    checkpointer.save(step, state, train_iter)
-    chrono.pause(time.perf_counter() - pause)
-
-  def run_eval(step):
-    nonlocal last_eval
-    pause = time.perf_counter()
-    last_eval = evaluator.run(state, step)
-    writer.write(step, last_eval)
-    _print(f'eval at step {step}: ' + ', '.join(f'{k}={v:.4f}' for k, v in sorted(last_eval.items())
-                                                 if k.endswith('/AP') or k.endswith('/PCKh')))
-    chrono.pause(time.perf_counter() - pause)
-
-  with _StopRequest() as stop:
-    step = start_step
-    while step < total_steps:
-      if step >= task.phase.end_step:
-        pause = time.perf_counter()
-        state = task.enter_phase(state, stages.phase_at(task.phases, step).index)
-        _print(f'step {step}: entering phase {task.phase.index} ({task.phase.describe()})')
-        step_fn = compile_phase()
-        chrono.pause(time.perf_counter() - pause)
-      wait_start = time.perf_counter()
-      local = next(train_iter)
-      batch = sharding_lib.global_batch(local, mesh)
-      chrono.data_wait(time.perf_counter() - wait_start)
-      state, step_metrics = step_fn(state, batch)
+    def log(step):
       flush_pending()
-      pending = (step + 1, step_metrics)
-      step += 1
-      chrono.tick()
-      if step % config.log_every_steps == 0 or step == total_steps:
-        log(step)
-      if step % config.checkpoint_every_steps == 0 or step == total_steps or stop.requested:
-        save(step)
-      if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0 or step == total_steps):
-        run_eval(step)
-      if stop.requested:
-        log(step)
-        _print(f'stopped at step {step}; re-run the same command to resume')
-        break
-  flush_pending()
-  checkpointer.close()
-  writer.close()
-  return last_eval
+      if not window:
+        return
+      scalars = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+      window.clear()
+      scalars.update(chrono.summary(step))
+      writer.write(step, scalars)
+      _print(metrics_lib.format_progress(step, total_steps, scalars))
+
+    def save(step):
+      pause = time.perf_counter()
+      checkpointer.save(step, state, train_iter)
+      chrono.pause(time.perf_counter() - pause)
+
+    def run_eval(step):
+      nonlocal last_eval
+      pause = time.perf_counter()
+      last_eval = evaluator.run(state, step)
+      writer.write(step, last_eval)
+      _print(f'eval at step {step}: ' + ', '.join(f'{k}={v:.4f}' for k, v in sorted(last_eval.items())
+                                                   if k.endswith('/AP') or k.endswith('/PCKh')))
+      chrono.pause(time.perf_counter() - pause)
+
+    with _StopRequest() as stop:
+      step = start_step
+      while step < total_steps:
+        if step >= task.phase.end_step:
+          pause = time.perf_counter()
+          state = task.enter_phase(state, stages.phase_at(task.phases, step).index)
+          _print(f'step {step}: entering phase {task.phase.index} ({task.phase.describe()})')
+          step_fn = compile_phase()
+          chrono.pause(time.perf_counter() - pause)
+        wait_start = time.perf_counter()
+        local = next(train_iter)
+        batch = sharding_lib.global_batch(local, mesh)
+        chrono.data_wait(time.perf_counter() - wait_start)
+        state, step_metrics = step_fn(state, batch)
+        flush_pending()
+        pending = (step + 1, step_metrics)
+        step += 1
+        chrono.tick()
+        if step % config.log_every_steps == 0 or step == total_steps:
+          log(step)
+        if step % config.checkpoint_every_steps == 0 or step == total_steps or stop.requested:
+          save(step)
+        if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0 or step == total_steps):
+          run_eval(step)
+        if stop.requested:
+          log(step)
+          _print(f'stopped at step {step}; re-run the same command to resume')
+          break
+    flush_pending()
+    checkpointer.close()
+    writer.close()
+    return last_eval
+  finally:
+    train_iter.close()
 
 
 def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict:

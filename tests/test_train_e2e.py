@@ -75,3 +75,43 @@ def test_unknown_dataset_is_one_line_error(tmp_path, data_dir):
                  f'--config.data.data_dir={data_dir}', "--config.data.order=('coco','cocoo')"])
   line = _error_line(result)
   assert "'cocoo'" in line and 'coco' in line
+
+
+def test_train_iterator_is_closed_when_the_run_ends(data_dir, monkeypatch):
+  """The data iterator (and with it grain's worker processes) is closed explicitly, also when the run fails:
+  left to the garbage collector, grain only kills a worker after a 25 s join timeout."""
+  import pytest
+  from configs import demo
+  from data_pipeline import pipeline
+  from posebh_jax import train
+
+  closed = []
+
+  class RecordingIterator:
+    def __init__(self, inner):
+      self.inner = inner
+
+    def __getattr__(self, name):
+      return getattr(self.inner, name)
+
+    def __next__(self):
+      return next(self.inner)
+
+    def close(self):
+      closed.append(True)
+      self.inner.close()
+
+  make = pipeline.make_train_iterator
+  monkeypatch.setattr(pipeline, 'make_train_iterator', lambda *a, **k: RecordingIterator(make(*a, **k)))
+
+  def failing_compile(self, example_batch):
+    raise RuntimeError('compilation failed')
+
+  monkeypatch.setattr(train.Task, 'compile_train_step', failing_compile)
+  config = demo.get_config('tiny')
+  config.data.data_dir = data_dir
+  config.total_steps = 2
+  config.eval_every_steps = 0
+  with pytest.raises(RuntimeError, match='compilation failed'):
+    train.train_and_evaluate(config, str(data_dir) + '_run')
+  assert closed == [True]
