@@ -16,7 +16,7 @@ $(VENV)/.installed: requirements.txt
 # Test-only reference toolkits (see requirements-reference.txt); best effort, never fails the build.
 $(VENV)/.reference: $(VENV)/.installed requirements-reference.txt
 	$(VENV)/bin/pip install -q -r requirements-reference.txt && \
-	  $(VENV)/bin/pip install -q --no-build-isolation --no-binary xtcocotools xtcocotools==1.14.3 || \
+	  $(VENV)/bin/pip install -q --no-cache-dir --no-build-isolation --no-binary xtcocotools xtcocotools==1.14.3 || \
 	  echo "note: xtcocotools (a test reference) could not be built; the tests that compare against it are skipped"
 	touch $@
 

@@ -131,6 +131,23 @@ def _ensure_absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
+# Closing an mp_prefetch iterator sets the workers' stop event and joins each worker for up to this many seconds
+# before killing it. A worker that had just handed one more element to its output queue hangs at exit in that
+# queue's feeder thread (the parent no longer reads the pipe), so with grain 0.2.18 every close of a 2-worker
+# iterator waited the full 25 s per hung worker (measured 50 s; the end of every training run). The workers hold
+# no state worth a graceful exit: their elements are deterministic functions of the iterator position.
+_WORKER_JOIN_TIMEOUT_S = 2.0
+
+
+def _shorten_worker_join_timeout() -> None:
+    try:
+        from grain._src.python.dataset.transformations import process_prefetch
+    except ImportError:  # another grain layout: keep its own timeout
+        return
+    if getattr(process_prefetch, '_PROCESS_KILL_TIMEOUT_S', 0) > _WORKER_JOIN_TIMEOUT_S:
+        process_prefetch._PROCESS_KILL_TIMEOUT_S = _WORKER_JOIN_TIMEOUT_S
+
+
 def _dataset_seeds(seed: int, dataset_position: int) -> tuple[int, int]:
     shuffle_seed, augment_seed = np.random.SeedSequence([int(seed), dataset_position]).generate_state(2)
     return int(shuffle_seed), int(augment_seed)
@@ -187,6 +204,7 @@ def make_train_dataset(data_config, global_batch_size: int, num_groups: int, pro
     dataset = zipped.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=buffer_size))
     if int(data_config.num_workers) > 0:
         _ensure_absl_flags_parsed()
+        _shorten_worker_join_timeout()
         dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=int(data_config.num_workers), per_worker_buffer_size=buffer_size))
     # Named after the worker hop: dicts coming back from worker processes lose their key order.

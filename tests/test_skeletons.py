@@ -20,6 +20,8 @@ from posebh_jax.skeletons import (
 from posebh_jax.skeletons import formats as format_data
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / 'shared'
+if not SHARED.is_dir():  # a clone elsewhere (e.g. a scratch directory) still finds the workspace's shared files
+    SHARED = pathlib.Path('/work/shared')
 REALDATA = SHARED / 'realdata'
 METHOD_MD = SHARED / 'docs' / 'METHOD.md'
 
