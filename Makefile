@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_WORKDIR ?= workdirs/demo
 DEMO_DATA ?= data/tfds
+# pytest-xdist processes for `make test` (whole test files per process, so session fixtures are built per process).
+TEST_WORKERS ?= 2
 
 .PHONY: demo test venv clean-demo
 
@@ -23,7 +25,7 @@ $(VENV)/.reference: $(VENV)/.installed requirements-reference.txt
 venv: $(VENV)/.installed
 
 test: $(VENV)/.reference
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile tests
 
 demo: $(VENV)/.installed
 	$(PY) -m data_pipeline.prepare synthetic --data_dir=$(DEMO_DATA) --config=configs/demo.py --overwrite
