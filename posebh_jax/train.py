@@ -474,8 +474,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   train_iter = pipeline.make_train_iterator(config.data, config.batch_size, groups, jax.process_index(),
                                             jax.process_count(), seed=config.seed)
-  # Closed explicitly: left to the garbage collector, grain's worker process is only killed after a 25 s
-  # join timeout.
+  # Closed explicitly, also on failure: left to the garbage collector, grain's worker processes are killed only
+  # after their join timeout (see data_pipeline.pipeline._WORKER_JOIN_TIMEOUT_S).
   try:
     checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints)
     latest = checkpointer.latest_step()

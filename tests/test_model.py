@@ -127,8 +127,7 @@ def test_patch_embed_equals_strided_convolution(padding, size):
   that leaves a remainder smaller than a patch (dropped, as a VALID convolution does)."""
   layer = vit.PatchEmbed(features=8, patch_size=16, padding=padding)
   images = np.asarray(jax.random.uniform(jax.random.key(0), (2, *size, 3)) * 255)
-  variables = layer.init(jax.random.key(1), images)
-  variables = jax.tree.map(lambda v: v, nn.meta.unbox(variables))
+  variables = nn.meta.unbox(layer.init(jax.random.key(1), images))
   variables['params']['bias'] = np.linspace(-1, 1, 8).astype(np.float32)
   conv = nn.Conv(8, (16, 16), strides=(16, 16), padding=[(padding, padding)] * 2)
   expected = conv.apply(variables, images)

@@ -279,6 +279,8 @@ class Deconv4x4Stride2(nn.Module):
   # For output phase r (o = 2m + r) the two contributing inputs are padded positions (m + r, m + r + 1)
   # with kernel taps (3, 1) for r = 0 and (2, 0) for r = 1.
   _TAPS = ((3, 1), (2, 0))
+  # The four (row, column) offsets of a phase's 2×2 window, in the order its taps are stacked.
+  _WINDOW_OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))
 
   @nn.compact
   def __call__(self, x):
@@ -292,10 +294,9 @@ class Deconv4x4Stride2(nn.Module):
     for ry in (0, 1):
       cols = []
       for rx in (0, 1):
-        offsets = [(dy, dx) for dy in (0, 1) for dx in (0, 1)]
-        windows = jnp.concatenate([padded[:, ry + dy:ry + dy + h, rx + dx:rx + dx + w] for dy, dx in offsets],
-                                  axis=-1)
-        taps = jnp.stack([kernel[self._TAPS[ry][dy], self._TAPS[rx][dx]] for dy, dx in offsets])
+        windows = jnp.concatenate([padded[:, ry + dy:ry + dy + h, rx + dx:rx + dx + w]
+                                   for dy, dx in self._WINDOW_OFFSETS], axis=-1)
+        taps = jnp.stack([kernel[self._TAPS[ry][dy], self._TAPS[rx][dx]] for dy, dx in self._WINDOW_OFFSETS])
         cols.append(windows @ taps.reshape(4 * in_channels, self.features))
       rows.append(jnp.stack(cols, axis=3))
     return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, self.features)
