@@ -30,7 +30,8 @@ import numpy as np
 
 from configs import common
 from data_pipeline import pipeline, prepare
-from data_pipeline.transforms import TopDownTrainTransform, crop_matrix, decode_reduction, warp_keypoints
+from data_pipeline.transforms import (TopDownTrainTransform, crop_matrix, decode_jpeg, decode_reduction,
+                                      warp_keypoints)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = ('coco', 'aic', 'mpii', 'ap10k')
@@ -151,6 +152,20 @@ def decode_reductions(transforms: dict, records: list, iterations: int, seed: in
                                                           record['bbox'], rng)
             out[iteration, index] = decode_reduction(crop_matrix(center, scale, rotation, flip, 0, t.output_size_wh,
                                                                  t.use_udp))
+    return out
+
+
+def time_decodes(records: list, reductions: np.ndarray, fast: bool) -> dict[str, np.ndarray]:
+    """CPU seconds per call, (iterations, len(records)), of our JPEG decode alone: at the size ours used in each
+    pass ('used'), at full size ('full') and at 1/8 size ('eighth'). What stays at 1/8 is the entropy (Huffman)
+    decoding of the whole file, which no output size avoids."""
+    out = {key: np.zeros(reductions.shape) for key in ('used', 'full', 'eighth')}
+    for iteration in range(reductions.shape[0]):
+        for index, (_, record) in enumerate(records):
+            for key, reduction in (('used', reductions[iteration, index]), ('full', 1), ('eighth', 8)):
+                cpu = time.process_time()
+                decode_jpeg(record['image'], int(reduction), fast)
+                out[key][iteration, index] = time.process_time() - cpu
     return out
 
 
@@ -303,6 +318,15 @@ def main():
                 ref_s, our_s = times['reference'][mask][:, 0].sum(), times['ours'][mask][:, 0].sum()
                 print(f'  1/{reduction}: {int(mask.sum()):>5} calls  reference {mask.sum() / ref_s:>7.1f}  '
                       f'ours {mask.sum() / our_s:>7.1f}  b/a {ref_s / our_s:.2f}')
+        decodes = time_decodes(records, reductions, bool(cfg.fast_jpeg_decode))
+        print('\nthe JPEG decode alone (ours, CPU ms/img): at the size used, at full size, at 1/8 size; ceiling on b/a '
+              'if everything but that decode were free (reference time / decode time):')
+        for name in names + ('all',):
+            mask = labels == name if name != 'all' else np.ones(len(records), bool)
+            used, full, eighth = (1e3 * decodes[key][:, mask].mean() for key in ('used', 'full', 'eighth'))
+            ceiling = times['reference'][:, mask, 0].sum() / decodes['used'][:, mask].sum()
+            print(f'  {name:<8} used {used:6.2f}  full {full:6.2f}  1/8 {eighth:6.2f} ({eighth / full:.0%} of full)  '
+                  f'ceiling {ceiling:.2f}')
 
         counts = [int(w) for w in args.workers.split(',') if w] if args.workers else list(range(1, cores + 1))
         counts = [w for w in counts if w > 0]

@@ -471,6 +471,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   total_steps = task.total_steps
   _print(f'mesh {dict(mesh.shape)} | batch {config.batch_size} = {counts} | {steps_per_epoch} steps/epoch | '
          f'{total_steps} steps')
+  hint = metrics_lib.cpu_allocator_hint(jax.default_backend())
+  if hint:
+    _print(hint)
 
   train_iter = pipeline.make_train_iterator(config.data, config.batch_size, groups, jax.process_index(),
                                             jax.process_count(), seed=config.seed)
