@@ -116,10 +116,11 @@ def format_progress(step: int, total: int, scalars: Mapping[str, float]) -> str:
 
 
 HUGEPAGE_TUNABLE = 'glibc.malloc.hugetlb=1'
+THP_MODE_FILE = '/sys/kernel/mm/transparent_hugepage/enabled'
 
 
 def cpu_allocator_hint(backend: str, environ: Mapping[str, str] | None = None,
-                       thp_mode_file: str = '/sys/kernel/mm/transparent_hugepage/enabled') -> str | None:
+                       thp_mode_file: str = THP_MODE_FILE) -> str | None:
   """A one-line hint when a CPU run would page-fault through XLA's temporaries every step, else None.
 
   XLA's CPU runtime allocates the step's temporary buffer (hundreds of MiB for the demo) afresh on every

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import pycocotools_keypoint_eval
+from realdata_samples import REALDATA
 from posebh_jax.evaluation import (
     SUMMARY_NAMES,
     WHOLEBODY_FIELDS,
@@ -19,7 +20,7 @@ from posebh_jax.evaluation import (
     pckh_metrics,
 )
 
-SAMPLES = "/work/shared/realdata/xtcocoapi"
+SAMPLES = os.path.join(REALDATA, "xtcocoapi")
 COCO_GT = os.path.join(SAMPLES, "example_coco_val.json")
 COCO_PREDS = os.path.join(SAMPLES, "example_coco_preds.json")
 # Published COCO keypoint OKS sigmas.

@@ -19,6 +19,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from conftest import pycocotools_keypoint_eval
+from realdata_samples import REALDATA
 from posebh_jax import evaluation
 from posebh_jax.evaluation import (CROWDPOSE_NAMES, SUMMARY_NAMES, WHOLEBODY_FIELDS, WHOLEBODY_PARTS,
                                    get_evaluator, hand_metrics, keypoint_auc, keypoint_epe, keypoint_pck, oks_nms,
@@ -26,7 +27,7 @@ from posebh_jax.evaluation import (CROWDPOSE_NAMES, SUMMARY_NAMES, WHOLEBODY_FIE
 from posebh_jax.skeletons import get_format
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REAL = "/work/shared/realdata"
+REAL = REALDATA
 XT = os.path.join(REAL, "xtcocoapi")
 FCE = os.path.join(REAL, "faster_coco_eval")
 

@@ -9,7 +9,6 @@ import pytest
 from posebh_jax import metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-THP_MODE_FILE = '/sys/kernel/mm/transparent_hugepage/enabled'
 
 
 def _thp_file(tmp_path, mode: str) -> str:
@@ -61,7 +60,7 @@ def _faults_per_call(tunables: str | None) -> float:
 
 def test_huge_pages_spare_the_per_step_page_faults():
   try:
-    with open(THP_MODE_FILE) as f:
+    with open(metrics.THP_MODE_FILE) as f:
       mode = f.read()
   except OSError:
     pytest.skip('no transparent huge pages on this machine')

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from pycocotools.cocoeval import Params
 
+import realdata_samples
 from posebh_jax import skeletons
 from posebh_jax.skeletons import (
     TRAIN_FORMATS,
@@ -19,10 +20,8 @@ from posebh_jax.skeletons import (
 )
 from posebh_jax.skeletons import formats as format_data
 
-SHARED = pathlib.Path(__file__).resolve().parents[2] / 'shared'
-if not SHARED.is_dir():  # a clone elsewhere (e.g. a scratch directory) still finds the workspace's shared files
-    SHARED = pathlib.Path('/work/shared')
-REALDATA = SHARED / 'realdata'
+REALDATA = pathlib.Path(realdata_samples.REALDATA)
+SHARED = REALDATA.parent
 METHOD_MD = SHARED / 'docs' / 'METHOD.md'
 
 EXPECTED_COUNTS = {
