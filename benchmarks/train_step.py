@@ -74,7 +74,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--variants', default='S/16,B/16', help="comma-separated: S/16, B/16, L/16, H/16, demo "
                       "(the demo model at 128x96)")
-  parser.add_argument('--batch_per_device', type=int, default=0, help='0: 64 on an accelerator, 6 on CPU')
+  parser.add_argument('--batch_per_device', type=int, default=0, help='0: 96 on an accelerator (16 per dataset), 6 on CPU')
   parser.add_argument('--steps', type=int, default=0, help='timed steps; 0: 20 on an accelerator, 2 on CPU')
   parser.add_argument('--dtype', default='bfloat16')
   parser.add_argument('--remat', action='store_true')
@@ -82,7 +82,7 @@ def main():
                       help='also time the PoseBH stage-1 and stage-2 steps')
   args = parser.parse_args()
   on_cpu = jax.devices()[0].platform == 'cpu'
-  per_device = args.batch_per_device or (6 if on_cpu else 64)
+  per_device = args.batch_per_device or (6 if on_cpu else 96)
   steps = args.steps or (2 if on_cpu else 20)
   batch = per_device * jax.device_count()
   names = common.TRAIN_DATASETS

@@ -143,3 +143,39 @@ def test_pointwise_head_conv_equals_flax_conv():
   variables['params']['bias'] = np.arange(5, dtype=np.float32)
   expected = nn.Conv(5, (1, 1)).apply(variables, x)
   np.testing.assert_allclose(layer.apply(variables, x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_stacked_heads_and_batched_experts_equal_one_dataset_at_a_time():
+  """With equal per-dataset counts the experts run as one batched matmul and the heads as one stacked computation
+  (vit.stacked_heads); a dataset alone in a batch takes the per-dataset path. Training outputs, BatchNorm running
+  statistics and gradients of the mixed batch must equal those of each dataset run on its own."""
+  names, keypoints = ['a', 'b', 'c'], [5, 7, 3]
+  groups = 2
+  model = pose_model.build_model(_model_config(), names, keypoints, num_groups=groups)
+  images = _images({name: 2 * groups for name in names})
+  variables = _randomise(model.init(jax.random.key(0), images))
+  variables['batch_stats'] = jax.tree.map(lambda x: x + 0.5, nn.unbox(variables['batch_stats']))
+
+  def loss_and_stats(params, batch):
+    outputs, updates = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, batch, train=True,
+                                   mutable=['batch_stats'], rngs={'dropout': jax.random.key(2)})
+    return sum(jnp.sum(jnp.sin(out)) for out in outputs.values()), (outputs, updates['batch_stats'])
+
+  grad_fn = jax.value_and_grad(loss_and_stats, has_aux=True)
+  (_, (mixed, mixed_stats)), mixed_grads = grad_fn(variables['params'], images)
+  grads_alone = []
+  for name in names:
+    (_, (alone, alone_stats)), grads = grad_fn(variables['params'], {name: images[name]})
+    grads_alone.append(grads)
+    np.testing.assert_allclose(mixed[name], alone[name], rtol=1e-5, atol=1e-5)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
+                 mixed_stats[f'head_{name}'], alone_stats[f'head_{name}'])
+  summed = jax.tree.map(lambda *g: sum(g), *grads_alone)
+  flat_mixed, flat_summed = jax.tree.leaves(mixed_grads), jax.tree.leaves(summed)
+  for got, want in zip(flat_mixed, flat_summed):
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * float(np.abs(want).max()) + 1e-6)
+  # And in inference mode (running statistics), the stacked heads equal each head on its own slice.
+  inference = model.apply(variables, images)
+  for name in names:
+    np.testing.assert_allclose(inference[name], model.apply(variables, {name: images[name]})[name],
+                               rtol=1e-5, atol=1e-5)

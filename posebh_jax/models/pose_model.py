@@ -80,10 +80,21 @@ class PoseModel(nn.Module):
 
   def __call__(self, images_by_dataset, train: bool = False):
     features, comp = self.features(images_by_dataset, train)
-    outputs = {}
-    for _, name, offset, count in comp.present():
-      outputs[name] = self.heads[name](vit.dataset_slice(features, comp, offset, count), train)
-    return outputs
+    return self._own_heads(features, comp, train)
+
+  def _own_heads(self, features, comp: vit.Composition, train: bool):
+    """{name: head `name` on dataset `name`'s examples of `features`}; with equal per-dataset counts all heads
+    run as one stacked computation (vit.stacked_heads), else one after another on static slices."""
+    present = list(comp.present())
+    count = comp.equal_count()
+    if count and len(present) > 1 and not self.is_initializing():
+      per_dataset = features.reshape((comp.groups, len(present), count) + features.shape[1:])
+      per_dataset = jnp.swapaxes(per_dataset, 0, 1).reshape((len(present), comp.groups * count) + features.shape[1:])
+      per_dataset = nn.with_logical_constraint(per_dataset, (None, 'batch', None, None, None))
+      outputs = vit.stacked_heads([self.heads[name] for _, name, _, _ in present], per_dataset, train)
+      return {name: out for (_, name, _, _), out in zip(present, outputs)}
+    return {name: self.heads[name](vit.dataset_slice(features, comp, offset, count), train)
+            for _, name, offset, count in present}
 
   def posebh_outputs(self, images_by_dataset, train: bool = False, cross: bool = False,
                      frozen_embedding: bool = False):
@@ -100,8 +111,8 @@ class PoseModel(nn.Module):
     embeddings = self.embedding(features, train and not frozen_embedding)
     out = {'heatmaps': {}, 'embeddings': {}, 'cross': {}}
     present = list(comp.present())
+    out['heatmaps'] = self._own_heads(features, comp, train)
     for _, name, offset, count in present:
-      out['heatmaps'][name] = self.heads[name](vit.dataset_slice(features, comp, offset, count), train)
       out['embeddings'][name] = vit.dataset_slice(embeddings, comp, offset, count)
     if cross:
       for _, head_name, _, _ in present:
