@@ -11,11 +11,16 @@ also times PoseBH's stage-1 step (embedding module, prototypes, PHM/PPC/PPD, bac
 from __future__ import annotations
 
 import argparse
+import glob
+import os
+import shutil
+import tempfile
 import time
 
 import jax
 import numpy as np
 
+from benchmarks import trace_summary
 from configs import common
 from posebh_jax import flops as flops_lib
 from posebh_jax import sharding as sharding_lib
@@ -50,8 +55,15 @@ def _random_batch(struct, seed=0):
               'target_weights': np.ones(s['target_weights'].shape, np.float32)} for n, s in struct.items()}
 
 
-def time_step(config, counts, steps: int, warmup: int = 2, phase: int = 0) -> float:
-  """Median seconds per train step (after compilation and `warmup` steps) on random data, in stage `phase`."""
+TRACE_STEPS = 3
+
+
+def time_step(config, counts, steps: int, warmup: int = 2, phase: int = 0, trace: str = '', rounds: int = 3) -> float:
+  """Seconds per train step on random data in stage `phase`: after compilation and `warmup` steps, the median over
+  `rounds` of (time of `steps` steps dispatched back to back, one wait at the end) / `steps`. That is the rate a
+  training loop sees, which dispatches ahead; waiting after every step would add the host's dispatch latency to
+  each (on an H200, 6 ms per S/16 step: the first version of this benchmark did so). With `trace` (a path ending
+  .trace.json.gz), then profiles TRACE_STEPS more steps into that file."""
   mesh = sharding_lib.make_mesh(config.mesh)
   task = train.Task(config, mesh, steps_per_epoch=1000, counts=counts)
   struct = train.global_batch_structure(counts, config, task.num_keypoints)
@@ -60,14 +72,33 @@ def time_step(config, counts, steps: int, warmup: int = 2, phase: int = 0) -> fl
     state = task.enter_phase(state, phase)
   step = task.compile_train_step(struct)
   batch = sharding_lib.global_batch(_random_batch(struct), mesh)
-  times = []
-  for i in range(warmup + steps):
-    start = time.perf_counter()
+  for _ in range(warmup):
     state, metrics = step(state, batch)
+  jax.block_until_ready(metrics['train/loss'])
+  per_step = []
+  for _ in range(rounds):
+    start = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = step(state, batch)
     jax.block_until_ready(metrics['train/loss'])
-    if i >= warmup:
-      times.append(time.perf_counter() - start)
-  return float(np.median(times))
+    per_step.append((time.perf_counter() - start) / steps)
+  if trace:
+    _profile(step, state, batch, trace)
+  return float(np.median(per_step))
+
+
+def _profile(step, state, batch, path: str) -> None:
+  """Runs TRACE_STEPS steps under jax.profiler and copies the perfetto trace it writes to `path`."""
+  log_dir = tempfile.mkdtemp(prefix='posebh_trace_')
+  with jax.profiler.trace(log_dir, create_perfetto_trace=True):
+    for _ in range(TRACE_STEPS):
+      state, metrics = step(state, batch)
+    jax.block_until_ready(metrics['train/loss'])
+  written = glob.glob(os.path.join(log_dir, '**', '*.trace.json.gz'), recursive=True)
+  if written:
+    shutil.copy(written[0], path)
+    print(trace_summary.summarise(path, TRACE_STEPS), flush=True)
+  shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def main():
@@ -78,6 +109,8 @@ def main():
   parser.add_argument('--steps', type=int, default=0, help='timed steps; 0: 20 on an accelerator, 2 on CPU')
   parser.add_argument('--dtype', default='bfloat16')
   parser.add_argument('--remat', action='store_true')
+  parser.add_argument('--trace_dir', default='', help='also profile each timed step and write '
+                      '<trace_dir>/<variant>_<multi|plain>.trace.json.gz, printing its top kernels')
   parser.add_argument('--posebh', default=True, action=argparse.BooleanOptionalAction,
                       help='also time the PoseBH stage-1 and stage-2 steps')
   args = parser.parse_args()
@@ -96,10 +129,14 @@ def main():
         f' | peak {peak or "unknown"} TFLOP/s')
   for variant in args.variants.split(','):
     config = _config(variant, args.dtype, batch, names, args.remat)
-    multi = time_step(config, counts, steps)
+    label = variant.replace('/', '')
+    trace = lambda kind: os.path.join(args.trace_dir, f'{label}_{kind}.trace.json.gz') if args.trace_dir else ''
+    if args.trace_dir:
+      os.makedirs(args.trace_dir, exist_ok=True)
+    multi = time_step(config, counts, steps, trace=trace('multi'))
     plain = _config(variant, args.dtype, batch, ('coco',), args.remat)
     plain.model.use_experts = False
-    plain_time = time_step(plain, {'coco': batch}, steps)
+    plain_time = time_step(plain, {'coco': batch}, steps, trace=trace('plain'))
     keypoints = {n: train.skeletons.get_format(n).num_keypoints for n in names}
     flops = flops_lib.train_flops_per_batch(config.model, tuple(config.data.image_size), counts, keypoints)
     tflops = flops / multi / 1e12 / jax.device_count()
