@@ -73,6 +73,49 @@ def open_source(tfds_name: str, split: str, data_dir: str):
     return builder.as_data_source(split=split)
 
 
+class SelectedFieldsSource(Sequence):
+    """Random-access view of a prepared tfds source that parses and decodes only `keys` of each record.
+
+    tfds' numpy parser converts every feature of a record (29 for the synthetic data: all formats' keypoints,
+    3D joints, ...); a train transform reads three. Parsing only those cut 0.40 ms to 0.09 ms per synthetic
+    record on the 2-core VM, a third of the demo's input-pipeline CPU. Records equal the full source's
+    restricted to `keys`.
+    """
+
+    def __init__(self, source, keys: Sequence[str]):
+        from tensorflow_datasets.core import example_parser
+
+        self.records = source.data_source
+        features = source.dataset_info.features
+        self.keys = tuple(keys)
+        self.features = {key: features[key] for key in self.keys}
+        self.parser = example_parser.ExampleParserNp(
+            {key: feature.get_serialized_info() for key, feature in self.features.items()})
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        parsed = self.parser.parse_example(self.records[index])
+        return {key: self.features[key].decode_example_np(parsed[key]) for key in self.keys}
+
+
+def select_fields(source, keys: Sequence[str]):
+    """`SelectedFieldsSource(source, keys)` for a tfds ArrayRecord source whose features include every key as
+    a top-level tensor; `source` itself otherwise (other sources, nested features)."""
+    from tensorflow_datasets.core import features as features_lib
+
+    features = getattr(getattr(source, 'dataset_info', None), 'features', None)
+    if not hasattr(source, 'data_source') or features is None:
+        return source
+    try:
+        if not all(isinstance(features[key], features_lib.Tensor) for key in keys):
+            return source
+    except KeyError:
+        return source
+    return SelectedFieldsSource(source, keys)
+
+
 def _dataset_config(data_config, name: str):
     if name not in data_config.datasets:
         raise ValueError(f'unknown dataset {name!r}; config.data.datasets has: '
@@ -186,14 +229,18 @@ def make_train_dataset(data_config, global_batch_size: int, num_groups: int, pro
             raise ValueError(f'dataset {name!r} gets {counts[name]} examples per batch, which {process_count} '
                              f'processes cannot split evenly; use a global batch size and device count such '
                              f'that every process holds whole batch shards')
-        source = derived.wrap_source(open_source(cfg.tfds_name, cfg.train_split, data_config.data_dir), cfg)
+        source = open_source(cfg.tfds_name, cfg.train_split, data_config.data_dir)
+        transform = train_transform(data_config, name)
+        if derived.wrap_source(source, cfg) is source:  # annotated keypoints: read only what the transform reads
+            source = select_fields(source, ('image', 'bbox', transform.keypoints_key))
+        source = derived.wrap_source(source, cfg)
         shuffle_seed, augment_seed = _dataset_seeds(seed, position)
         stream = (grain.MapDataset.source(source)
                   .shuffle(seed=shuffle_seed)
                   .repeat()  # reshuffles every epoch
                   # Augmenting before sharding seeds each element by its global position, so that
                   # processes never share augmentation draws.
-                  .random_map(train_transform(data_config, name), seed=augment_seed))
+                  .random_map(transform, seed=augment_seed))
         local_count = counts[name] // process_count
         # Zip needs equal lengths: cut every (nominally infinite) stream at the same number of steps.
         stream = stream[process_index::process_count][:local_count * MAX_STEPS]

@@ -105,6 +105,25 @@ def test_build_and_round_trip_without_tensorflow(built):
     assert 'tensorflow' not in sys.modules
 
 
+def test_selected_fields_source_equals_the_full_records(built):
+    """The train pipeline's lean reader returns the full tfds records' values for the keys it selects."""
+    data_dir, _, _ = built
+    for split, keys in (('train_mpii', ('image', 'bbox', 'keypoints')),
+                        ('validation', ('image', 'keypoints_coco_wholebody', 'has_ap10k', 'category'))):
+        source = pipeline.open_source('posebh_synthetic', split, str(data_dir))
+        lean = pipeline.select_fields(source, keys)
+        assert isinstance(lean, pipeline.SelectedFieldsSource) and len(lean) == len(source)
+        for position in range(len(source)):
+            full, selected = source[position], lean[position]
+            assert sorted(selected) == sorted(keys)
+            for key in keys:
+                assert type(selected[key]) is type(full[key])
+                np.testing.assert_array_equal(np.asarray(selected[key]), np.asarray(full[key]))
+                assert np.asarray(selected[key]).dtype == np.asarray(full[key]).dtype
+    # A key the records do not have leaves the source as it is (its own KeyError then names the key).
+    assert pipeline.select_fields(source, ('image', 'no_such_key')) is source
+
+
 def test_prepare_keeps_or_refuses_existing_preparation(built, capsys):
     data_dir = built[0]
     again = prepare.prepare_synthetic(str(data_dir), PARAMS, log=lambda line: None)
