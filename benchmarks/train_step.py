@@ -58,47 +58,50 @@ def _random_batch(struct, seed=0):
 TRACE_STEPS = 3
 
 
-def time_step(config, counts, steps: int, warmup: int = 2, phase: int = 0, trace: str = '', rounds: int = 3) -> float:
-  """Seconds per train step on random data in stage `phase`: after compilation and `warmup` steps, the median over
-  `rounds` of (time of `steps` steps dispatched back to back, one wait at the end) / `steps`. That is the rate a
-  training loop sees, which dispatches ahead; waiting after every step would add the host's dispatch latency to
-  each (on an H200, 6 ms per S/16 step: the first version of this benchmark did so). With `trace` (a path ending
-  .trace.json.gz), then profiles TRACE_STEPS more steps into that file."""
-  mesh = sharding_lib.make_mesh(config.mesh)
-  task = train.Task(config, mesh, steps_per_epoch=1000, counts=counts)
-  struct = train.global_batch_structure(counts, config, task.num_keypoints)
-  state = task.init_state(0)
-  if phase:
-    state = task.enter_phase(state, phase)
-  step = task.compile_train_step(struct)
-  batch = sharding_lib.global_batch(_random_batch(struct), mesh)
-  for _ in range(warmup):
-    state, metrics = step(state, batch)
-  jax.block_until_ready(metrics['train/loss'])
-  per_step = []
-  for _ in range(rounds):
+class StepRunner:
+  """One compiled train step (state initialised, `warmup` steps run) on a fixed random batch, in stage `phase`."""
+
+  def __init__(self, config, counts, warmup: int = 2, phase: int = 0):
+    mesh = sharding_lib.make_mesh(config.mesh)
+    task = train.Task(config, mesh, steps_per_epoch=1000, counts=counts)
+    struct = train.global_batch_structure(counts, config, task.num_keypoints)
+    self.state = task.init_state(0)
+    if phase:
+      self.state = task.enter_phase(self.state, phase)
+    self.step = task.compile_train_step(struct)
+    self.batch = sharding_lib.global_batch(_random_batch(struct), mesh)
+    self.run(warmup)
+
+  def run(self, steps: int) -> float:
+    """Seconds per step over `steps` steps dispatched back to back with one wait at the end: the rate a training
+    loop sees, which dispatches ahead (waiting after every step would add the host's dispatch latency to each:
+    ~6 ms per S/16 step on an H200, which the first version of this benchmark did)."""
     start = time.perf_counter()
     for _ in range(steps):
-      state, metrics = step(state, batch)
+      self.state, metrics = self.step(self.state, self.batch)
     jax.block_until_ready(metrics['train/loss'])
-    per_step.append((time.perf_counter() - start) / steps)
-  if trace:
-    _profile(step, state, batch, trace)
-  return float(np.median(per_step))
+    return (time.perf_counter() - start) / max(steps, 1)
+
+  def profile(self, path: str) -> None:
+    """Runs TRACE_STEPS steps under jax.profiler and copies the perfetto trace it writes to `path`."""
+    log_dir = tempfile.mkdtemp(prefix='posebh_trace_')
+    with jax.profiler.trace(log_dir, create_perfetto_trace=True):
+      self.run(TRACE_STEPS)
+    written = glob.glob(os.path.join(log_dir, '**', '*.trace.json.gz'), recursive=True)
+    if written:
+      shutil.copy(written[0], path)
+      print(trace_summary.summarise(path, TRACE_STEPS), flush=True)
+    shutil.rmtree(log_dir, ignore_errors=True)
 
 
-def _profile(step, state, batch, path: str) -> None:
-  """Runs TRACE_STEPS steps under jax.profiler and copies the perfetto trace it writes to `path`."""
-  log_dir = tempfile.mkdtemp(prefix='posebh_trace_')
-  with jax.profiler.trace(log_dir, create_perfetto_trace=True):
-    for _ in range(TRACE_STEPS):
-      state, metrics = step(state, batch)
-    jax.block_until_ready(metrics['train/loss'])
-  written = glob.glob(os.path.join(log_dir, '**', '*.trace.json.gz'), recursive=True)
-  if written:
-    shutil.copy(written[0], path)
-    print(trace_summary.summarise(path, TRACE_STEPS), flush=True)
-  shutil.rmtree(log_dir, ignore_errors=True)
+def interleaved_times(runners, steps: int, rounds: int = 3) -> list[float]:
+  """Median seconds per step of each runner over `rounds` rounds that take the runners in turn, so that a
+  drift of the machine's speed (a shared VM's, a GPU's clocks) affects all of them alike."""
+  times = [[] for _ in runners]
+  for _ in range(rounds):
+    for index, runner in enumerate(runners):
+      times[index].append(runner.run(steps))
+  return [float(np.median(t)) for t in times]
 
 
 def main():
@@ -110,7 +113,11 @@ def main():
   parser.add_argument('--dtype', default='bfloat16')
   parser.add_argument('--remat', action='store_true')
   parser.add_argument('--trace_dir', default='', help='also profile each timed step and write '
-                      '<trace_dir>/<variant>_<multi|plain>.trace.json.gz, printing its top kernels')
+                      '<trace_dir>/<variant>_<multi|plain|unstacked>.trace.json.gz, printing its top kernels')
+  parser.add_argument('--rounds', type=int, default=3, help='timing rounds (runners taken in turn); the median')
+  parser.add_argument('--compare_unstacked', action='store_true', help='also time the multi-dataset step with '
+                      'model.stack_equal_datasets=never (experts and heads one dataset after another; the first then runs '
+                      'with =always)')
   parser.add_argument('--posebh', default=True, action=argparse.BooleanOptionalAction,
                       help='also time the PoseBH stage-1 and stage-2 steps')
   args = parser.parse_args()
@@ -133,10 +140,21 @@ def main():
     trace = lambda kind: os.path.join(args.trace_dir, f'{label}_{kind}.trace.json.gz') if args.trace_dir else ''
     if args.trace_dir:
       os.makedirs(args.trace_dir, exist_ok=True)
-    multi = time_step(config, counts, steps, trace=trace('multi'))
     plain = _config(variant, args.dtype, batch, ('coco',), args.remat)
     plain.model.use_experts = False
-    plain_time = time_step(plain, {'coco': batch}, steps, trace=trace('plain'))
+    if args.compare_unstacked:
+      config.model.stack_equal_datasets = 'always'
+    runners = [StepRunner(config, counts), StepRunner(plain, {'coco': batch})]
+    if args.compare_unstacked:
+      unstacked = _config(variant, args.dtype, batch, names, args.remat)
+      unstacked.model.stack_equal_datasets = 'never'
+      runners.append(StepRunner(unstacked, counts))
+    times = interleaved_times(runners, steps, args.rounds)
+    multi, plain_time = times[0], times[1]
+    if args.trace_dir:
+      for runner, kind in zip(runners, ('multi', 'plain', 'unstacked')):
+        runner.profile(trace(kind))
+    del runners
     keypoints = {n: train.skeletons.get_format(n).num_keypoints for n in names}
     flops = flops_lib.train_flops_per_batch(config.model, tuple(config.data.image_size), counts, keypoints)
     tflops = flops / multi / 1e12 / jax.device_count()
@@ -144,11 +162,14 @@ def main():
     print(f'{variant}: multi-dataset step {multi * 1e3:.1f} ms, {batch / multi:.1f} img/s, '
           f'{tflops:.2f} TFLOP/s/device, MFU {mfu} | plain ViT step {plain_time * 1e3:.1f} ms, '
           f'{batch / plain_time:.1f} img/s | routing ratio {multi / plain_time:.3f}')
+    if args.compare_unstacked:
+      print(f'{variant}: one dataset after another (model.stack_equal_datasets=never) {times[2] * 1e3:.1f} ms, '
+            f'routing ratio {times[2] / plain_time:.3f}')
     if args.posebh:
       posebh = _config(variant, args.dtype, batch, names, args.remat)
       posebh.posebh = common.posebh_config(enabled=True)
       for phase, label in ((0, 'stage 1 (prototypes, PHM/PPC/PPD)'), (1, 'stage 2 (+CSS, CPS)')):
-        seconds = time_step(posebh, counts, steps, phase=phase)
+        seconds = interleaved_times([StepRunner(posebh, counts, phase=phase)], steps, args.rounds)[0]
         print(f'{variant}: PoseBH {label} step {seconds * 1e3:.1f} ms, {batch / seconds:.1f} img/s | '
               f'ratio to the baseline step {seconds / multi:.3f}')
 

@@ -145,37 +145,41 @@ def test_pointwise_head_conv_equals_flax_conv():
   np.testing.assert_allclose(layer.apply(variables, x), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_stacked_heads_and_batched_experts_equal_one_dataset_at_a_time():
+def test_stacked_heads_and_batched_experts_equal_one_dataset_after_another():
   """With equal per-dataset counts the experts run as one batched matmul and the heads as one stacked computation
-  (vit.stacked_heads); a dataset alone in a batch takes the per-dataset path. Training outputs, BatchNorm running
-  statistics and gradients of the mixed batch must equal those of each dataset run on its own."""
-  names, keypoints = ['a', 'b', 'c'], [5, 7, 3]
-  groups = 2
-  model = pose_model.build_model(_model_config(), names, keypoints, num_groups=groups)
+  (vit.stacked_heads); `stack_equal_datasets='never'` runs one dataset after another on static slices. Training
+  outputs, BatchNorm running statistics and gradients must agree, and inference with a subset of the datasets
+  (the stacked path then gathers the present experts) too."""
+  names, keypoints, groups = ['a', 'b', 'c'], [5, 7, 3], 2
+  stacked = pose_model.build_model(_model_config(stack_equal_datasets='always'), names, keypoints, num_groups=groups)
+  loop = pose_model.build_model(_model_config(stack_equal_datasets='never'), names, keypoints, num_groups=groups)
+  assert stacked.stack_equal_datasets and not loop.stack_equal_datasets
   images = _images({name: 2 * groups for name in names})
-  variables = _randomise(model.init(jax.random.key(0), images))
+  variables = _randomise(stacked.init(jax.random.key(0), images))
   variables['batch_stats'] = jax.tree.map(lambda x: x + 0.5, nn.unbox(variables['batch_stats']))
 
-  def loss_and_stats(params, batch):
-    outputs, updates = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, batch, train=True,
+  def loss_and_stats(model, params):
+    outputs, updates = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, images, train=True,
                                    mutable=['batch_stats'], rngs={'dropout': jax.random.key(2)})
     return sum(jnp.sum(jnp.sin(out)) for out in outputs.values()), (outputs, updates['batch_stats'])
 
-  grad_fn = jax.value_and_grad(loss_and_stats, has_aux=True)
-  (_, (mixed, mixed_stats)), mixed_grads = grad_fn(variables['params'], images)
-  grads_alone = []
+  results = [jax.value_and_grad(loss_and_stats, argnums=1, has_aux=True)(model, variables['params'])
+             for model in (stacked, loop)]
+  (_, (out_stacked, stats_stacked)), grads_stacked = results[0]
+  (_, (out_loop, stats_loop)), grads_loop = results[1]
   for name in names:
-    (_, (alone, alone_stats)), grads = grad_fn(variables['params'], {name: images[name]})
-    grads_alone.append(grads)
-    np.testing.assert_allclose(mixed[name], alone[name], rtol=1e-5, atol=1e-5)
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
-                 mixed_stats[f'head_{name}'], alone_stats[f'head_{name}'])
-  summed = jax.tree.map(lambda *g: sum(g), *grads_alone)
-  flat_mixed, flat_summed = jax.tree.leaves(mixed_grads), jax.tree.leaves(summed)
-  for got, want in zip(flat_mixed, flat_summed):
+    np.testing.assert_allclose(out_stacked[name], out_loop[name], rtol=1e-5, atol=1e-5)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), stats_stacked, stats_loop)
+  for got, want in zip(jax.tree.leaves(grads_stacked), jax.tree.leaves(grads_loop)):
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * float(np.abs(want).max()) + 1e-6)
-  # And in inference mode (running statistics), the stacked heads equal each head on its own slice.
-  inference = model.apply(variables, images)
-  for name in names:
-    np.testing.assert_allclose(inference[name], model.apply(variables, {name: images[name]})[name],
-                               rtol=1e-5, atol=1e-5)
+  subset = {'a': images['a'], 'c': images['c']}
+  inference_stacked, inference_loop = stacked.apply(variables, subset), loop.apply(variables, subset)
+  for name in subset:
+    np.testing.assert_allclose(inference_stacked[name], inference_loop[name], rtol=1e-5, atol=1e-5)
+
+
+def test_stacking_choice_is_checked_and_auto_follows_the_backend():
+  assert pose_model.resolve_stacking('always') and not pose_model.resolve_stacking('never')
+  assert pose_model.resolve_stacking('auto') == (jax.default_backend() != 'cpu')
+  with pytest.raises(ValueError, match="stack_equal_datasets is 'sometimes'; use one of auto, always, never"):
+    pose_model.build_model(_model_config(stack_equal_datasets='sometimes'), ['a'], [5])

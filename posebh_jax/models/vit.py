@@ -100,6 +100,7 @@ class MoEFeedForward(nn.Module):
   num_experts: int
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  stack_equal_datasets: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, comp: Composition) -> jax.Array:
@@ -120,7 +121,7 @@ class MoEFeedForward(nn.Module):
     expert_bias = self.param('expert_bias', _logical(nn.initializers.zeros, ('expert', 'embed')),
                              (self.num_experts, self.expert_dim), self.param_dtype)
     present = list(comp.present())
-    count = comp.equal_count()
+    count = comp.equal_count() if self.stack_equal_datasets else 0
     if count and len(present) > 1:
       # Equal counts: one batched matmul over a dataset axis instead of a slice, a matmul and a concatenation
       # per dataset (a GPU runs the per-dataset form as ~6× as many small kernels).
@@ -184,6 +185,7 @@ class Block(nn.Module):
   train: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  stack_equal_datasets: bool = True
 
   @nn.compact
   def __call__(self, x, drop_rate):
@@ -195,7 +197,8 @@ class Block(nn.Module):
       branch = drop_path(branch, drop_rate, self.make_rng('dropout'))
     x = _constrain(x + branch, ('batch', 'seq', 'embed'))
     branch = MoEFeedForward(self.dim, int(self.dim * self.mlp_ratio), self.expert_dim, self.num_experts,
-                            self.dtype, self.param_dtype, name='mlp')(norm('norm2')(x), self.comp)
+                            self.dtype, self.param_dtype, self.stack_equal_datasets, name='mlp')(
+                                norm('norm2')(x), self.comp)
     if self.train:
       branch = drop_path(branch, drop_rate, self.make_rng('dropout'))
     x = _constrain(x + branch, ('batch', 'seq', 'embed'))
@@ -218,6 +221,7 @@ class ViTBackbone(nn.Module):
   scan: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  stack_equal_datasets: bool = True
 
   @nn.compact
   def __call__(self, images, comp: Composition, train: bool = False):
@@ -235,7 +239,7 @@ class ViTBackbone(nn.Module):
       block_cls = nn.remat(Block, prevent_cse=not self.scan)
     kwargs = dict(dim=self.width, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, expert_dim=self.expert_dim,
                   num_experts=self.num_experts, comp=comp, train=train, dtype=self.dtype,
-                  param_dtype=self.param_dtype)
+                  param_dtype=self.param_dtype, stack_equal_datasets=self.stack_equal_datasets)
     if self.scan:
       scanned = nn.scan(block_cls, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
                         in_axes=0, length=self.depth, metadata_params={nn.PARTITION_NAME: 'layers'})
