@@ -136,10 +136,6 @@ def main():
         f' | peak {peak or "unknown"} TFLOP/s')
   for variant in args.variants.split(','):
     config = _config(variant, args.dtype, batch, names, args.remat)
-    label = variant.replace('/', '')
-    trace = lambda kind: os.path.join(args.trace_dir, f'{label}_{kind}.trace.json.gz') if args.trace_dir else ''
-    if args.trace_dir:
-      os.makedirs(args.trace_dir, exist_ok=True)
     plain = _config(variant, args.dtype, batch, ('coco',), args.remat)
     plain.model.use_experts = False
     if args.compare_unstacked:
@@ -152,8 +148,9 @@ def main():
     times = interleaved_times(runners, steps, args.rounds)
     multi, plain_time = times[0], times[1]
     if args.trace_dir:
+      os.makedirs(args.trace_dir, exist_ok=True)
       for runner, kind in zip(runners, ('multi', 'plain', 'unstacked')):
-        runner.profile(trace(kind))
+        runner.profile(os.path.join(args.trace_dir, f"{variant.replace('/', '')}_{kind}.trace.json.gz"))
     del runners
     keypoints = {n: train.skeletons.get_format(n).num_keypoints for n in names}
     flops = flops_lib.train_flops_per_batch(config.model, tuple(config.data.image_size), counts, keypoints)

@@ -229,11 +229,11 @@ def make_train_dataset(data_config, global_batch_size: int, num_groups: int, pro
             raise ValueError(f'dataset {name!r} gets {counts[name]} examples per batch, which {process_count} '
                              f'processes cannot split evenly; use a global batch size and device count such '
                              f'that every process holds whole batch shards')
-        source = open_source(cfg.tfds_name, cfg.train_split, data_config.data_dir)
+        stored = open_source(cfg.tfds_name, cfg.train_split, data_config.data_dir)
         transform = train_transform(data_config, name)
-        if derived.wrap_source(source, cfg) is source:  # annotated keypoints: read only what the transform reads
-            source = select_fields(source, ('image', 'bbox', transform.keypoints_key))
-        source = derived.wrap_source(source, cfg)
+        source = derived.wrap_source(stored, cfg)
+        if source is stored:  # annotated keypoints: read only what the transform reads
+            source = select_fields(stored, ('image', 'bbox', transform.keypoints_key))
         shuffle_seed, augment_seed = _dataset_seeds(seed, position)
         stream = (grain.MapDataset.source(source)
                   .shuffle(seed=shuffle_seed)

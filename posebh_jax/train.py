@@ -64,10 +64,10 @@ def validate_config(config: ml_collections.ConfigDict):
   if config.model.use_experts and not 0 < config.model.expert_dim < config.model.width:
     raise UserError(f'config.model.expert_dim must be in (0, width={config.model.width}) '
                     f'(got {config.model.expert_dim})')
-  stacking = config.model.get('stack_equal_datasets', 'auto')
-  if stacking not in pose_model.STACKING_CHOICES:
-    raise UserError(f"config.model.stack_equal_datasets is {stacking!r}; use one of "
-                    f"{', '.join(pose_model.STACKING_CHOICES)}")
+  try:
+    pose_model.resolve_stacking(config.model.get('stack_equal_datasets', 'auto'))
+  except ValueError as e:
+    raise UserError(f'config.{e}') from None
   image_h, image_w = config.data.image_size
   heat_h, heat_w = config.data.heatmap_size
   stride = 2 ** config.model.head_num_deconv

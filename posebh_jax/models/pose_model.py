@@ -89,8 +89,8 @@ class PoseModel(nn.Module):
     """{name: head `name` on dataset `name`'s examples of `features`}; with equal per-dataset counts all heads
     run as one stacked computation (vit.stacked_heads), else one after another on static slices."""
     present = list(comp.present())
-    count = comp.equal_count() if self.stack_equal_datasets else 0
-    if count and len(present) > 1 and not self.is_initializing():
+    count = comp.stack_count() if self.stack_equal_datasets else 0
+    if count and not self.is_initializing():
       per_dataset = features.reshape((comp.groups, len(present), count) + features.shape[1:])
       per_dataset = jnp.swapaxes(per_dataset, 0, 1).reshape((len(present), comp.groups * count) + features.shape[1:])
       per_dataset = nn.with_logical_constraint(per_dataset, (None, 'batch', None, None, None))

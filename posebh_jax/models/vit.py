@@ -50,10 +50,11 @@ class Composition:
   def offsets(self) -> tuple[int, ...]:
     return tuple(int(v) for v in np.cumsum((0,) + self.per_group[:-1]))
 
-  def equal_count(self) -> int:
-    """The per-group count when every present dataset has the same one (the usual fixed mixture), else 0."""
-    counts = {count for count in self.per_group if count}
-    return counts.pop() if len(counts) == 1 else 0
+  def stack_count(self) -> int:
+    """The per-group count when two or more datasets are present and all have that same count (the usual fixed
+    mixture: their experts and heads can run stacked along a dataset axis), else 0."""
+    counts = [count for count in self.per_group if count]
+    return counts[0] if len(counts) > 1 and len(set(counts)) == 1 else 0
 
   def present(self):
     """Yields (expert_index, name, offset_in_group, count_in_group) for datasets in this batch."""
@@ -121,8 +122,8 @@ class MoEFeedForward(nn.Module):
     expert_bias = self.param('expert_bias', _logical(nn.initializers.zeros, ('expert', 'embed')),
                              (self.num_experts, self.expert_dim), self.param_dtype)
     present = list(comp.present())
-    count = comp.equal_count() if self.stack_equal_datasets else 0
-    if count and len(present) > 1:
+    count = comp.stack_count() if self.stack_equal_datasets else 0
+    if count:
       # Equal counts: one batched matmul over a dataset axis instead of a slice, a matmul and a concatenation
       # per dataset (a GPU runs the per-dataset form as ~6× as many small kernels).
       indices = [index for index, _, _, _ in present]
