@@ -118,6 +118,8 @@ def main():
   parser.add_argument('--compare_unstacked', action='store_true', help='also time the multi-dataset step with '
                       'model.stack_equal_datasets=never (experts and heads one dataset after another; the first then runs '
                       'with =always)')
+  parser.add_argument('--compare_no_experts', action='store_true', help='also time the six-head step with a '
+                      'plain FFN (model.use_experts=False): the experts\' share of the routing cost')
   parser.add_argument('--posebh', default=True, action=argparse.BooleanOptionalAction,
                       help='also time the PoseBH stage-1 and stage-2 steps')
   args = parser.parse_args()
@@ -145,11 +147,17 @@ def main():
       unstacked = _config(variant, args.dtype, batch, names, args.remat)
       unstacked.model.stack_equal_datasets = 'never'
       runners.append(StepRunner(unstacked, counts))
+    kinds = ['multi', 'plain'] + (['unstacked'] if args.compare_unstacked else [])
+    if args.compare_no_experts:
+      no_experts = _config(variant, args.dtype, batch, names, args.remat)
+      no_experts.model.use_experts = False
+      runners.append(StepRunner(no_experts, counts))
+      kinds.append('no_experts')
     times = interleaved_times(runners, steps, args.rounds)
     multi, plain_time = times[0], times[1]
     if args.trace_dir:
       os.makedirs(args.trace_dir, exist_ok=True)
-      for runner, kind in zip(runners, ('multi', 'plain', 'unstacked')):
+      for runner, kind in zip(runners, kinds):
         runner.profile(os.path.join(args.trace_dir, f"{variant.replace('/', '')}_{kind}.trace.json.gz"))
     del runners
     keypoints = {n: train.skeletons.get_format(n).num_keypoints for n in names}
@@ -160,8 +168,13 @@ def main():
           f'{tflops:.2f} TFLOP/s/device, MFU {mfu} | plain ViT step {plain_time * 1e3:.1f} ms, '
           f'{batch / plain_time:.1f} img/s | routing ratio {multi / plain_time:.3f}')
     if args.compare_unstacked:
-      print(f'{variant}: one dataset after another (model.stack_equal_datasets=never) {times[2] * 1e3:.1f} ms, '
-            f'routing ratio {times[2] / plain_time:.3f}')
+      unstacked_time = times[kinds.index('unstacked')]
+      print(f'{variant}: one dataset after another (model.stack_equal_datasets=never) {unstacked_time * 1e3:.1f} ms, '
+            f'routing ratio {unstacked_time / plain_time:.3f}')
+    if args.compare_no_experts:
+      heads_only = times[kinds.index('no_experts')]
+      print(f'{variant}: six heads, plain FFN {heads_only * 1e3:.1f} ms, ratio to plain ViT {heads_only / plain_time:.3f}, '
+            f'multi-dataset / six heads {multi / heads_only:.3f} (the experts)')
     if args.posebh:
       posebh = _config(variant, args.dtype, batch, names, args.remat)
       posebh.posebh = common.posebh_config(enabled=True)
