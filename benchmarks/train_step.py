@@ -113,7 +113,7 @@ def main():
   parser.add_argument('--dtype', default='bfloat16')
   parser.add_argument('--remat', action='store_true')
   parser.add_argument('--trace_dir', default='', help='also profile each timed step and write '
-                      '<trace_dir>/<variant>_<multi|plain|unstacked>.trace.json.gz, printing its top kernels')
+                      '<trace_dir>/<variant>_<multi|plain|unstacked|no_experts>.trace.json.gz, printing its top kernels')
   parser.add_argument('--rounds', type=int, default=3, help='timing rounds (runners taken in turn); the median')
   parser.add_argument('--compare_unstacked', action='store_true', help='also time the multi-dataset step with '
                       'model.stack_equal_datasets=never (experts and heads one dataset after another; the first then runs '
@@ -142,22 +142,20 @@ def main():
     plain.model.use_experts = False
     if args.compare_unstacked:
       config.model.stack_equal_datasets = 'always'
-    runners = [StepRunner(config, counts), StepRunner(plain, {'coco': batch})]
+    runners = {'multi': StepRunner(config, counts), 'plain': StepRunner(plain, {'coco': batch})}
     if args.compare_unstacked:
       unstacked = _config(variant, args.dtype, batch, names, args.remat)
       unstacked.model.stack_equal_datasets = 'never'
-      runners.append(StepRunner(unstacked, counts))
-    kinds = ['multi', 'plain'] + (['unstacked'] if args.compare_unstacked else [])
+      runners['unstacked'] = StepRunner(unstacked, counts)
     if args.compare_no_experts:
       no_experts = _config(variant, args.dtype, batch, names, args.remat)
       no_experts.model.use_experts = False
-      runners.append(StepRunner(no_experts, counts))
-      kinds.append('no_experts')
-    times = interleaved_times(runners, steps, args.rounds)
-    multi, plain_time = times[0], times[1]
+      runners['no_experts'] = StepRunner(no_experts, counts)
+    times = dict(zip(runners, interleaved_times(list(runners.values()), steps, args.rounds)))
+    multi, plain_time = times['multi'], times['plain']
     if args.trace_dir:
       os.makedirs(args.trace_dir, exist_ok=True)
-      for runner, kind in zip(runners, kinds):
+      for kind, runner in runners.items():
         runner.profile(os.path.join(args.trace_dir, f"{variant.replace('/', '')}_{kind}.trace.json.gz"))
     del runners
     keypoints = {n: train.skeletons.get_format(n).num_keypoints for n in names}
@@ -168,11 +166,11 @@ def main():
           f'{tflops:.2f} TFLOP/s/device, MFU {mfu} | plain ViT step {plain_time * 1e3:.1f} ms, '
           f'{batch / plain_time:.1f} img/s | routing ratio {multi / plain_time:.3f}')
     if args.compare_unstacked:
-      unstacked_time = times[kinds.index('unstacked')]
+      unstacked_time = times['unstacked']
       print(f'{variant}: one dataset after another (model.stack_equal_datasets=never) {unstacked_time * 1e3:.1f} ms, '
             f'routing ratio {unstacked_time / plain_time:.3f}')
     if args.compare_no_experts:
-      heads_only = times[kinds.index('no_experts')]
+      heads_only = times['no_experts']
       print(f'{variant}: six heads, plain FFN {heads_only * 1e3:.1f} ms, ratio to plain ViT {heads_only / plain_time:.3f}, '
             f'multi-dataset / six heads {multi / heads_only:.3f} (the experts)')
     if args.posebh:

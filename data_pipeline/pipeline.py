@@ -274,21 +274,22 @@ def make_train_iterator(data_config, global_batch_size: int, num_groups: int, pr
 
 # ----------------------------------------------------------------------------------------------- eval
 
-def _eval_keypoints_key(source, format_name: str) -> str:
-    """The record field with `format_name`'s ground truth in an eval split ('keypoints_<fmt>' or 'keypoints')."""
-    return f'keypoints_{format_name}' if len(source) and f'keypoints_{format_name}' in source[0] else 'keypoints'
+def _eval_keypoints_key(first_record: Mapping[str, Any], format_name: str) -> str:
+    """The record field with `format_name`'s ground truth in an eval split ('keypoints_<fmt>' or 'keypoints'),
+    judged from the split's first record (empty for an empty split)."""
+    return f'keypoints_{format_name}' if f'keypoints_{format_name}' in first_record else 'keypoints'
 
 
 def _eval_records(data_config, name: str):
     """(source, record indices with ground truth in the dataset's format, keypoints field) for `name`'s eval split."""
     cfg = _dataset_config(data_config, name)
-    stored = open_source(cfg.tfds_name, cfg.eval_split, data_config.data_dir)
-    source = derived.wrap_source(stored, cfg)
-    key = _eval_keypoints_key(source, cfg.format)
+    source = derived.wrap_source(open_source(cfg.tfds_name, cfg.eval_split, data_config.data_dir), cfg)
+    first = source[0] if len(source) else {}
+    key = _eval_keypoints_key(first, cfg.format)
     flag = f'has_{cfg.format}'
-    if len(source) and flag not in source[0]:  # real datasets: every record is annotated in the format
+    if first and flag not in first:  # real datasets: every record is annotated in the format
         return source, np.arange(len(source), dtype=np.int64), key
-    return source, _records_with_flag(stored if source is stored else source, flag), key
+    return source, _records_with_flag(source, flag), key
 
 
 def _records_with_flag(source, flag: str) -> np.ndarray:
