@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import glob
+import gzip
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -90,6 +92,9 @@ class StepRunner:
     written = glob.glob(os.path.join(log_dir, '**', '*.trace.json.gz'), recursive=True)
     if written:
       shutil.copy(written[0], path)
+      # The optimised HLO beside the trace maps its kernels to model scopes (benchmarks.trace_attribution).
+      with gzip.open(re.sub(r'\.trace\.json\.gz$', '', path) + '.hlo.txt.gz', 'wt') as f:
+        f.write(self.step.as_text())
       print(trace_summary.summarise(path, TRACE_STEPS), flush=True)
     shutil.rmtree(log_dir, ignore_errors=True)
 
@@ -113,7 +118,8 @@ def main():
   parser.add_argument('--dtype', default='bfloat16')
   parser.add_argument('--remat', action='store_true')
   parser.add_argument('--trace_dir', default='', help='also profile each timed step and write '
-                      '<trace_dir>/<variant>_<multi|plain|unstacked|no_experts>.trace.json.gz, printing its top kernels')
+                      '<trace_dir>/<variant>_<multi|plain|unstacked|no_experts>.trace.json.gz (and .hlo.txt.gz, its optimised HLO, '
+                      'for benchmarks.trace_attribution), printing its top kernels')
   parser.add_argument('--rounds', type=int, default=3, help='timing rounds (runners taken in turn); the median')
   parser.add_argument('--compare_unstacked', action='store_true', help='also time the multi-dataset step with '
                       'model.stack_equal_datasets=never (experts and heads one dataset after another; the first then runs '

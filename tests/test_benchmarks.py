@@ -2,6 +2,8 @@
 import gzip
 import json
 
+import pytest
+
 from benchmarks import trace_summary
 
 
@@ -33,3 +35,58 @@ def test_trace_summary_counts_device_time_per_step(tmp_path):
   assert '3 events, 1.00 ms per step' in lines[1]
   assert lines[2].split()[:3] == ['0.600', 'ms', '2x'] and lines[2].endswith('gemm')
   assert lines[3].split()[:3] == ['0.400', 'ms', '1x'] and '40.0%' in lines[3]
+
+
+_HLO = '''HloModule jit_train_step
+
+%fused_reduce.7 (param_0.1: f32[8,4]) -> f32[4] {
+  %param_0.1 = f32[8,4]{1,0} parameter(0), metadata={scheduling_name="param_0.1"}
+  ROOT %reduce.3 = f32[4]{0} reduce(%param_0.1, %c), dimensions={0}, metadata={op_name="jit(train_step)/transpose(jvp(PoseModel))/PoseModel._own_heads/head_coco/bn_0/reduce_sum"}
+}
+
+ENTRY %main.9 (p: f32[8,4]) -> f32[4] {
+  %loop_add_fusion.3 = f32[8,4]{1,0} fusion(%p), kind=kLoop, calls=%fused_add.3, metadata={op_name="jit(train_step)/jvp(PoseModel)/PoseModel.features/backbone/block_11/add" scheduling_name="loop_add_fusion.3"}
+  %loop_add_fusion.4 = f32[8,4]{1,0} fusion(%p), kind=kLoop, calls=%fused_add.4, metadata={deduplicated_name="loop_add_fusion.3" scheduling_name="loop_add_fusion.4"}
+  ROOT %input_reduce_fusion.7 = f32[4]{0} fusion(%loop_add_fusion.4), kind=kInput, calls=%fused_reduce.7, metadata={scheduling_name="input_reduce_fusion.7"}
+}
+'''
+
+
+def _kernel_trace(path, kernels):
+  events = [{'ph': 'M', 'name': 'process_name', 'pid': 1, 'args': {'name': '/device:GPU:0'}},
+            {'ph': 'M', 'name': 'thread_name', 'pid': 1, 'tid': 7, 'args': {'name': 'Stream #14(Compute)'}},
+            {'ph': 'M', 'name': 'thread_name', 'pid': 1, 'tid': 8, 'args': {'name': 'XLA Ops'}},
+            # An 'XLA Ops' thread repeats the kernels' time: only the stream threads are counted.
+            {'ph': 'X', 'name': 'loop_add_fusion.3', 'pid': 1, 'tid': 8, 'ts': 0, 'dur': 5000}]
+  events += [{'ph': 'X', 'name': name, 'pid': 1, 'tid': 7, 'ts': 10 * i, 'dur': dur, 'args': {'hlo_op': op}}
+             for i, (name, dur, op) in enumerate(kernels)]
+  with gzip.open(path, 'wt') as f:
+    json.dump({'traceEvents': events}, f)
+
+
+def test_trace_attribution_maps_kernels_to_model_scopes_and_diffs_two_steps(tmp_path):
+  from benchmarks import trace_attribution
+  names = trace_attribution.hlo_op_names(_HLO)
+  assert names['loop_add_fusion.3'] == 'jvp(PoseModel)/PoseModel.features/backbone/block_11/add'
+  assert names['loop_add_fusion.4'] == names['loop_add_fusion.3']  # through deduplicated_name
+  # No op path of its own: its called computation's root's.
+  assert names['input_reduce_fusion.7'].endswith('head_coco/bn_0/reduce_sum')
+  first, second = str(tmp_path / 'a.trace.json.gz'), str(tmp_path / 'b.trace.json.gz')
+  # Two steps; kernels named like the trace names them (`_7` for `.7`), a cuBLAS kernel, one unknown.
+  _kernel_trace(first, [('loop_add_fusion_3', 100, ''), ('loop_add_fusion_4', 300, ''),
+                        ('input_reduce_fusion_7', 200, ''), ('nvjet_sm90_tst_128x160', 1000, 'command_buffer_1'),
+                        ('memcpy32_post', 50, '')] * 2)
+  _kernel_trace(second, [('loop_add_fusion_3', 100, ''), ('nvjet_sm90_tst_128x160', 1000, '')] * 2)
+  hlo_path = str(tmp_path / 'a.hlo.txt.gz')
+  with gzip.open(hlo_path, 'wt') as f:
+    f.write(_HLO)
+  table = trace_attribution.attribute(first, trace_attribution.read_hlo(first), steps=2)
+  assert table == {'jvp(PoseModel)/PoseModel.features/backbone/block_N/add': (0.4, 2.0),
+                   'transpose(jvp(PoseModel))/PoseModel._own_heads/head_*/bn_0/reduce_sum': (0.2, 1.0),
+                   trace_attribution.LIBRARY: (1.0, 1.0), trace_attribution.UNKNOWN: (0.05, 1.0)}
+  other = trace_attribution.attribute(second, _HLO, steps=2)
+  lines = trace_attribution.report(table, other).splitlines()
+  assert lines[0].startswith('total 1.650 vs 1.100 ms per step (difference +0.550)')
+  assert lines[2].split()[:3] == ['+0.300', '0.400', '0.100'] and lines[2].endswith('block_N/add')
+  with pytest.raises(SystemExit, match='no HLO for'):
+    trace_attribution.read_hlo(second)

@@ -92,6 +92,22 @@ def dataset_slice(x: jax.Array, comp: Composition, offset: int, count: int) -> j
   return part.reshape((comp.groups * count,) + x.shape[1:])
 
 
+class DenseParameters(nn.Module):
+  """The kernel (in, features) and bias (features,) of an `nn.Dense` with the same name, returned instead of
+  applied, so that the MoE FFN can fuse the shared fc2 with the experts (parameter tree unchanged)."""
+  in_features: int
+  features: int
+  names: tuple[str, str]
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self) -> tuple[jax.Array, jax.Array]:
+    kernel = self.param('kernel', _logical(nn.initializers.truncated_normal(0.02), self.names),
+                        (self.in_features, self.features), self.param_dtype)
+    bias = self.param('bias', _logical(nn.initializers.zeros, self.names[1:]), (self.features,), self.param_dtype)
+    return kernel, bias
+
+
 class MoEFeedForward(nn.Module):
   """ViTPose++ FFN: shared fc1 (D→hidden), GELU, fc2 split into shared D−P channels and a P-channel expert per
   dataset. Input and output (B, N, D); B arranged by `comp`."""
@@ -105,17 +121,17 @@ class MoEFeedForward(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, comp: Composition) -> jax.Array:
-    dense = lambda features, names, name: nn.Dense(
-        features, dtype=self.dtype, param_dtype=self.param_dtype, name=name,
-        kernel_init=_logical(nn.initializers.truncated_normal(0.02), names),
-        bias_init=_logical(nn.initializers.zeros, names[1:]))
-    hidden = dense(self.hidden_dim, ('embed', 'mlp'), 'fc1')(x)
+    hidden = nn.Dense(self.hidden_dim, dtype=self.dtype, param_dtype=self.param_dtype, name='fc1',
+                      kernel_init=_logical(nn.initializers.truncated_normal(0.02), ('embed', 'mlp')),
+                      bias_init=_logical(nn.initializers.zeros, ('mlp',)))(x)
     hidden = nn.gelu(hidden, approximate=False)
     hidden = _constrain(hidden, ('batch', 'seq', 'mlp'))
     shared_dim = self.dim - self.expert_dim if self.num_experts else self.dim
-    shared = dense(shared_dim, ('mlp', 'embed'), 'fc2')(hidden)
+    shared_kernel, shared_bias = DenseParameters(self.hidden_dim, shared_dim, ('mlp', 'embed'),
+                                                 self.param_dtype, name='fc2')()
+    shared_kernel, shared_bias = shared_kernel.astype(self.dtype), shared_bias.astype(self.dtype)
     if not self.num_experts:
-      return shared
+      return hidden.astype(self.dtype) @ shared_kernel + shared_bias
     expert_kernel = self.param('expert_kernel', _logical(nn.initializers.truncated_normal(0.02),
                                                          ('expert', 'mlp', 'embed')),
                                (self.num_experts, self.hidden_dim, self.expert_dim), self.param_dtype)
@@ -124,26 +140,30 @@ class MoEFeedForward(nn.Module):
     present = list(comp.present())
     count = comp.stack_count() if self.stack_equal_datasets else 0
     if count:
-      # Equal counts: one batched matmul over a dataset axis instead of a slice, a matmul and a concatenation
-      # per dataset (a GPU runs the per-dataset form as ~6× as many small kernels).
+      # Equal counts: each dataset's full fc2 (shared columns, then its expert's) is assembled from the small
+      # weights, and fc2 runs as one batched matmul over a dataset axis: the FLOPs of the plain FFN's fc2 in one
+      # kernel, instead of a shared matmul, a thin expert matmul and a concatenation of their outputs.
       indices = [index for index, _, _, _ in present]
-      if indices == list(range(self.num_experts)):
-        kernel, bias = expert_kernel, expert_bias
-      else:
-        kernel, bias = expert_kernel[np.asarray(indices)], expert_bias[np.asarray(indices)]
-      per_dataset = hidden.reshape((comp.groups, len(present), count) + hidden.shape[1:])
-      expert_out = jnp.einsum('gdnth,dhp->gdntp', per_dataset, kernel.astype(self.dtype))
-      expert_out = expert_out + bias.astype(self.dtype)[None, :, None, None, :]
-    else:
-      grouped = hidden.reshape((comp.groups, comp.group_size) + hidden.shape[1:])
-      parts = []
-      for index, _, offset, count in present:
-        kernel = expert_kernel[index].astype(self.dtype)
-        part = jnp.einsum('gnth,hp->gntp', grouped[:, offset:offset + count], kernel)
-        parts.append(part + expert_bias[index].astype(self.dtype))
-      expert_out = jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+      if indices != list(range(self.num_experts)):  # else no gather (whose gradient is a scatter-add on a GPU)
+        expert_kernel, expert_bias = expert_kernel[np.asarray(indices)], expert_bias[np.asarray(indices)]
+      kernels = jnp.concatenate([
+          jnp.broadcast_to(shared_kernel, (len(present),) + shared_kernel.shape),
+          expert_kernel.astype(self.dtype)], axis=-1)
+      biases = jnp.concatenate([
+          jnp.broadcast_to(shared_bias, (len(present), shared_dim)), expert_bias.astype(self.dtype)], axis=-1)
+      per_dataset = hidden.astype(self.dtype).reshape((comp.groups, len(present), count) + hidden.shape[1:])
+      out = jnp.einsum('gdnth,dhc->gdntc', per_dataset, kernels) + biases[None, :, None, None, :]
+      return out.reshape(hidden.shape[:-1] + (self.dim,))
+    shared = hidden.astype(self.dtype) @ shared_kernel + shared_bias
+    grouped = hidden.astype(self.dtype).reshape((comp.groups, comp.group_size) + hidden.shape[1:])
+    parts = []
+    for index, _, offset, count in present:
+      kernel = expert_kernel[index].astype(self.dtype)
+      part = jnp.einsum('gnth,hp->gntp', grouped[:, offset:offset + count], kernel)
+      parts.append(part + expert_bias[index].astype(self.dtype))
+    expert_out = jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
     expert_out = expert_out.reshape(shared.shape[:-1] + (self.expert_dim,))
-    return jnp.concatenate([shared, expert_out.astype(shared.dtype)], axis=-1)
+    return jnp.concatenate([shared, expert_out], axis=-1)
 
 
 class Attention(nn.Module):
