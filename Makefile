@@ -30,7 +30,7 @@ $(VENV)/.reference: $(VENV)/.installed requirements-reference.txt
 venv: $(VENV)/.installed
 
 test: $(VENV)/.reference
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 demo: $(VENV)/.installed
 	$(PY) -m data_pipeline.prepare synthetic --data_dir=$(DEMO_DATA) --config=configs/demo.py --overwrite
