@@ -9,7 +9,8 @@ This sums kernel time per path, with repeated modules collapsed (`block_7` → `
   python -m benchmarks.trace_attribution DIR/B16_no_experts.trace.json.gz DIR/B16_plain.trace.json.gz --steps=3
 
 Library kernels launched from a command buffer (cuBLAS GEMMs inside a CUDA graph) name no instruction and are
-summed as `library kernels`.
+summed as `library kernels`. Meant for accelerator traces: a CPU trace has no kernel streams, and most of its host
+threads' events (the runtime's, Python's) match no instruction (`unmatched kernels`).
 """
 from __future__ import annotations
 
