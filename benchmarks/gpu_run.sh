@@ -2,6 +2,10 @@
 # One call on a lent GPU machine (its image has jax, flax, optax and orbax; the packages it lacks travel as wheels
 # in .whl/, see README "GPU and TPU"): records the device and versions, then runs the train-step benchmark.
 #   bash benchmarks/gpu_run.sh [train_step arguments]      (results also under $OUT, or /tmp/gpu_run)
+# Budget one variant per call when comparing several runners with traces: on an H200 S/16 with four runners
+# (--compare_unstacked --compare_no_experts --trace_dir) took ~400 s, B/16 with three runners and --rounds=2 172 s.
+# --trace_dir also writes each step's optimised HLO (for benchmarks.trace_attribution); tar the folder into $OUT,
+# which brings back at most 8 files.
 # Wheels for an offline machine with Python 3.12, fetched beforehand where pip can reach PyPI:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
 #     --platform manylinux_2_17_x86_64 -d .whl ml_collections==1.1.0 grain==0.2.18 array-record==0.8.6 portpicker
