@@ -56,19 +56,17 @@ def hlo_op_names(hlo_text: str) -> dict[str, str]:
       alias = re.search(r'deduplicated_name="([^"]*)"', metadata)
       if alias and alias.group(1) != name:
         aliases[name] = alias.group(1)
-  resolved = dict(op_names)
-  for name in set(aliases) | set(calls):
-    if name in resolved:
-      continue
-    seen, current = set(), name
+
+  def resolve(name: str) -> str | None:
+    current, seen = name, set()
     while current not in op_names and current in aliases and current not in seen:
       seen.add(current)
       current = aliases[current]
-    if current in op_names:
-      resolved[name] = op_names[current]
-    elif calls.get(current) in computation_op or calls.get(name) in computation_op:
-      resolved[name] = computation_op.get(calls.get(current)) or computation_op[calls[name]]
-  return resolved
+    return (op_names.get(current) or computation_op.get(calls.get(current, ''))
+            or computation_op.get(calls.get(name, '')))
+
+  resolved = {name: resolve(name) for name in set(op_names) | set(aliases) | set(calls)}
+  return {name: op_name for name, op_name in resolved.items() if op_name}
 
 
 def scope(op_name: str, depth: int = 8) -> str:
@@ -107,9 +105,14 @@ def attribute(trace_path: str, hlo_text: str, steps: int, depth: int = 8) -> dic
   return {key: (micros / steps / 1e3, count / steps) for key, (micros, count) in totals.items()}
 
 
+def hlo_path_beside(trace_path: str) -> str:
+  """Where `benchmarks.train_step` writes a trace's HLO: `X.trace.json.gz` → `X.hlo.txt.gz`."""
+  return re.sub(r'\.trace\.json(\.gz)?$', '', trace_path) + '.hlo.txt.gz'
+
+
 def read_hlo(trace_path: str, hlo_path: str = '') -> str:
-  """The HLO text for a trace: `hlo_path`, else the `.hlo.txt.gz` file written beside the trace."""
-  path = hlo_path or re.sub(r'\.trace\.json(\.gz)?$', '', trace_path) + '.hlo.txt.gz'
+  """The HLO text for a trace: `hlo_path`, else the file written beside the trace (`hlo_path_beside`)."""
+  path = hlo_path or hlo_path_beside(trace_path)
   if not os.path.exists(path):
     raise SystemExit(f'no HLO for {trace_path}: expected {path} (benchmarks.train_step --trace_dir writes it) '
                      'or pass --hlo')

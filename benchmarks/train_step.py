@@ -14,7 +14,6 @@ import argparse
 import glob
 import gzip
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -22,7 +21,7 @@ import time
 import jax
 import numpy as np
 
-from benchmarks import trace_summary
+from benchmarks import trace_attribution, trace_summary
 from configs import common
 from posebh_jax import flops as flops_lib
 from posebh_jax import sharding as sharding_lib
@@ -93,7 +92,7 @@ class StepRunner:
     if written:
       shutil.copy(written[0], path)
       # The optimised HLO beside the trace maps its kernels to model scopes (benchmarks.trace_attribution).
-      with gzip.open(re.sub(r'\.trace\.json\.gz$', '', path) + '.hlo.txt.gz', 'wt') as f:
+      with gzip.open(trace_attribution.hlo_path_beside(path), 'wt') as f:
         f.write(self.step.as_text())
       print(trace_summary.summarise(path, TRACE_STEPS), flush=True)
     shutil.rmtree(log_dir, ignore_errors=True)

@@ -285,8 +285,9 @@ class Task:
     # it does: on the CPU, LLVM's level-1 optimisation compiles it 2-4x faster than the default (demo config
     # 10.6 -> 5.1 s, demo:tiny 15.3 -> 3.9 s) and gives bitwise the same state (tests/test_train_e2e.py).
     options = {'xla_backend_optimization_level': 1} if jax.default_backend() == 'cpu' else None
+    rng = jax.random.key(seed)
     with self.activate():
-      return init.lower(jax.random.key(seed)).compile(compiler_options=options)(jax.random.key(seed))
+      return init.lower(rng).compile(compiler_options=options)(rng)
 
   # ---------------------------------------------------------------- train step
   def train_step(self, state, batch):

@@ -124,14 +124,14 @@ class MoEFeedForward(nn.Module):
     hidden = nn.Dense(self.hidden_dim, dtype=self.dtype, param_dtype=self.param_dtype, name='fc1',
                       kernel_init=_logical(nn.initializers.truncated_normal(0.02), ('embed', 'mlp')),
                       bias_init=_logical(nn.initializers.zeros, ('mlp',)))(x)
-    hidden = nn.gelu(hidden, approximate=False)
+    hidden = nn.gelu(hidden, approximate=False)  # in `dtype`, as fc1 computes
     hidden = _constrain(hidden, ('batch', 'seq', 'mlp'))
     shared_dim = self.dim - self.expert_dim if self.num_experts else self.dim
     shared_kernel, shared_bias = DenseParameters(self.hidden_dim, shared_dim, ('mlp', 'embed'),
                                                  self.param_dtype, name='fc2')()
     shared_kernel, shared_bias = shared_kernel.astype(self.dtype), shared_bias.astype(self.dtype)
     if not self.num_experts:
-      return hidden.astype(self.dtype) @ shared_kernel + shared_bias
+      return hidden @ shared_kernel + shared_bias
     expert_kernel = self.param('expert_kernel', _logical(nn.initializers.truncated_normal(0.02),
                                                          ('expert', 'mlp', 'embed')),
                                (self.num_experts, self.hidden_dim, self.expert_dim), self.param_dtype)
@@ -151,11 +151,11 @@ class MoEFeedForward(nn.Module):
           expert_kernel.astype(self.dtype)], axis=-1)
       biases = jnp.concatenate([
           jnp.broadcast_to(shared_bias, (len(present), shared_dim)), expert_bias.astype(self.dtype)], axis=-1)
-      per_dataset = hidden.astype(self.dtype).reshape((comp.groups, len(present), count) + hidden.shape[1:])
+      per_dataset = hidden.reshape((comp.groups, len(present), count) + hidden.shape[1:])
       out = jnp.einsum('gdnth,dhc->gdntc', per_dataset, kernels) + biases[None, :, None, None, :]
       return out.reshape(hidden.shape[:-1] + (self.dim,))
-    shared = hidden.astype(self.dtype) @ shared_kernel + shared_bias
-    grouped = hidden.astype(self.dtype).reshape((comp.groups, comp.group_size) + hidden.shape[1:])
+    shared = hidden @ shared_kernel + shared_bias
+    grouped = hidden.reshape((comp.groups, comp.group_size) + hidden.shape[1:])
     parts = []
     for index, _, offset, count in present:
       kernel = expert_kernel[index].astype(self.dtype)
