@@ -98,13 +98,17 @@ class StepRunner:
     shutil.rmtree(log_dir, ignore_errors=True)
 
 
-def interleaved_times(runners, steps: int, rounds: int = 3) -> list[float]:
+def interleaved_times(runners, steps: int, rounds: int = 3, labels=()) -> list[float]:
   """Median seconds per step of each runner over `rounds` rounds that take the runners in turn, so that a
-  drift of the machine's speed (a shared VM's, a GPU's clocks) affects all of them alike."""
+  drift of the machine's speed (a shared VM's, a GPU's clocks) affects all of them alike. With `labels` (one per
+  runner) it also prints every round's milliseconds: a median of two rounds is their mean, so an outlier shows."""
   times = [[] for _ in runners]
   for _ in range(rounds):
     for index, runner in enumerate(runners):
       times[index].append(runner.run(steps))
+  if labels:
+    print('  rounds (ms): ' + ' | '.join(f"{label} {' '.join(f'{t * 1e3:.1f}' for t in runs)}"
+                                         for label, runs in zip(labels, times)), flush=True)
   return [float(np.median(t)) for t in times]
 
 
@@ -156,7 +160,7 @@ def main():
       no_experts = _config(variant, args.dtype, batch, names, args.remat)
       no_experts.model.use_experts = False
       runners['no_experts'] = StepRunner(no_experts, counts)
-    times = dict(zip(runners, interleaved_times(list(runners.values()), steps, args.rounds)))
+    times = dict(zip(runners, interleaved_times(list(runners.values()), steps, args.rounds, labels=list(runners))))
     multi, plain_time = times['multi'], times['plain']
     if args.trace_dir:
       os.makedirs(args.trace_dir, exist_ok=True)

@@ -124,6 +124,27 @@ def test_phase_deconvolution_equals_direct_transposed_convolution():
   np.testing.assert_allclose(out, expected[:, 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
 
 
+def test_batched_phase_deconvolutions_equal_direct_transposed_convolutions():
+  """deconv4x4_stride2_phases over E=3 kernels at once, interleaved, against the NumPy scatter of each kernel;
+  and its phase grouping: phase 2·ry + rx, row (i·h + y)·w + x holds output pixel (2y + ry, 2x + rx) of example i."""
+  rng = np.random.RandomState(0)
+  x = rng.randn(3, 2, 3, 4, 5).astype(np.float32)
+  kernels = rng.randn(3, 4, 4, 5, 2).astype(np.float32)
+  phases = np.asarray(vit.deconv4x4_stride2_phases(jnp.asarray(x), jnp.asarray(kernels)))
+  images = np.asarray(vit.interleave_phases(jnp.asarray(phases), 2, 3, 4))
+  for e in range(3):
+    expected = np.zeros((2, 6 + 2, 8 + 2, 2))
+    for i in range(3):
+      for j in range(4):
+        for ky in range(4):
+          for kx in range(4):
+            expected[:, 2 * i + ky, 2 * j + kx] += x[e, :, i, j] @ kernels[e, ky, kx]
+    np.testing.assert_allclose(images[e], expected[:, 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
+  for ry in (0, 1):
+    for rx in (0, 1):
+      np.testing.assert_array_equal(phases[:, 2 * ry + rx].reshape(3, 2, 3, 4, 2), images[:, :, ry::2, rx::2])
+
+
 @pytest.mark.parametrize('padding,size', [(0, (64, 48)), (2, (68, 50))])
 def test_patch_embed_equals_strided_convolution(padding, size):
   """PatchEmbed (reshape + matmul) against flax's strided nn.Conv with the same parameters, including a padding
