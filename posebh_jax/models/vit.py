@@ -349,8 +349,10 @@ def deconv4x4_stride2_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
     for rx in (0, 1):
       windows.append(jnp.concatenate([padded[:, :, ry + dy:ry + dy + h, rx + dx:rx + dx + w]
                                       for dy, dx in Deconv4x4Stride2._WINDOW_OFFSETS], axis=-1))
-      taps.append(jnp.concatenate([kernel[:, Deconv4x4Stride2._TAPS[ry][dy], Deconv4x4Stride2._TAPS[rx][dx]]
-                                   for dy, dx in Deconv4x4Stride2._WINDOW_OFFSETS], axis=1))
+      # Stacked on a new axis, not concatenated along C_in: with C_in sharded (fsdp) the gradient of a
+      # concatenation is a split that needs collective permutes (32 of them in an 8-device demo:tiny step).
+      taps.append(jnp.stack([kernel[:, Deconv4x4Stride2._TAPS[ry][dy], Deconv4x4Stride2._TAPS[rx][dx]]
+                             for dy, dx in Deconv4x4Stride2._WINDOW_OFFSETS], axis=1).reshape(e, 4 * in_channels, -1))
   windows = jnp.stack(windows, axis=1).reshape(e, 4, n * h * w, 4 * in_channels)
   return jnp.einsum('epmk,epko->epmo', windows, jnp.stack(taps, axis=1))
 
@@ -385,9 +387,9 @@ class Upsampler(nn.Module):
   def __call__(self, x, train: bool = False):
     for deconv, norm in zip(self.deconv, self.bn):
       n, h, w, _ = x.shape
-      phases = deconv(x, phase_major=True)
-      phases = nn.relu(norm(phases.reshape(-1, self.channels), use_running_average=not train)).astype(self.dtype)
-      x = interleave_phases(phases.reshape(1, 4, n * h * w, self.channels), n, h, w)[0]
+      # (4, n·h·w, C): normalised as is (no merged reshape, which would reshard a batch-sharded n).
+      phases = nn.relu(norm(deconv(x, phase_major=True), use_running_average=not train)).astype(self.dtype)
+      x = interleave_phases(phases[None], n, h, w)[0]
     return x
 
 
@@ -428,16 +430,17 @@ def _variable(module: nn.Module, collection: str, name: str) -> jax.Array:
 
 
 def _stacked_batch_norm(norms: Sequence[nn.BatchNorm], x: jax.Array, train: bool) -> jax.Array:
-  """`nn.BatchNorm` (feature axis last, fast variance) of each of `norms` on its own slice of x (E, m, C),
+  """`nn.BatchNorm` (feature axis last, fast variance) of each of `norms` on its own slice of x (E, ..., C),
   computed for all E at once; in training it updates each module's running statistics as `nn.BatchNorm` does.
-  Returns float32 (E, m, C)."""
+  Returns float32, x's shape."""
   x = x.astype(jnp.float32)
   norm = norms[0]
   scale = jnp.stack([_variable(bn, 'params', 'scale') for bn in norms]).astype(jnp.float32)
   bias = jnp.stack([_variable(bn, 'params', 'bias') for bn in norms]).astype(jnp.float32)
+  axes = tuple(range(1, x.ndim - 1))
   if train:
-    mean = jnp.mean(x, axis=1)
-    var = jnp.maximum(0.0, jnp.mean(jnp.square(x), axis=1) - jnp.square(mean))
+    mean = jnp.mean(x, axis=axes)
+    var = jnp.maximum(0.0, jnp.mean(jnp.square(x), axis=axes) - jnp.square(mean))
     for index, bn in enumerate(norms):
       for stat, value in (('mean', mean[index]), ('var', var[index])):
         running = bn.get_variable('batch_stats', stat)
@@ -445,7 +448,8 @@ def _stacked_batch_norm(norms: Sequence[nn.BatchNorm], x: jax.Array, train: bool
   else:
     mean = jnp.stack([_variable(bn, 'batch_stats', 'mean') for bn in norms])
     var = jnp.stack([_variable(bn, 'batch_stats', 'var') for bn in norms])
-  return (x - mean[:, None]) * (jax.lax.rsqrt(var + norm.epsilon) * scale)[:, None] + bias[:, None]
+  expand = lambda v: v.reshape((v.shape[0],) + (1,) * len(axes) + (v.shape[1],))
+  return (x - expand(mean)) * expand(jax.lax.rsqrt(var + norm.epsilon) * scale) + expand(bias)
 
 
 def stacked_heads(heads: Sequence[HeatmapHead], x: jax.Array, train: bool = False) -> list[jax.Array]:
@@ -454,11 +458,10 @@ def stacked_heads(heads: Sequence[HeatmapHead], x: jax.Array, train: bool = Fals
   head's own 1×1 conv. Same results and running-statistics updates as `[heads[e](x[e], train)]`, with ~1/E of
   the kernels (the form a GPU wants for ViTPose++'s six heads). Returns [(n, 4h, 4w, K_e) float32]."""
   first = heads[0]
-  channels = first.channels
   for index in range(first.num_deconv):
     kernels = jnp.stack([_variable(head.upsample.deconv[index], 'params', 'kernel') for head in heads])
-    e, n, h, w, _ = x.shape
+    _, n, h, w, _ = x.shape
     phases = deconv4x4_stride2_phases(x.astype(first.dtype), kernels.astype(first.dtype))
-    phases = _stacked_batch_norm([head.upsample.bn[index] for head in heads], phases.reshape(e, -1, channels), train)
-    x = interleave_phases(nn.relu(phases).astype(first.dtype).reshape(e, 4, n * h * w, channels), n, h, w)
+    phases = _stacked_batch_norm([head.upsample.bn[index] for head in heads], phases, train)
+    x = interleave_phases(nn.relu(phases).astype(first.dtype), n, h, w)
   return [head.final(x[index]).astype(jnp.float32) for index, head in enumerate(heads)]
