@@ -146,11 +146,14 @@ class MoEFeedForward(nn.Module):
       indices = [index for index, _, _, _ in present]
       if indices != list(range(self.num_experts)):  # else no gather (whose gradient is a scatter-add on a GPU)
         expert_kernel, expert_bias = expert_kernel[np.asarray(indices)], expert_bias[np.asarray(indices)]
+      # Whole (not fsdp-sharded) output columns before the concatenation: the gradient of a concatenation along
+      # a sharded axis is a split that needs collective permutes; gathered weights are what the matmul uses anyway.
       kernels = jnp.concatenate([
-          jnp.broadcast_to(shared_kernel, (len(present),) + shared_kernel.shape),
-          expert_kernel.astype(self.dtype)], axis=-1)
+          jnp.broadcast_to(_constrain(shared_kernel, ('mlp', None)), (len(present),) + shared_kernel.shape),
+          _constrain(expert_kernel.astype(self.dtype), (None, 'mlp', None))], axis=-1)
       biases = jnp.concatenate([
-          jnp.broadcast_to(shared_bias, (len(present), shared_dim)), expert_bias.astype(self.dtype)], axis=-1)
+          jnp.broadcast_to(_constrain(shared_bias, (None,)), (len(present), shared_dim)),
+          _constrain(expert_bias.astype(self.dtype), (None, None))], axis=-1)
       per_dataset = hidden.reshape((comp.groups, len(present), count) + hidden.shape[1:])
       out = jnp.einsum('gdnth,dhc->gdntc', per_dataset, kernels) + biases[None, :, None, None, :]
       return out.reshape(hidden.shape[:-1] + (self.dim,))
