@@ -34,7 +34,7 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       variant=variant, width=width, depth=depth, num_heads=heads, mlp_ratio=4.0, patch_size=16, patch_padding=2,
       drop_path=drop_path, expert_dim=expert_dim, use_experts=True, head_channels=256, head_num_deconv=2,
-      remat=depth > 12, scan=depth > 12, dtype='bfloat16', param_dtype='float32',
+      head_deconv_init_std=0.001, remat=depth > 12, scan=depth > 12, dtype='bfloat16', param_dtype='float32',
       # With equal per-dataset counts, run the experts as one batched matmul and the heads as one stacked
       # computation (same results; a GPU runs ~1/6 of the kernels) 'always', or one dataset after another
       # 'never'; 'auto': stacked on accelerators, not on the CPU (where it measured 8-13% slower).

@@ -260,3 +260,16 @@ def test_stacked_routing_on_eight_devices_matches_one_device():
   assert losses['one'][2][0] != losses['one'][0][0]
   # The heads' and fc2's parameters are fsdp-sharded; their gradients need no collective permutes.
   assert losses['eight_permutes'] == 0
+
+
+@pytest.mark.parametrize('std', [0.001, 0.02])
+def test_head_deconv_init_std_sets_the_deconvolution_kernels_scale(std):
+  """`model.head_deconv_init_std` is the std of every head's deconvolution kernels (and nothing else's)."""
+  model = pose_model.build_model(_model_config(head_deconv_init_std=std), ('coco', 'mpii'), (17, 16))
+  images = _images({'coco': 1, 'mpii': 1})
+  params = nn.unbox(model.init({'params': jax.random.key(0)}, images, train=False))['params']
+  for head in ('head_coco', 'head_mpii'):
+    for layer in ('deconv_0', 'deconv_1'):
+      kernel = np.asarray(params[head]['upsample'][layer]['kernel'])
+      assert kernel.size >= 4096 and abs(kernel.std() / std - 1) < 0.05, (head, layer, kernel.std())
+    assert abs(np.asarray(params[head]['final']['kernel']).std() / 0.001 - 1) < 0.1  # the 1×1 conv keeps 0.001

@@ -38,6 +38,7 @@ class PoseModel(nn.Module):
   use_experts: bool = True
   head_channels: int = 256
   head_num_deconv: int = 2
+  head_deconv_init_std: float = 0.001
   num_groups: int = 1
   remat: bool = False
   scan: bool = False
@@ -59,7 +60,7 @@ class PoseModel(nn.Module):
         remat=self.remat, scan=self.scan, dtype=self.dtype, param_dtype=self.param_dtype,
         stack_equal_datasets=self.stack_equal_datasets)
     self.heads = {name: vit.HeatmapHead(k, self.head_channels, self.head_num_deconv, self.dtype,
-                                        self.param_dtype, name=f'head_{name}')
+                                        self.param_dtype, self.head_deconv_init_std, name=f'head_{name}')
                   for name, k in zip(self.dataset_names, self.num_keypoints)}
     if self.embed_dim > 0:
       from posebh_jax.posebh.embedding import KeypointEmbedding
@@ -146,6 +147,7 @@ def build_model(model_config, dataset_names: Sequence[str], num_keypoints: Seque
       drop_path=model_config.drop_path, expert_dim=model_config.expert_dim,
       use_experts=model_config.use_experts if use_experts is None else use_experts,
       head_channels=model_config.head_channels, head_num_deconv=model_config.head_num_deconv,
+      head_deconv_init_std=model_config.get('head_deconv_init_std', 0.001),
       num_groups=num_groups, remat=model_config.remat, scan=model_config.scan,
       dtype=jnp.dtype(model_config.dtype), param_dtype=jnp.dtype(model_config.param_dtype),
       embed_dim=posebh_config.embed_dim if embed else 0,

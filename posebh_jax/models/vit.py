@@ -377,10 +377,13 @@ class Upsampler(nn.Module):
   num_layers: int = 2
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  # ViTPose's N(0, 0.001²). The kernels feed BatchNorm, so their scale only sets how far an Adam step (±lr per
+  # element at first) turns them: at 0.001 the first steps replace the initialisation, see configs/demo.py.
+  deconv_init_std: float = 0.001
 
   def setup(self):
-    self.deconv = [Deconv4x4Stride2(self.channels, self.dtype, self.param_dtype,
-                                    kernel_init=_logical(nn.initializers.normal(0.001), (None, None, 'embed', 'channels')))
+    init = _logical(nn.initializers.normal(self.deconv_init_std), (None, None, 'embed', 'channels'))
+    self.deconv = [Deconv4x4Stride2(self.channels, self.dtype, self.param_dtype, kernel_init=init)
                    for _ in range(self.num_layers)]
     self.bn = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=jnp.float32, param_dtype=self.param_dtype,
                             scale_init=_logical(nn.initializers.ones, ('channels',)),
@@ -419,9 +422,10 @@ class HeatmapHead(nn.Module):
   num_deconv: int = 2
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  deconv_init_std: float = 0.001
 
   def setup(self):
-    self.upsample = Upsampler(self.channels, self.num_deconv, self.dtype, self.param_dtype)
+    self.upsample = Upsampler(self.channels, self.num_deconv, self.dtype, self.param_dtype, self.deconv_init_std)
     self.final = Conv1x1(self.num_keypoints, self.dtype, self.param_dtype)
 
   def __call__(self, features, train: bool = False):
