@@ -469,6 +469,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   from data_pipeline import pipeline  # the data layer is imported lazily so that the library stays light
   from posebh_jax import evaluate as eval_lib
 
+  run_start = time.perf_counter()
   validate_config(config)
   workdir = os.path.abspath(workdir)
   write_config(config, workdir)
@@ -591,6 +592,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     flush_pending()
     checkpointer.close()
     writer.close()
+    if step >= total_steps:
+      minutes, seconds = divmod(int(round(time.perf_counter() - run_start)), 60)
+      _print(f'done: step {step}/{total_steps} in {minutes}m{seconds:02d}s | metrics {workdir}/metrics.jsonl | '
+             f'results {workdir}/eval | pictures {workdir}/viz')
     return last_eval
   finally:
     train_iter.close()

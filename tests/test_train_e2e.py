@@ -93,7 +93,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, data_dir):
   _train(full, data_dir, '--config.total_steps=20', *common)
   _train(resumed, data_dir, '--config.total_steps=10', *common)
   second = _train(resumed, data_dir, '--config.total_steps=20', *common)
-  assert 'resumed' in second.stdout
+  assert 'resumed' in second.stdout and 'done: step 20/20 in ' in second.stdout
   losses_full, losses_resumed = _losses(full), _losses(resumed)
   for step in range(11, 21):
     np.testing.assert_allclose(losses_resumed[step], losses_full[step], rtol=1e-6, err_msg=f'step {step}')
