@@ -147,7 +147,7 @@ def build_model(model_config, dataset_names: Sequence[str], num_keypoints: Seque
       drop_path=model_config.drop_path, expert_dim=model_config.expert_dim,
       use_experts=model_config.use_experts if use_experts is None else use_experts,
       head_channels=model_config.head_channels, head_num_deconv=model_config.head_num_deconv,
-      head_deconv_init_std=model_config.get('head_deconv_init_std', 0.001),
+      head_deconv_init_std=model_config.get('head_deconv_init_std', PoseModel.head_deconv_init_std),
       num_groups=num_groups, remat=model_config.remat, scan=model_config.scan,
       dtype=jnp.dtype(model_config.dtype), param_dtype=jnp.dtype(model_config.param_dtype),
       embed_dim=posebh_config.embed_dim if embed else 0,

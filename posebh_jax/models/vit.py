@@ -378,7 +378,7 @@ class Upsampler(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   # ViTPose's N(0, 0.001²). The kernels feed BatchNorm, so their scale only sets how far an Adam step (±lr per
-  # element at first) turns them: at 0.001 the first steps replace the initialisation, see configs/demo.py.
+  # element at first) turns them: at 0.001 the first steps replace the initialisation (README, "8 devices vs 1").
   deconv_init_std: float = 0.001
 
   def setup(self):
