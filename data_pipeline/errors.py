@@ -19,3 +19,12 @@ class RawDataError(ValueError):
     values, expected 51 (17 keypoints x 3)`. `python -m data_pipeline.prepare` prints it as `error: ...` and
     exits with status 2.
     """
+
+
+class DataConfigError(ValueError):
+    """A data config that the pipeline cannot serve: an unknown dataset name, a missing split, a global batch
+    that cannot be split into the per-dataset composition across the devices or processes.
+
+    The message is one line that says what to change, e.g. `global batch 20 cannot give each of 6 datasets a
+    positive multiple of 8 examples; use a batch size that is a multiple of 8 and at least 48 (e.g. 48)`.
+    """

@@ -18,7 +18,7 @@ import numpy as np
 
 from data_pipeline import builders
 from data_pipeline import derived
-from data_pipeline.errors import DatasetNotFoundError
+from data_pipeline.errors import DataConfigError, DatasetNotFoundError
 from data_pipeline.transforms import PADDING, TopDownEvalTransform, TopDownTrainTransform
 from posebh_jax.skeletons import get_format
 
@@ -58,7 +58,7 @@ def open_source(tfds_name: str, split: str, data_dir: str):
 
     Raises:
       DatasetNotFoundError: the dataset is not prepared in `data_dir` (message names the prepare command).
-      ValueError: the dataset has no split `split`.
+      DataConfigError: the dataset has no split `split`.
     """
     builder = prepared_builder(tfds_name, data_dir)
     if split not in builder.info.splits:
@@ -68,8 +68,8 @@ def open_source(tfds_name: str, split: str, data_dir: str):
             hint = (f'; detector-box splits are built with: python -m data_pipeline.prepare '
                     f'{entry.prepare_name if entry else tfds_name} --manual_dir=... --det_json=<detections json> '
                     f'--data_dir={data_dir} --overwrite')
-        raise ValueError(f'dataset {tfds_name!r} in {data_dir} has no split {split!r}; it has: '
-                         f'{", ".join(sorted(builder.info.splits))}{hint}')
+        raise DataConfigError(f'dataset {tfds_name!r} in {data_dir} has no split {split!r}; it has: '
+                              f'{", ".join(sorted(builder.info.splits))}{hint}')
     return builder.as_data_source(split=split)
 
 
@@ -118,8 +118,8 @@ def select_fields(source, keys: Sequence[str]):
 
 def _dataset_config(data_config, name: str):
     if name not in data_config.datasets:
-        raise ValueError(f'unknown dataset {name!r}; config.data.datasets has: '
-                         f'{", ".join(sorted(data_config.datasets))}')
+        raise DataConfigError(f'unknown dataset {name!r}; config.data.datasets has: '
+                              f'{", ".join(sorted(data_config.datasets))}')
     return data_config.datasets[name]
 
 
@@ -142,23 +142,24 @@ def composition(data_config, global_batch_size: int, num_groups: int) -> dict[st
     Each count is a positive multiple of `num_groups` (so every batch shard holds the same number of each
     dataset's examples); the counts sum to `global_batch_size` and follow the datasets' `weight`s by the
     largest-remainder method in units of `num_groups` (ties go to the dataset earlier in the order).
-    Raises a one-line ValueError when that is impossible.
+    Raises a one-line DataConfigError (a ValueError) when that is impossible.
     """
     names = list(data_config.order)
     weights = np.array([float(_dataset_config(data_config, n).weight) for n in names])
     if len(names) == 0:
-        raise ValueError('config.data.order is empty; list the datasets to train on')
+        raise DataConfigError('config.data.order is empty; list the datasets to train on')
     if np.any(weights <= 0):
         bad = [n for n, w in zip(names, weights) if w <= 0]
-        raise ValueError(f'dataset weights must be > 0; fix config.data.datasets.<name>.weight for: {", ".join(bad)}')
+        raise DataConfigError(f'dataset weights must be > 0; fix config.data.datasets.<name>.weight for: '
+                              f'{", ".join(bad)}')
     if num_groups < 1:
         raise ValueError(f'num_groups must be >= 1, got {num_groups}')
     count = len(names)
     if global_batch_size % num_groups or global_batch_size < count * num_groups:
-        raise ValueError(
+        raise DataConfigError(
             f'global batch {global_batch_size} cannot give each of {count} datasets a positive multiple of '
-            f'{num_groups} examples; use a batch size that is a multiple of {num_groups} and at least '
-            f'{count * num_groups} (e.g. {count * num_groups})')
+            f'{num_groups} examples (the batch shards); set config.batch_size to a multiple of {num_groups} that '
+            f'is at least {count * num_groups} (e.g. {count * num_groups})')
     units = global_batch_size // num_groups
     quotas = units * weights / weights.sum()
     alloc = np.ones(count, np.int64)
@@ -226,9 +227,9 @@ def make_train_dataset(data_config, global_batch_size: int, num_groups: int, pro
     for position, name in enumerate(data_config.order):
         cfg = _dataset_config(data_config, name)
         if counts[name] % process_count:
-            raise ValueError(f'dataset {name!r} gets {counts[name]} examples per batch, which {process_count} '
-                             f'processes cannot split evenly; use a global batch size and device count such '
-                             f'that every process holds whole batch shards')
+            raise DataConfigError(f'dataset {name!r} gets {counts[name]} examples per batch, which '
+                                  f'{process_count} processes cannot split evenly; use a global batch size and '
+                                  f'device count such that every process holds whole batch shards')
         stored = open_source(cfg.tfds_name, cfg.train_split, data_config.data_dir)
         transform = train_transform(data_config, name)
         source = derived.wrap_source(stored, cfg)

@@ -20,15 +20,30 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index in a 
 
 
 def _user_errors():
-  from data_pipeline.errors import DatasetNotFoundError
+  from data_pipeline.errors import DataConfigError, DatasetNotFoundError
   from posebh_jax.errors import UserError
-  return (UserError, DatasetNotFoundError)
+  return (UserError, DataConfigError, DatasetNotFoundError)
+
+
+def _load_config():
+  """The --config value; a config file that cannot be loaded (missing, or raising) ends with one line."""
+  try:
+    config = _CONFIG.value
+    if config is not None:
+      config.get('seed')  # a file that failed to load gives a placeholder that raises on first use
+    return config
+  except (OSError, flags.Error) as e:
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    print(f'error: cannot load --config={flags.FLAGS["config"].serialize().split("=", 1)[-1]}: '
+          f'{lines[-1] if lines else type(e).__name__}', file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}; options are --config, --workdir, --mode')
-  if _CONFIG.value is None or _WORKDIR.value is None:
+  config = _load_config()
+  if config is None or _WORKDIR.value is None:
     print('error: pass --config=configs/<name>.py and --workdir=DIR', file=sys.stderr)
     sys.exit(2)
   import jax
@@ -42,9 +57,9 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   try:
     if _MODE.value == 'train':
-      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+      train.train_and_evaluate(config, _WORKDIR.value)
     else:
-      train.evaluate_only(_CONFIG.value, _WORKDIR.value)
+      train.evaluate_only(config, _WORKDIR.value)
   except _user_errors() as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
@@ -57,7 +72,9 @@ def _parse_flags(argv):
   except flags.Error as e:
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
     message = ' '.join(lines[:1] + lines[-1:] if len(lines) > 1 else lines) or type(e).__name__
-    print(f'error: {message} (check the --config.<key> name and value against the config file)', file=sys.stderr)
+    hint = (' (check the --config.<key> name and value against the config file)'
+            if any(a.startswith('--config') for a in argv[1:]) and 'config' in message else '')
+    print(f'error: {message}{hint}', file=sys.stderr)
     sys.exit(2)
   except (AttributeError, KeyError) as e:
     # ml_collections raises these (with a traceback) for an override naming a key the config does not have.

@@ -9,24 +9,28 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from posebh_jax.errors import UserError
+
 MESH_AXES = ('data', 'fsdp', 'model')
 BATCH_AXES = ('data', 'fsdp')
 
 
 def mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
-  """Resolves `{'data': -1, 'fsdp': 1, 'model': 1}` against the device count; one -1 is filled automatically."""
+  """Resolves `{'data': -1, 'fsdp': 1, 'model': 1}` against the device count; one -1 is filled automatically.
+  Raises UserError (one line) when the sizes cannot match the devices."""
   sizes = [int(mesh_config[axis]) for axis in MESH_AXES]
   unknown = [i for i, s in enumerate(sizes) if s == -1]
   if len(unknown) > 1 or any(s == 0 or s < -1 for s in sizes):
-    raise ValueError(f'config.mesh {dict(mesh_config)}: give each axis a positive size and at most one -1')
+    raise UserError(f'config.mesh {dict(mesh_config)}: give each axis a positive size and at most one -1')
   known = math.prod(s for s in sizes if s != -1)
   if unknown:
     if num_devices % known:
-      raise ValueError(f'config.mesh {dict(mesh_config)} does not divide the {num_devices} devices')
+      raise UserError(f'config.mesh {dict(mesh_config)}: the fixed axes ({known} devices) do not divide the '
+                      f'{num_devices} devices; set config.mesh sizes whose product divides {num_devices}')
     sizes[unknown[0]] = num_devices // known
   if math.prod(sizes) != num_devices:
-    raise ValueError(f'config.mesh {dict(mesh_config)} has {math.prod(sizes)} devices but {num_devices} are '
-                     'available; set one axis to -1')
+    raise UserError(f'config.mesh {dict(mesh_config)} has {math.prod(sizes)} devices but {num_devices} are '
+                    'available; set one axis to -1 (e.g. --config.mesh.data=-1)')
   return tuple(sizes)
 
 

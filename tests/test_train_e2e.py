@@ -127,6 +127,27 @@ def test_unknown_dataset_is_one_line_error(tmp_path, data_dir):
   assert "'cocoo'" in line and 'coco' in line
 
 
+
+def test_missing_config_file_is_one_line_error(tmp_path):
+  result = _run(['-m', 'posebh_jax.main', '--config=configs/no_such_config.py', f'--workdir={tmp_path}'])
+  line = _error_line(result)
+  assert 'configs/no_such_config.py' in line and 'No such file' in line
+
+
+def test_mesh_that_does_not_fit_the_devices_is_one_line_error(tmp_path, data_dir):
+  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={tmp_path}',
+                 f'--config.data.data_dir={data_dir}', '--config.mesh.data=3'], devices=2)
+  line = _error_line(result)
+  assert 'config.mesh' in line and '2 are available' in line and '-1' in line
+
+
+def test_batch_that_cannot_be_sharded_is_one_line_error(tmp_path, data_dir):
+  # 8 batch shards x 6 datasets need at least 48 examples.
+  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={tmp_path}',
+                 f'--config.data.data_dir={data_dir}', '--config.batch_size=20'], devices=8)
+  line = _error_line(result)
+  assert 'config.batch_size' in line and 'at least 48' in line
+
 def test_train_iterator_is_closed_when_the_run_ends(tmp_path, data_dir, monkeypatch):
   """The data iterator (and with it grain's worker processes) is closed explicitly, also when the run fails:
   left to the garbage collector, grain kills a worker only after its join timeout (25 s in grain 0.2.18)."""

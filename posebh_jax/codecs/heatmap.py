@@ -155,6 +155,26 @@ def _modulate(heatmaps, kernel):
     return blurred * ratio
 
 
+def taylor_newton_step(at):
+    """The Newton step `-H^-1 g` of DARK's second-order Taylor expansion of a log heatmap around integer pixels.
+
+    `at(dx, dy)` returns the log map at offset (dx, dy) from each pixel, as numpy or jax arrays of one shape S
+    (only arithmetic is used, so both the host decoder and the jitted one in `posebh.css` share it). Returns
+    `(numerator_x, numerator_y, det)` of shape S: the step is `numerator / det` (det may be 0 on flat maps).
+    """
+    center = at(0, 0)
+    right, left, down, up = at(1, 0), at(-1, 0), at(0, 1), at(0, -1)
+    dx = 0.5 * (right - left)
+    dy = 0.5 * (down - up)
+    dxx = right - 2.0 * center + left
+    dyy = down - 2.0 * center + up
+    dxy = 0.5 * (at(1, 1) - right - down + 2.0 * center - left - up + at(-1, -1))
+    eps = float(np.finfo(np.float32).eps)
+    a, d = dxx + eps, dyy + eps
+    det = a * d - dxy * dxy
+    return d * dx - dxy * dy, a * dy - dxy * dx, det
+
+
 def refine_dark_udp(heatmaps, coords, kernel: int = DARK_KERNEL):
     """DARK sub-pixel refinement for UDP heatmaps.
 
@@ -187,21 +207,9 @@ def refine_dark_udp(heatmaps, coords, kernel: int = DARK_KERNEL):
     def at(dx, dy):
         return padded[batch, channel, py + dy, px + dx]
 
-    center = at(0, 0)
-    right, left, down, up = at(1, 0), at(-1, 0), at(0, 1), at(0, -1)
-    dx = 0.5 * (right - left)
-    dy = 0.5 * (down - up)
-    dxx = right - 2.0 * center + left
-    dyy = down - 2.0 * center + up
-    dxy = 0.5 * (at(1, 1) - right - down + 2.0 * center - left - up + at(-1, -1))
-
-    eps = float(np.finfo(np.float32).eps)
-    a, d = dxx + eps, dyy + eps
-    det = a * d - dxy * dxy
+    numerator_x, numerator_y, det = taylor_newton_step(at)
     with np.errstate(divide="ignore", invalid="ignore"):
-        step_x = (d * dx - dxy * dy) / det
-        step_y = (a * dy - dxy * dx) / det
-    step = np.stack([step_x, step_y], axis=-1)
+        step = np.stack([numerator_x / det, numerator_y / det], axis=-1)
 
     valid = (
         np.all(coords >= 0, axis=-1)

@@ -7,10 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from posebh_jax.codecs import heatmap as heatmap_codec
 from posebh_jax.losses.heatmap import joints_mse
 from posebh_jax.posebh.prototypes import pixel_labels
 
-DARK_KERNEL = 11
+DARK_KERNEL = heatmap_codec.DARK_KERNEL
 
 
 def _argmax_xy(maps):
@@ -60,17 +61,8 @@ def decode_dark_udp(heatmaps: jax.Array, kernel: int = DARK_KERNEL):
     index = (py + dy) * (w + 2) + px + dx
     return jnp.take_along_axis(padded, index[..., None], axis=-1)[..., 0]
 
-  center = at(0, 0)
-  right, left, down, up = at(1, 0), at(-1, 0), at(0, 1), at(0, -1)
-  dx = 0.5 * (right - left)
-  dy = 0.5 * (down - up)
-  dxx = right - 2.0 * center + left
-  dyy = down - 2.0 * center + up
-  dxy = 0.5 * (at(1, 1) - right - down + 2.0 * center - left - up + at(-1, -1))
-  eps = float(np.finfo(np.float32).eps)
-  a, d = dxx + eps, dyy + eps
-  det = a * d - dxy * dxy
-  step = jnp.stack([(d * dx - dxy * dy) / det, (a * dy - dxy * dx) / det], axis=-1)
+  numerator_x, numerator_y, det = heatmap_codec.taylor_newton_step(at)
+  step = jnp.stack([numerator_x / det, numerator_y / det], axis=-1)
   valid = jnp.all(coords >= 0, axis=-1) & (peaks > 0) & jnp.all(jnp.isfinite(step), axis=-1)
   refined = jnp.where(valid[..., None], coords - jnp.where(valid[..., None], step, 0.0), coords)
   return refined, peaks
