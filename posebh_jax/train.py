@@ -322,7 +322,7 @@ class Task:
         state['params'])
     updates, opt_state = self.tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
-    metrics = {'train/loss': loss, 'train/grad_norm': optax.global_norm(grads),
+    metrics = {'train/loss': loss, 'train/grad_norm': optax.tree.norm(grads),
                'train/lr': self.schedule(state['step'])}
     metrics.update({f'train/loss_{name}': value for name, value in per_dataset.items()})
     metrics.update({f'train/loss_{name}' if name != 'css_kept' else 'train/css_kept': value

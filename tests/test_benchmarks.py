@@ -1,7 +1,9 @@
-"""Benchmark helpers that need no accelerator: the profiler-trace summary on a hand-made perfetto trace."""
+"""Benchmark helpers that need no accelerator: the profiler-trace summary on a hand-made perfetto trace, the
+rounding-sensitivity twin runs."""
 import gzip
 import json
 
+import numpy as np
 import pytest
 
 from benchmarks import trace_summary
@@ -90,3 +92,32 @@ def test_trace_attribution_maps_kernels_to_model_scopes_and_diffs_two_steps(tmp_
   assert lines[2].split()[:3] == ['+0.300', '0.400', '0.100'] and lines[2].endswith('block_N/add')
   with pytest.raises(SystemExit, match='no HLO for'):
     trace_attribution.read_hlo(second)
+
+
+def test_rounding_sensitivity_perturbation_has_the_stated_size():
+  import jax
+  import numpy as np
+
+  from benchmarks.rounding_sensitivity import perturbed
+  params = {'a': np.full((200, 300), 2.0, np.float32), 'b': {'c': np.full((5000,), -0.5, np.float32)}}
+  out = jax.device_get(perturbed(params, seed=0, size=1e-3))
+  for before, after in ((params['a'], out['a']), (params['b']['c'], out['b']['c'])):
+    relative = (after - before) / before
+    assert abs(relative.mean()) < 1e-4 and 0.95e-3 < relative.std() < 1.05e-3
+  assert not np.array_equal(out['a'][0], out['a'][1])  # independent per element
+
+
+def test_rounding_sensitivity_unperturbed_twin_repeats_the_run_bitwise(data_dir):
+  """With no perturbation the twin is the same run: a deterministic step gives identical losses and parameters."""
+  from benchmarks.rounding_sensitivity import set_override, twin_losses
+  from configs import demo
+  config = demo.get_config('tiny')
+  with config.unlocked():
+    set_override(config, f'data.data_dir={data_dir}')
+    set_override(config, 'eval_every_steps=0')
+  losses, twin, moved = twin_losses(config, steps=3, perturbation=0.0)
+  assert losses.shape == (3,) and np.all(np.isfinite(losses))
+  np.testing.assert_array_equal(losses, twin)
+  assert moved[0][0] == 0.0 and len(moved) > 10
+  with pytest.raises(ValueError, match='no key'):
+    set_override(config, 'optim.epsilon=1e-5')
