@@ -464,6 +464,25 @@ def _print(message: str):
     print(message, flush=True)
 
 
+class TrainingDiverged(UserError):
+  """A step gave a non-finite loss or gradient norm; nothing from that step on was saved."""
+
+
+def _check_finite(step: int, values: dict, checkpointer, workdir: str):
+  """Raises TrainingDiverged when step `step`'s train/loss or train/grad_norm (host values) is not finite."""
+  loss, grad_norm = float(values['train/loss']), float(values['train/grad_norm'])
+  if math.isfinite(loss) and math.isfinite(grad_norm):
+    return
+  checkpointer.wait()  # an asynchronous save of an earlier step may still be in flight
+  last_checkpoint = checkpointer.latest_step()
+  resume = (f'the last checkpoint is step {last_checkpoint} in {workdir}/checkpoints (nothing later was saved)'
+            if last_checkpoint is not None else 'no checkpoint was saved')
+  raise TrainingDiverged(
+      f'training diverged at step {step}: train/loss {loss}, train/grad_norm {grad_norm} at lr '
+      f'{float(values["train/lr"]):.3g}; {resume}; lower --config.optim.lr or lengthen --config.optim.warmup_steps '
+      'and re-run the same command')
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from the latest checkpoint in `workdir`), evaluates on schedule; returns last metrics."""
   from data_pipeline import pipeline  # the data layer is imported lazily so that the library stays light
@@ -534,8 +553,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     def flush_pending():
       nonlocal pending
       if pending is not None:
-        window.append(jax.device_get(pending[1]))
+        pending_step, values = pending[0], jax.device_get(pending[1])
         pending = None
+        window.append(values)
+        _check_finite(pending_step, values, checkpointer, workdir)
 
     def log(step):
       flush_pending()
@@ -548,12 +569,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       _print(metrics_lib.format_progress(step, total_steps, scalars))
 
     def save(step):
+      flush_pending()  # never save a state whose step produced a non-finite loss or gradient
       pause = time.perf_counter()
       checkpointer.save(step, state, train_iter)
       chrono.pause(time.perf_counter() - pause)
 
     def run_eval(step):
       nonlocal last_eval
+      flush_pending()
       pause = time.perf_counter()
       last_eval = evaluator.run(state, step)
       writer.write(step, last_eval)
@@ -561,37 +584,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                    if k.endswith('/AP') or k.endswith('/PCKh')))
       chrono.pause(time.perf_counter() - pause)
 
-    with _StopRequest() as stop:
-      step = start_step
-      while step < total_steps:
-        if step >= task.phase.end_step:
-          pause = time.perf_counter()
-          state = task.enter_phase(state, stages.phase_at(task.phases, step).index)
-          _print(f'step {step}: entering phase {task.phase.index} ({task.phase.describe()})')
-          step_fn = compile_phase()
-          chrono.pause(time.perf_counter() - pause)
-        wait_start = time.perf_counter()
-        local = next(train_iter)
-        batch = sharding_lib.global_batch(local, mesh)
-        chrono.data_wait(time.perf_counter() - wait_start)
-        state, step_metrics = step_fn(state, batch)
-        flush_pending()
-        pending = (step + 1, step_metrics)
-        step += 1
-        chrono.tick()
-        if step % config.log_every_steps == 0 or step == total_steps:
-          log(step)
-        if step % config.checkpoint_every_steps == 0 or step == total_steps or stop.requested:
-          save(step)
-        if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0 or step == total_steps):
-          run_eval(step)
-        if stop.requested:
-          log(step)
-          _print(f'stopped at step {step}; re-run the same command to resume')
-          break
-    flush_pending()
-    checkpointer.close()
-    writer.close()
+    def train_loop() -> int:
+      """Runs the steps from `start_step`; returns the step reached (total_steps, or where a stop request or
+      a failure left it)."""
+      nonlocal state, step_fn, pending
+      with _StopRequest() as stop:
+        step = start_step
+        while step < total_steps:
+          if step >= task.phase.end_step:
+            pause = time.perf_counter()
+            state = task.enter_phase(state, stages.phase_at(task.phases, step).index)
+            _print(f'step {step}: entering phase {task.phase.index} ({task.phase.describe()})')
+            step_fn = compile_phase()
+            chrono.pause(time.perf_counter() - pause)
+          wait_start = time.perf_counter()
+          local = next(train_iter)
+          batch = sharding_lib.global_batch(local, mesh)
+          chrono.data_wait(time.perf_counter() - wait_start)
+          state, step_metrics = step_fn(state, batch)
+          flush_pending()
+          pending = (step + 1, step_metrics)
+          step += 1
+          chrono.tick()
+          if step % config.log_every_steps == 0 or step == total_steps:
+            log(step)
+          if step % config.checkpoint_every_steps == 0 or step == total_steps or stop.requested:
+            save(step)
+          if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0 or step == total_steps):
+            run_eval(step)
+          if stop.requested:
+            log(step)
+            _print(f'stopped at step {step}; re-run the same command to resume')
+            break
+      flush_pending()
+      return step
+
+    try:
+      step = train_loop()
+    finally:
+      # Waits for an in-flight asynchronous checkpoint also when the run fails, so that it is not lost.
+      checkpointer.close()
+      writer.close()
     if step >= total_steps:
       minutes, seconds = divmod(int(round(time.perf_counter() - run_start)), 60)
       _print(f'done: step {step}/{total_steps} in {minutes}m{seconds:02d}s | metrics {workdir}/metrics.jsonl | '

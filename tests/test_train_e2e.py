@@ -1,6 +1,7 @@
 """End to end through `python -m posebh_jax.main`: 1 vs 8 simulated devices, kill-and-resume, user errors."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -147,6 +148,19 @@ def test_batch_that_cannot_be_sharded_is_one_line_error(tmp_path, data_dir):
                  f'--config.data.data_dir={data_dir}', '--config.batch_size=20'], devices=8)
   line = _error_line(result)
   assert 'config.batch_size' in line and 'at least 48' in line
+
+
+def test_diverging_run_stops_with_one_line_error_before_saving_it(tmp_path, data_dir):
+  """lr 1e30: step 1 is finite (its loss is computed before the update), the parameters it leaves overflow the
+  next forward pass. The run stops there with one line, having saved every step before and none after."""
+  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={tmp_path}',
+                 f'--config.data.data_dir={data_dir}', '--config.optim.lr=1e30', '--config.optim.grad_clip=0',
+                 '--config.checkpoint_every_steps=1', '--config.eval_every_steps=0'])
+  line = _error_line(result)
+  step = int(re.search(r'diverged at step (\d+): train/loss nan', line).group(1))
+  saved = sorted(int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit())
+  assert step >= 2 and saved and saved[-1] == step - 1, (line, saved)
+  assert f'last checkpoint is step {step - 1}' in line and 'optim.lr' in line
 
 def test_train_iterator_is_closed_when_the_run_ends(tmp_path, data_dir, monkeypatch):
   """The data iterator (and with it grain's worker processes) is closed explicitly, also when the run fails:
