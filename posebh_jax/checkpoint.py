@@ -1,6 +1,7 @@
 """Orbax checkpoints of the train state together with the grain data-iterator state."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -41,12 +42,38 @@ class Checkpointer:
     restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
     return restored['state']
 
+  def model_differences(self, step: int, abstract_state: Any) -> list[str]:
+    """What keeps `step`'s saved params and batch stats from restoring into `abstract_state`'s: one line per
+    parameter that is missing on either side or has another shape or dtype (empty when they match)."""
+    saved = state_metadata(self.directory, step)
+    differences = []
+    for collection in ('params', 'batch_stats'):
+      have = _shapes_by_path(saved.get(collection, {}))
+      want = _shapes_by_path(abstract_state.get(collection, {}))
+      for path in sorted(set(have) | set(want)):
+        if path not in want:
+          differences.append(f'{collection}/{path} is saved but not in this config\'s model')
+        elif path not in have:
+          differences.append(f'{collection}/{path} of this config\'s model is not saved')
+        elif have[path] != want[path]:
+          differences.append(f'{collection}/{path} is saved as {have[path][0]} {have[path][1]}, this config has '
+                             f'{want[path][0]} {want[path][1]}')
+    return differences
+
   def wait(self):
     self.manager.wait_until_finished()
 
   def close(self):
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _shapes_by_path(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+  """{'backbone/block_0/attn/qkv/kernel': (shape, dtype name)} for arrays, ShapeDtypeStructs or orbax metadata."""
+  is_leaf = lambda x: hasattr(x, 'shape') and hasattr(x, 'dtype')
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
+  return {'/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path): (tuple(leaf.shape), str(leaf.dtype))
+          for path, leaf in flat}
 
 
 def abstract_with_shardings(abstract_tree: Any, shardings: Any) -> Any:
@@ -76,19 +103,33 @@ def read_state(path: str) -> tuple[dict, int]:
 
   Returns (state dict with params, batch_stats, extra, …, step)."""
   directory, step = resolve_checkpoint(path)
-  # Only the state item: the data iterator of another run is not wanted here.
-  manager = ocp.CheckpointManager(directory, item_handlers={'state': ocp.StandardCheckpointHandler()})
-  absl_logger = logging.getLogger('absl')
-  level = absl_logger.level
-  absl_logger.setLevel(logging.ERROR)  # orbax warns once per item it is not asked for (the data iterator)
-  try:
+  with _state_only_manager(directory) as manager:
     metadata = manager.item_metadata(step)['state']
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     # Saved shardings may name devices this process lacks (another topology): restore onto one device instead.
     abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata,
                             is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'))
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+  return restored['state'], step
+
+
+def state_metadata(directory: str, step: int) -> Any:
+  """The saved state's tree of orbax array metadata (`.shape`, `.dtype`) at `directory/<step>`, read without
+  restoring anything."""
+  with _state_only_manager(directory) as manager:
+    return manager.item_metadata(step)['state']
+
+
+@contextlib.contextmanager
+def _state_only_manager(directory: str):
+  """A CheckpointManager over `directory` that handles only the state item (the data iterator of another run is
+  not wanted), with orbax's once-per-unrequested-item warning silenced."""
+  manager = ocp.CheckpointManager(directory, item_handlers={'state': ocp.StandardCheckpointHandler()})
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    yield manager
   finally:
     absl_logger.setLevel(level)
     manager.close()
-  return restored['state'], step

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from flax import traverse_util
 
 from posebh_jax import checkpoint as checkpoint_lib
 from posebh_jax import flops as flops_lib
@@ -425,6 +426,39 @@ def global_batch_structure(counts: dict[str, int], config, num_keypoints: dict[s
           for name, n in counts.items()}
 
 
+def _read_run_config(workdir: str) -> dict | None:
+  """The config.json a previous run wrote into `workdir` (None when there is none or it cannot be read)."""
+  try:
+    with open(os.path.join(workdir, 'config.json')) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _config_changes(before: dict | None, config) -> list[str]:
+  """'key: old -> new' for every leaf that differs between a run's config.json and `config` (model keys first)."""
+  if before is None:
+    return []
+  after = json.loads(config.to_json_best_effort())
+  flat_before, flat_after = traverse_util.flatten_dict(before, sep='.'), traverse_util.flatten_dict(after, sep='.')
+  changed = [f'{key}: {flat_before.get(key)!r} -> {flat_after.get(key)!r}'
+             for key in sorted(set(flat_before) | set(flat_after)) if flat_before.get(key) != flat_after.get(key)]
+  return sorted(changed, key=lambda line: not line.startswith('model.'))
+
+
+def check_restorable(checkpointer, step: int, task: 'Task', workdir: str, run_config: dict | None):
+  """Raises UserError (one line) when the checkpoint at `step` holds parameters of another shape than `task`'s
+  model: resuming in a workdir with a changed model config, naming what differs."""
+  differences = checkpointer.model_differences(step, task.abstract_state)
+  if not differences:
+    return
+  more = f'; {len(differences) - 1} more differ' if len(differences) > 1 else ''
+  changes = _config_changes(run_config, task.config)
+  since = f'; the config changed since that run: {", ".join(changes[:4])}' if changes else ''
+  raise UserError(f'{workdir}/checkpoints/{step} holds another model than this config builds ({differences[0]}{more})'
+                  f'{since}; use a new --workdir, or the config that run used')
+
+
 def write_config(config, workdir: str):
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
@@ -491,7 +525,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   run_start = time.perf_counter()
   validate_config(config)
   workdir = os.path.abspath(workdir)
-  write_config(config, workdir)
+  run_config = _read_run_config(workdir)  # the previous run's, replaced once this run has started
   mesh = sharding_lib.make_mesh(config.mesh)
   groups = sharding_lib.num_batch_groups(mesh)
   counts = pipeline.composition(config.data, config.batch_size, groups)
@@ -514,6 +548,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     latest = checkpointer.latest_step()
     if latest is not None:
       task.use_phase(stages.phase_of_state(task.phases, latest).index)
+      check_restorable(checkpointer, latest, task, workdir, run_config)
       abstract = checkpoint_lib.abstract_with_shardings(task.abstract_state, task.state_shardings)
       state = checkpointer.restore(latest, abstract, train_iter)
       _print(f'resumed from {workdir}/checkpoints at step {latest}')
@@ -521,6 +556,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       state = task.init_state(config.seed)
       if config.init_from:
         state = task.load_initial_weights(state, config.init_from)
+    write_config(config, workdir)
     start_step = int(jax.device_get(state['step']))
     if len(task.phases) > 1:
       for phase in task.phases:
@@ -648,6 +684,7 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict:
   latest = checkpointer.latest_step()
   if latest is None:
     raise UserError(f'no checkpoint in {workdir}/checkpoints; train first or pass the right --workdir')
+  check_restorable(checkpointer, latest, task, workdir, _read_run_config(workdir))
   abstract = checkpoint_lib.abstract_with_shardings(task.abstract_state, task.state_shardings)
   state = checkpointer.restore_state_only(latest, abstract)
   results = eval_lib.Evaluator(config, task, workdir).run(state, latest)
