@@ -176,6 +176,7 @@ def test_resuming_with_another_model_is_one_line_error(tmp_path, data_dir):
   # The workdir still describes the run its checkpoints came from.
   assert json.loads((tmp_path / 'config.json').read_text())['model']['width'] == 32
 
+
 def test_training_loop_compiles_nothing_after_the_first_step_and_donates_the_state(tmp_path, data_dir,
                                                                                      monkeypatch):
   """Counts JAX lowerings (every new jit specialisation is lowered, cached or not) before each step of an 8-step
