@@ -26,5 +26,6 @@ class DataConfigError(ValueError):
     that cannot be split into the per-dataset composition across the devices or processes.
 
     The message is one line that says what to change, e.g. `global batch 20 cannot give each of 6 datasets a
-    positive multiple of 8 examples; use a batch size that is a multiple of 8 and at least 48 (e.g. 48)`.
+    positive multiple of 8 examples (the batch shards); set config.batch_size to a multiple of 8 that is at least
+    48 (e.g. 48)`.
     """

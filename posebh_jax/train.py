@@ -374,12 +374,20 @@ class Task:
     return run
 
 
+def _read_run_config(workdir: str) -> dict | None:
+  """The config.json a previous run wrote into `workdir` (None when there is none or it cannot be read)."""
+  try:
+    with open(os.path.join(workdir, 'config.json')) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
 def _run_dataset_order(workdir: str) -> tuple[str, ...] | None:
   """data.order of the run in `workdir`, from its config.json (None when absent)."""
   try:
-    with open(os.path.join(workdir, 'config.json')) as f:
-      return tuple(json.load(f)['data']['order'])
-  except (OSError, KeyError, ValueError):
+    return tuple(_read_run_config(workdir)['data']['order'])
+  except (TypeError, KeyError):  # no readable config.json (None), or one without data.order
     return None
 
 
@@ -388,9 +396,8 @@ def _run_keypoint_counts(workdir: str, names, known: dict[str, int]) -> dict[str
   this run does not train still occupies its rows of the source's prototypes); `known` fills in when absent."""
   formats = {}
   try:
-    with open(os.path.join(workdir, 'config.json')) as f:
-      formats = {n: d.get('format', n) for n, d in json.load(f)['data']['datasets'].items()}
-  except (OSError, KeyError, ValueError, AttributeError):
+    formats = {n: d.get('format', n) for n, d in _read_run_config(workdir)['data']['datasets'].items()}
+  except (TypeError, KeyError, AttributeError):  # no readable config.json (None), or not in this shape
     pass
   counts = {}
   for name in names:
@@ -424,15 +431,6 @@ def global_batch_structure(counts: dict[str, int], config, num_keypoints: dict[s
                  'heatmaps': jax.ShapeDtypeStruct((n, heat_h, heat_w, num_keypoints[name]), jnp.float32),
                  'target_weights': jax.ShapeDtypeStruct((n, num_keypoints[name]), jnp.float32)}
           for name, n in counts.items()}
-
-
-def _read_run_config(workdir: str) -> dict | None:
-  """The config.json a previous run wrote into `workdir` (None when there is none or it cannot be read)."""
-  try:
-    with open(os.path.join(workdir, 'config.json')) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
 
 
 def _config_changes(before: dict | None, config) -> list[str]:
