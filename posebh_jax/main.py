@@ -53,6 +53,8 @@ def main(argv):
   elif any(k in __import__('os').environ for k in ('SLURM_NTASKS', 'TPU_WORKER_HOSTNAMES')) and \
       int(__import__('os').environ.get('SLURM_NTASKS', '2')) > 1:
     jax.distributed.initialize()
+  if 'float64' in (config.model.dtype, config.model.param_dtype):
+    jax.config.update('jax_enable_x64', True)  # before any array exists; float32 models never turn it on
   from posebh_jax import train
   logging.set_verbosity(logging.WARNING)
   try:

@@ -321,6 +321,8 @@ class Task:
 
     (loss, (per_dataset, terms, batch_stats, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state['params'])
+    # Flax keeps running statistics in float32; a float64 model computes them in float64.
+    batch_stats = jax.tree.map(lambda new, old: new.astype(old.dtype), batch_stats, state['batch_stats'])
     updates, opt_state = self.tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     metrics = {'train/loss': loss, 'train/grad_norm': optax.tree.norm(grads),

@@ -273,3 +273,10 @@ def test_head_deconv_init_std_sets_the_deconvolution_kernels_scale(std):
       kernel = np.asarray(params[head]['upsample'][layer]['kernel'])
       assert kernel.size >= 4096 and abs(kernel.std() / std - 1) < 0.05, (head, layer, kernel.std())
     assert abs(np.asarray(params[head]['final']['kernel']).std() / 0.001 - 1) < 0.1  # the 1×1 conv keeps 0.001
+
+
+def test_float64_model_without_64_bit_mode_is_a_user_error():
+  from posebh_jax.errors import UserError
+  assert not jax.config.jax_enable_x64  # the test process runs in JAX's default 32-bit mode
+  with pytest.raises(UserError, match='JAX_ENABLE_X64=1'):
+    pose_model.build_model(_model_config(dtype='float64', param_dtype='float64'), ('coco',), (17,), num_groups=1)

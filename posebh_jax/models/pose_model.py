@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from posebh_jax.errors import UserError
 from posebh_jax.models import vit
 
 VARIANTS = {
@@ -139,6 +140,10 @@ def build_model(model_config, dataset_names: Sequence[str], num_keypoints: Seque
   """Builds a PoseModel from `config.model` (variant name or explicit width/depth/heads); with an enabled
   `config.posebh` it also has the keypoint embedding module."""
   embed = posebh_config is not None and posebh_config.enabled
+  dtypes = (model_config.dtype, model_config.param_dtype)
+  if 'float64' in dtypes and not jax.config.jax_enable_x64:
+    raise UserError("model.dtype/param_dtype float64 needs JAX's 64-bit mode: set JAX_ENABLE_X64=1 "
+                    "(posebh_jax.main turns it on for such a config)")
   width, depth, heads = model_config.width, model_config.depth, model_config.num_heads
   return PoseModel(
       dataset_names=tuple(dataset_names), num_keypoints=tuple(int(k) for k in num_keypoints),

@@ -22,6 +22,12 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
 Dtype = Any
 
 
+def accumulation_dtype(dtype: Dtype) -> Dtype:
+  """The dtype that normalisation statistics, the backbone's output and heatmaps are kept in for a model that
+  computes in `dtype`: float32, or float64 for a float64 model (used to check sharding without float32 rounding)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def _logical(init_fn, names):
   return nn.with_logical_partitioning(init_fn, names)
 
@@ -231,7 +237,7 @@ class Block(nn.Module):
 
 class ViTBackbone(nn.Module):
   """ViT without cls token. Input images uint8/float (B, H, W, 3) RGB in [0, 255], arranged by `comp`;
-  output feature map (B, H/16, W/16, D) in float32."""
+  output feature map (B, H/16, W/16, D) in float32 (float64 for a float64 model)."""
   width: int
   depth: int
   num_heads: int
@@ -249,7 +255,7 @@ class ViTBackbone(nn.Module):
 
   @nn.compact
   def __call__(self, images, comp: Composition, train: bool = False):
-    x = (images.astype(jnp.float32) - IMAGENET_MEAN) / IMAGENET_STD
+    x = (images.astype(accumulation_dtype(self.dtype)) - IMAGENET_MEAN) / IMAGENET_STD
     x = PatchEmbed(self.width, self.patch_size, self.patch_padding, self.dtype, self.param_dtype,
                    name='patch_embed')(x)
     batch, grid_h, grid_w, _ = x.shape
@@ -274,7 +280,7 @@ class ViTBackbone(nn.Module):
     x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name='norm',
                      scale_init=_logical(nn.initializers.ones, ('embed',)),
                      bias_init=_logical(nn.initializers.zeros, ('embed',)))(x)
-    return x.reshape(batch, grid_h, grid_w, self.width).astype(jnp.float32)
+    return x.reshape(batch, grid_h, grid_w, self.width).astype(accumulation_dtype(self.dtype))
 
 
 class PatchEmbed(nn.Module):
@@ -385,7 +391,7 @@ class Upsampler(nn.Module):
     init = _logical(nn.initializers.normal(self.deconv_init_std), (None, None, 'embed', 'channels'))
     self.deconv = [Deconv4x4Stride2(self.channels, self.dtype, self.param_dtype, kernel_init=init)
                    for _ in range(self.num_layers)]
-    self.bn = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=jnp.float32, param_dtype=self.param_dtype,
+    self.bn = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=accumulation_dtype(self.dtype), param_dtype=self.param_dtype,
                             scale_init=_logical(nn.initializers.ones, ('channels',)),
                             bias_init=_logical(nn.initializers.zeros, ('channels',)))
                for _ in range(self.num_layers)]
@@ -416,7 +422,8 @@ class Conv1x1(nn.Module):
 
 
 class HeatmapHead(nn.Module):
-  """One dataset's head: Upsampler then a 1×1 conv to K heatmaps; (n, h, w, D) → (n, 4h, 4w, K) float32."""
+  """One dataset's head: Upsampler then a 1×1 conv to K heatmaps; (n, h, w, D) → (n, 4h, 4w, K) float32 (float64 for
+  a float64 model)."""
   num_keypoints: int
   channels: int = 256
   num_deconv: int = 2
@@ -429,7 +436,7 @@ class HeatmapHead(nn.Module):
     self.final = Conv1x1(self.num_keypoints, self.dtype, self.param_dtype)
 
   def __call__(self, features, train: bool = False):
-    return self.final(self.upsample(features, train)).astype(jnp.float32)
+    return self.final(self.upsample(features, train)).astype(accumulation_dtype(self.dtype))
 
 
 def _variable(module: nn.Module, collection: str, name: str) -> jax.Array:
@@ -439,11 +446,11 @@ def _variable(module: nn.Module, collection: str, name: str) -> jax.Array:
 def _stacked_batch_norm(norms: Sequence[nn.BatchNorm], x: jax.Array, train: bool) -> jax.Array:
   """`nn.BatchNorm` (feature axis last, fast variance) of each of `norms` on its own slice of x (E, ..., C),
   computed for all E at once; in training it updates each module's running statistics as `nn.BatchNorm` does.
-  Returns float32, x's shape."""
-  x = x.astype(jnp.float32)
+  Returns float32 (float64 for float64 x), x's shape."""
+  x = x.astype(accumulation_dtype(x.dtype))
   norm = norms[0]
-  scale = jnp.stack([_variable(bn, 'params', 'scale') for bn in norms]).astype(jnp.float32)
-  bias = jnp.stack([_variable(bn, 'params', 'bias') for bn in norms]).astype(jnp.float32)
+  scale = jnp.stack([_variable(bn, 'params', 'scale') for bn in norms]).astype(x.dtype)
+  bias = jnp.stack([_variable(bn, 'params', 'bias') for bn in norms]).astype(x.dtype)
   axes = tuple(range(1, x.ndim - 1))
   if train:
     mean = jnp.mean(x, axis=axes)
@@ -471,4 +478,4 @@ def stacked_heads(heads: Sequence[HeatmapHead], x: jax.Array, train: bool = Fals
     phases = deconv4x4_stride2_phases(x.astype(first.dtype), kernels.astype(first.dtype))
     phases = _stacked_batch_norm([head.upsample.bn[index] for head in heads], phases, train)
     x = interleave_phases(nn.relu(phases).astype(first.dtype), n, h, w)
-  return [head.final(x[index]).astype(jnp.float32) for index, head in enumerate(heads)]
+  return [head.final(x[index]).astype(accumulation_dtype(first.dtype)) for index, head in enumerate(heads)]
