@@ -467,14 +467,23 @@ def write_config(config, workdir: str):
 
 
 class _StopRequest:
-  """Turns SIGTERM/SIGINT into a request to checkpoint and stop at the next step boundary."""
+  """Turns SIGTERM/SIGINT into a request to checkpoint and stop at a step boundary (`should_stop(step)`).
+
+  One process: at the next step boundary. Several processes (`jax.distributed`): a signal on any one of them goes
+  to JAX's preemption sync service, which picks the same step for all (one past the largest step any has reached),
+  so that they save together (the save is a collective) and none starts a step that the others will not run. A
+  stop decided by each process alone hangs the job whenever the signal reaches the processes on either side of a
+  step boundary, or reaches only some of them."""
 
   def __init__(self):
+    from jax._src import distributed  # the preemption sync manager that jax.distributed.initialize starts
     self.requested = False
     self._previous = {}
+    self._synced = jax.process_count() > 1 and distributed.global_state.preemption_sync_manager is not None
 
   def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    # With the sync service, SIGTERM stays with the notifier it installed; SIGINT is forwarded to it as SIGTERM.
+    for sig in (signal.SIGINT,) if self._synced else (signal.SIGTERM, signal.SIGINT):
       try:
         self._previous[sig] = signal.signal(sig, self._handle)
       except ValueError:  # not the main thread
@@ -485,8 +494,18 @@ class _StopRequest:
     del frame
     if self.requested:  # second signal: give up at once
       raise KeyboardInterrupt
-    logging.warning('signal %d: saving a checkpoint and stopping after this step', signum)
+    logging.warning('signal %d: saving a checkpoint and stopping at a step boundary', signum)
     self.requested = True
+    if self._synced:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  def should_stop(self, step: int) -> bool:
+    """Whether to save and stop after `step` (1-based count of finished steps). Every process calls it after
+    every step (the sync service needs each process's step)."""
+    if self._synced:
+      from jax.experimental import multihost_utils
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -642,13 +661,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           pending = (step + 1, step_metrics)
           step += 1
           chrono.tick()
+          stopping = stop.should_stop(step)
           if step % config.log_every_steps == 0 or step == total_steps:
             log(step)
-          if step % config.checkpoint_every_steps == 0 or step == total_steps or stop.requested:
+          if step % config.checkpoint_every_steps == 0 or step == total_steps or stopping:
             save(step)
           if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0 or step == total_steps):
             run_eval(step)
-          if stop.requested:
+          if stopping:
             log(step)
             _print(f'stopped at step {step}; re-run the same command to resume')
             break
