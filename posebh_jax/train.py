@@ -59,6 +59,22 @@ def validate_config(config: ml_collections.ConfigDict):
     raise UserError(f"config.eval_nms is '{config.eval_nms}'; use 'oks', 'soft_oks' or 'none'")
   if config.batch_size <= 0:
     raise UserError(f'config.batch_size must be positive (got {config.batch_size})')
+  for key in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'eval_batch_size'):
+    if config[key] < 1:
+      raise UserError(f'config.{key} must be at least 1 (got {config[key]})'
+                      + ('; a run keeps its newest checkpoints, so that a crash loses at most '
+                         'checkpoint_every_steps steps' if key == 'keep_checkpoints' else ''))
+  if config.eval_every_steps < 0:
+    raise UserError(f'config.eval_every_steps must be >= 0 (0: no evaluation during training; got '
+                    f'{config.eval_every_steps})')
+  if config.total_steps <= 0 and config.num_epochs <= 0:
+    raise UserError(f'nothing to train: config.total_steps is {config.total_steps} and config.num_epochs '
+                    f'{config.num_epochs}; set one of them > 0 (total_steps wins when > 0)')
+  if config.optim.schedule not in ('step', 'cosine'):
+    raise UserError(f"config.optim.schedule is '{config.optim.schedule}'; use 'step' or 'cosine'")
+  for key, allowed in (('dtype', ('float32', 'bfloat16', 'float64')), ('param_dtype', ('float32', 'float64'))):
+    if config.model[key] not in allowed:
+      raise UserError(f"config.model.{key} is '{config.model[key]}'; use one of {', '.join(allowed)}")
   if config.model.width % config.model.num_heads:
     raise UserError(f'config.model.width {config.model.width} is not divisible by num_heads '
                     f'{config.model.num_heads}')
