@@ -570,6 +570,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   total_steps = task.total_steps
   _print(f'mesh {dict(mesh.shape)} | batch {config.batch_size} = {counts} | {steps_per_epoch} steps/epoch | '
          f'{total_steps} steps')
+  note = pipeline.mixture_note(config.data, config.batch_size, groups, counts)
+  if note:
+    _print(note)
   hint = metrics_lib.cpu_allocator_hint(jax.default_backend())
   if hint:
     _print(hint)

@@ -392,3 +392,15 @@ def test_eval_batches_and_ground_truth(built):
     evaluator.accumulate()
     evaluator.summarize()
     assert evaluator.stats[0] == pytest.approx(1.0)
+
+
+def test_mixture_note_when_batch_shards_override_the_weights():
+  from configs import demo
+  data = demo.get_config('').data  # weights 3:1:1:1:1:1
+  assert pipeline.mixture_note(data, 48, 1, pipeline.composition(data, 48, 1)) is None  # 18:6:6:6:6:6
+  counts = pipeline.composition(data, 48, 8)
+  assert set(counts.values()) == {8}  # 8 shards leave one multiple of 8 per dataset
+  note = pipeline.mixture_note(data, 48, 8, counts)
+  assert note.startswith('note: 8 batch shards give coco 8 of 48 examples (17%) where its weight asks for 38%')
+  assert note.endswith('--config.batch_size=64 keeps every dataset within 10 % of its weight')
+  assert pipeline.composition(data, 64, 8) == dict(coco=24, aic=8, mpii=8, ap10k=8, apt36k=8, coco_wholebody=8)
