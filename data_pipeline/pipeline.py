@@ -168,13 +168,13 @@ def composition(data_config, global_batch_size: int, num_groups: int) -> dict[st
     return {name: int(a) * num_groups for name, a in zip(names, alloc)}
 
 
-def _worst_share_error(data_config, counts: Mapping[str, int]) -> tuple[float, str]:
-    """The largest |share / weight share − 1| over datasets, and that dataset's name."""
+def _worst_share_error(data_config, counts: Mapping[str, int]) -> tuple[float, str, float]:
+    """The largest |share / weight share − 1| over datasets, that dataset's name and its weight share."""
     weights = {n: float(_dataset_config(data_config, n).weight) for n in counts}
     total_weight, total_count = sum(weights.values()), sum(counts.values())
     errors = {n: abs(counts[n] / total_count / (weights[n] / total_weight) - 1.0) for n in counts}
     name = max(errors, key=errors.get)
-    return errors[name], name
+    return errors[name], name, weights[name] / total_weight
 
 
 def mixture_note(data_config, global_batch_size: int, num_groups: int, counts: Mapping[str, int],
@@ -182,11 +182,9 @@ def mixture_note(data_config, global_batch_size: int, num_groups: int, counts: M
     """A one-line note when the batch shards force a per-dataset mixture far from the weights (some dataset's
     share off by more than `tolerance` of its weight share, e.g. the demo's 3:1:1:1:1:1 at batch 48 on 8 shards
     is 8 of each), naming the nearest larger batch that keeps every share within 10 %; None when it is close."""
-    worst, name = _worst_share_error(data_config, counts)
+    worst, name, target = _worst_share_error(data_config, counts)
     if worst <= tolerance:
         return None
-    weights = {n: float(_dataset_config(data_config, n).weight) for n in counts}
-    target = weights[name] / sum(weights.values())
     message = (f'note: {num_groups} batch shards give {name} {counts[name]} of {global_batch_size} examples '
                f'({counts[name] / global_batch_size:.0%}) where its weight asks for {target:.0%}')
     for candidate in range(global_batch_size + num_groups, 8 * global_batch_size + 1, num_groups):

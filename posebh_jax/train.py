@@ -492,10 +492,10 @@ class _StopRequest:
   step boundary, or reaches only some of them."""
 
   def __init__(self):
-    from jax._src import distributed  # the preemption sync manager that jax.distributed.initialize starts
     self.requested = False
     self._previous = {}
-    self._synced = jax.process_count() > 1 and distributed.global_state.preemption_sync_manager is not None
+    # jax.distributed.initialize starts the sync service unless this flag turns it off.
+    self._synced = jax.process_count() > 1 and jax.config.jax_enable_preemption_service
 
   def __enter__(self):
     # With the sync service, SIGTERM stays with the notifier it installed; SIGINT is forwarded to it as SIGTERM.

@@ -48,8 +48,8 @@ def test_two_processes_match_one_process_and_stop_together_on_sigterm(tmp_path, 
   total = 20
   common = ['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--config.data.data_dir={data_dir}',
             f'--config.total_steps={total}', '--config.eval_every_steps=0', '--config.log_every_steps=1',
-            '--config.checkpoint_every_steps=1000', '--config.model.dtype=float64', '--config.model.param_dtype=float64',
-            f'--workdir={tmp_path / "two"}']
+            '--config.checkpoint_every_steps=1000', '--config.model.dtype=float64',
+            '--config.model.param_dtype=float64', f'--workdir={tmp_path / "two"}']
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1')
   processes = _launch_two_processes(common, env, _free_port())
   head = []

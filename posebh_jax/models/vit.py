@@ -391,7 +391,8 @@ class Upsampler(nn.Module):
     init = _logical(nn.initializers.normal(self.deconv_init_std), (None, None, 'embed', 'channels'))
     self.deconv = [Deconv4x4Stride2(self.channels, self.dtype, self.param_dtype, kernel_init=init)
                    for _ in range(self.num_layers)]
-    self.bn = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=accumulation_dtype(self.dtype), param_dtype=self.param_dtype,
+    self.bn = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=accumulation_dtype(self.dtype),
+                            param_dtype=self.param_dtype,
                             scale_init=_logical(nn.initializers.ones, ('channels',)),
                             bias_init=_logical(nn.initializers.zeros, ('channels',)))
                for _ in range(self.num_layers)]
