@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import math
 import sys
 
 import jax
@@ -59,7 +58,7 @@ def twin_losses(config, steps: int, perturbation: float = PERTURBATION):
   Returns (losses (steps,), twin losses (steps,), [(max |Δ| / max |p|, parameter path)] at the end, largest first)."""
   mesh = sharding_lib.make_mesh(config.mesh, jax.devices()[:1])
   counts = pipeline.composition(config.data, config.batch_size, 1)
-  steps_per_epoch = max(1, math.ceil(sum(pipeline.dataset_sizes(config.data).values()) / config.batch_size))
+  steps_per_epoch = pipeline.steps_per_epoch(config.data, config.batch_size)
   task = train.Task(config, mesh, steps_per_epoch, counts)
   step_fn = task.compile_train_step(train.global_batch_structure(counts, config, task.num_keypoints))
   batches = pipeline.make_train_iterator(config.data, config.batch_size, 1, seed=config.seed)

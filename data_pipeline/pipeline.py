@@ -136,6 +136,11 @@ def dataset_sizes(data_config) -> dict[str, int]:
 
 MAX_STEPS = 2**40  # length of the "infinite" train stream, in batches
 
+def steps_per_epoch(data_config, global_batch_size: int) -> int:
+    """Steps in one epoch: all datasets' training examples over the global batch, rounded up (at least 1)."""
+    return max(1, -(-sum(dataset_sizes(data_config).values()) // global_batch_size))
+
+
 def composition(data_config, global_batch_size: int, num_groups: int) -> dict[str, int]:
     """Per-dataset example counts of one global batch, in `data_config.order`.
 

@@ -564,8 +564,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = sharding_lib.make_mesh(config.mesh)
   groups = sharding_lib.num_batch_groups(mesh)
   counts = pipeline.composition(config.data, config.batch_size, groups)
-  sizes = pipeline.dataset_sizes(config.data)
-  steps_per_epoch = max(1, math.ceil(sum(sizes.values()) / config.batch_size))
+  steps_per_epoch = pipeline.steps_per_epoch(config.data, config.batch_size)
   task = Task(config, mesh, steps_per_epoch, counts)
   total_steps = task.total_steps
   _print(f'mesh {dict(mesh.shape)} | batch {config.batch_size} = {counts} | {steps_per_epoch} steps/epoch | '
