@@ -2,6 +2,7 @@
 [--config.key=value ...]. Trains (resuming from DIR's latest checkpoint) or evaluates it."""
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app
@@ -39,6 +40,21 @@ def _load_config():
     sys.exit(2)
 
 
+def _check_workdir(path: str, create: bool):
+  """A --workdir that is a file or cannot be created ends with one line (instead of a traceback at the first
+  write, after the model has been built)."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    print(f'error: --workdir={path} is a file; pass a directory', file=sys.stderr)
+    sys.exit(2)
+  if create:
+    try:
+      os.makedirs(path, exist_ok=True)
+    except OSError as e:
+      print(f'error: cannot create --workdir={path}: {e.strerror}; pass a directory you can write to',
+            file=sys.stderr)
+      sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}; options are --config, --workdir, --mode')
@@ -46,12 +62,13 @@ def main(argv):
   if config is None or _WORKDIR.value is None:
     print('error: pass --config=configs/<name>.py and --workdir=DIR', file=sys.stderr)
     sys.exit(2)
+  _check_workdir(_WORKDIR.value, create=_MODE.value == 'train')
   import jax
   if _COORDINATOR.value or _NUM_PROCESSES.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
-  elif any(k in __import__('os').environ for k in ('SLURM_NTASKS', 'TPU_WORKER_HOSTNAMES')) and \
-      int(__import__('os').environ.get('SLURM_NTASKS', '2')) > 1:
+  elif any(k in os.environ for k in ('SLURM_NTASKS', 'TPU_WORKER_HOSTNAMES')) and \
+      int(os.environ.get('SLURM_NTASKS', '2')) > 1:
     jax.distributed.initialize()
   if 'float64' in (config.model.dtype, config.model.param_dtype):
     jax.config.update('jax_enable_x64', True)  # before any array exists; float32 models never turn it on
@@ -75,7 +92,8 @@ def _parse_flags(argv):
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
     message = ' '.join(lines[:1] + lines[-1:] if len(lines) > 1 else lines) or type(e).__name__
     hint = (' (check the --config.<key> name and value against the config file)'
-            if any(a.startswith('--config') for a in argv[1:]) and 'config' in message else '')
+            if any(a.startswith('--config.') for a in argv[1:]) and 'config' in message
+            and 'parsing config file' not in message else '')
     print(f'error: {message}{hint}', file=sys.stderr)
     sys.exit(2)
   except (AttributeError, KeyError) as e:

@@ -291,3 +291,18 @@ def test_initial_state_compiled_for_speed_is_bitwise_the_default_compilation():
   assert len(leaves) == len(reference_leaves) > 50
   for got, want in zip(leaves, reference_leaves):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_workdir_that_is_a_file_is_one_line_error(tmp_path):
+  workdir = tmp_path / 'a_file'
+  workdir.write_text('')
+  for mode in ('train', 'eval'):
+    result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={workdir}', f'--mode={mode}'])
+    assert _error_line(result) == f'error: --workdir={workdir} is a file; pass a directory'
+
+
+def test_unknown_config_file_argument_is_one_line_error_without_the_override_hint(tmp_path):
+  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tinyy', f'--workdir={tmp_path}',
+                 '--config.total_steps=2'])
+  line = _error_line(result)
+  assert "unknown demo config argument(s) ['tinyy']" in line and '--config.<key>' not in line
