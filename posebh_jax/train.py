@@ -70,6 +70,11 @@ def validate_config(config: ml_collections.ConfigDict):
   if config.total_steps <= 0 and config.num_epochs <= 0:
     raise UserError(f'nothing to train: config.total_steps is {config.total_steps} and config.num_epochs '
                     f'{config.num_epochs}; set one of them > 0 (total_steps wins when > 0)')
+  if not config.optim.lr > 0:
+    raise UserError(f'config.optim.lr must be > 0 (got {config.optim.lr}); to keep parameters fixed use '
+                    'config.optim.frozen')
+  if config.posebh.enabled and not all(lr > 0 for lr in config.posebh.stage_lrs):
+    raise UserError(f'config.posebh.stage_lrs must all be > 0 (got {tuple(config.posebh.stage_lrs)})')
   if config.optim.schedule not in ('step', 'cosine'):
     raise UserError(f"config.optim.schedule is '{config.optim.schedule}'; use 'step' or 'cosine'")
   for key, allowed in (('dtype', ('float32', 'bfloat16', 'float64')), ('param_dtype', ('float32', 'float64'))):
@@ -237,18 +242,28 @@ class Task:
         if key in source_flat and np.shape(source_flat[key]) == np.shape(value):
           out[key] = np.asarray(source_flat[key], value.dtype)
           loaded.add(group)
-        elif key in source_flat and key[-1] in ('expert_kernel', 'expert_bias'):
+        elif key in source_flat and key[-1] in ('expert_kernel', 'expert_bias') and _dataset_axis(
+            np.shape(value), np.shape(source_flat[key]), len(self.names), len(source_names)) is not None:
           out[key] = _map_dataset_axis(np.array(value), np.asarray(source_flat[key]),
                                        tuple(like.get(n, n) for n in self.names), source_names)
           loaded.add(group)
+        elif key in source_flat:
+          mismatched.append(f'{what}/{"/".join(key)} is {tuple(np.shape(source_flat[key]))} there and '
+                            f'{tuple(np.shape(value))} here')
+          out[key] = value
         else:
           out[key] = value
           if what == 'params':
             fresh.add(group)
       return traverse_util.unflatten_dict(out)
 
+    mismatched = []
     params = merge(state['params'], source.get('params'), 'params')
     batch_stats = merge(state['batch_stats'], source.get('batch_stats'), 'batch_stats')
+    if mismatched:
+      raise UserError(f'config.init_from: {path} holds another architecture than this config builds '
+                      f'({mismatched[0]}' + (f'; {len(mismatched) - 1} more differ' if len(mismatched) > 1 else '')
+                      + '); init_from copies weights of the same shapes: set the model keys as in that run')
     extra = jax.device_get(state['extra'])
     source_extra = source.get('extra') or {}
     if 'prototypes' in extra and 'prototypes' in source_extra:
@@ -426,18 +441,30 @@ def _run_keypoint_counts(workdir: str, names, known: dict[str, int]) -> dict[str
   return counts
 
 
+def _dataset_axis(target_shape, source_shape, num_target: int, num_source: int) -> int | None:
+  """The axis of an expert parameter along which the target has `num_target` and the source `num_source`
+  datasets while every other axis agrees; None when there is none (another architecture)."""
+  if len(target_shape) != len(source_shape):
+    return None
+  for axis in range(len(target_shape)):
+    others_agree = all(t == u for i, (t, u) in enumerate(zip(target_shape, source_shape)) if i != axis)
+    if target_shape[axis] == num_target and source_shape[axis] == num_source and others_agree:
+      return axis
+  return None
+
+
 def _map_dataset_axis(target: np.ndarray, source: np.ndarray, target_names, source_names) -> np.ndarray:
-  """Copies per-dataset slices (experts) from `source` into `target` by dataset name; the dataset axis is the
-  one whose sizes are len(source_names) and len(target_names)."""
-  for axis in range(target.ndim):
-    if target.shape[axis] == len(target_names) and source.shape[axis] == len(source_names):
-      for i, name in enumerate(target_names):
-        if name in source_names:
-          index = [slice(None)] * target.ndim
-          src = list(index)
-          index[axis], src[axis] = i, list(source_names).index(name)
-          target[tuple(index)] = source[tuple(src)]
-      return target
+  """Copies per-dataset slices (experts) from `source` into `target` by dataset name along their dataset axis
+  (`_dataset_axis`); returns `target` (unchanged when there is no such axis)."""
+  axis = _dataset_axis(target.shape, source.shape, len(target_names), len(source_names))
+  if axis is None:
+    return target
+  for i, name in enumerate(target_names):
+    if name in source_names:
+      index = [slice(None)] * target.ndim
+      src = list(index)
+      index[axis], src[axis] = i, list(source_names).index(name)
+      target[tuple(index)] = source[tuple(src)]
   return target
 
 

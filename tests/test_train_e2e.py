@@ -179,6 +179,14 @@ def test_resuming_with_another_model_is_one_line_error(tmp_path, data_dir):
   assert 'is saved as (32,) float32, this config has (48,) float32' in line, line
   # The workdir still describes the run its checkpoints came from.
   assert json.loads((tmp_path / 'config.json').read_text())['model']['width'] == 32
+  # Starting a new run from it (init_from) with another width: one line too (was a broadcast traceback).
+  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={tmp_path / "new"}',
+                 f'--config.data.data_dir={data_dir}', '--config.total_steps=4', '--config.model.width=48',
+                 f'--config.init_from={tmp_path}'])
+  line = _error_line(result)
+  assert line.startswith(f'error: config.init_from: {tmp_path} holds another architecture than this config '
+                         'builds (params/backbone/'), line
+  assert 'is (32,) there and (48,) here' in line and 'more differ' in line, line
 
 
 

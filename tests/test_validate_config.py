@@ -14,6 +14,7 @@ from posebh_jax.errors import UserError
     ('eval_every_steps', -1, 'config.eval_every_steps must be >= 0'),
     ('batch_size', 0, 'config.batch_size must be positive'),
     ('optim.schedule', 'linear', "config.optim.schedule is 'linear'"),
+    ('optim.lr', -1e-3, 'config.optim.lr must be > 0'),
     ('model.dtype', 'float16', "config.model.dtype is 'float16'"),
     ('model.param_dtype', 'bfloat16', "config.model.param_dtype is 'bfloat16'"),
 ])
