@@ -64,12 +64,19 @@ def main(argv):
     sys.exit(2)
   _check_workdir(_WORKDIR.value, create=_MODE.value == 'train')
   import jax
-  if _COORDINATOR.value or _NUM_PROCESSES.value:
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
-  elif any(k in os.environ for k in ('SLURM_NTASKS', 'TPU_WORKER_HOSTNAMES')) and \
-      int(os.environ.get('SLURM_NTASKS', '2')) > 1:
-    jax.distributed.initialize()
+  try:
+    if _COORDINATOR.value or _NUM_PROCESSES.value:
+      jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                                 process_id=_PROCESS_ID.value)
+    elif any(k in os.environ for k in ('SLURM_NTASKS', 'TPU_WORKER_HOSTNAMES')) and \
+        int(os.environ.get('SLURM_NTASKS', '2')) > 1:
+      jax.distributed.initialize()
+  except (ValueError, RuntimeError) as e:
+    reason = str(e).strip().splitlines()[0].rstrip('.') if str(e).strip() else type(e).__name__
+    print(f'error: cannot join the multi-process run: {reason}; pass --coordinator_address=HOST:PORT (process '
+          "0's), --num_processes=N and --process_id=0..N-1 to every process, or start it under SLURM or on TPU VMs, "
+          'where they are read from the environment', file=sys.stderr)
+    sys.exit(2)
   if 'float64' in (config.model.dtype, config.model.param_dtype):
     jax.config.update('jax_enable_x64', True)  # before any array exists; float32 models never turn it on
   from posebh_jax import train

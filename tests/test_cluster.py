@@ -95,3 +95,14 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, data_
   assert f'resumed from {tmp_path}/checkpoints at step {stopped}' in resumed.stdout
   assert f'done: step {stopped + 2}/{stopped + 2}' in resumed.stdout
   assert sorted(_losses(tmp_path))[-2:] == [stopped + 1, stopped + 2]
+
+
+def test_incomplete_multi_process_flags_are_one_line_error(tmp_path):
+  from conftest import run_module
+  result = run_module(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={tmp_path}',
+                       '--num_processes=2', '--process_id=0'])
+  assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+  lines = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+  assert lines == ['error: cannot join the multi-process run: coordinator_address should be defined; pass '
+                   "--coordinator_address=HOST:PORT (process 0's), --num_processes=N and --process_id=0..N-1 to "
+                   'every process, or start it under SLURM or on TPU VMs, where they are read from the environment']
