@@ -11,14 +11,17 @@ import optax
 from flax import traverse_util
 
 
+SCHEDULES = ('step', 'cosine')  # config.optim.schedule
+
+
 def learning_rate_schedule(base_lr: float, warmup_steps: int, warmup_ratio: float,
                            decay_steps: Sequence[int], decay_factor: float, kind: str = 'step',
                            total_steps: int = 0, final_ratio: float = 0.0) -> Callable[[jax.Array], jax.Array]:
   """Linear warmup from `base_lr * warmup_ratio` to `base_lr` over `warmup_steps`, then either (kind 'step')
   ×decay_factor at each step in `decay_steps`, or (kind 'cosine') a half cosine from `base_lr` down to
   `base_lr * final_ratio` at `total_steps`. Returns step → lr (float32)."""
-  if kind not in ('step', 'cosine'):
-    raise ValueError(f"optim.schedule must be 'step' or 'cosine', got {kind!r}")
+  if kind not in SCHEDULES:
+    raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {kind!r}")
   boundaries = jnp.asarray(sorted(decay_steps) or [np.iinfo(np.int32).max], jnp.int32)
 
   def schedule(step):

@@ -75,8 +75,8 @@ def validate_config(config: ml_collections.ConfigDict):
                     'config.optim.frozen')
   if config.posebh.enabled and not all(lr > 0 for lr in config.posebh.stage_lrs):
     raise UserError(f'config.posebh.stage_lrs must all be > 0 (got {tuple(config.posebh.stage_lrs)})')
-  if config.optim.schedule not in ('step', 'cosine'):
-    raise UserError(f"config.optim.schedule is '{config.optim.schedule}'; use 'step' or 'cosine'")
+  if config.optim.schedule not in optim.SCHEDULES:
+    raise UserError(f"config.optim.schedule is '{config.optim.schedule}'; use one of {', '.join(optim.SCHEDULES)}")
   for key, allowed in (('dtype', ('float32', 'bfloat16', 'float64')), ('param_dtype', ('float32', 'float64'))):
     if config.model[key] not in allowed:
       raise UserError(f"config.model.{key} is '{config.model[key]}'; use one of {', '.join(allowed)}")
@@ -222,7 +222,7 @@ class Task:
       raise UserError(f'config.init_from: {e}') from None
     directory, _ = checkpoint_lib.resolve_checkpoint(path)
     source_names = _run_dataset_order(os.path.dirname(directory)) or self.names
-    loaded, fresh = set(), set()
+    loaded, fresh, mismatched = set(), set(), []
     # Domain transfer (config.transfer.init_like): a dataset new to the source run starts from an old one's
     # expert and head layers (those whose shapes match).
     like = {new: old for new, old in self.config.transfer.init_like if new not in source_names} \
@@ -239,12 +239,14 @@ class Task:
           key_like = (f'head_{like[top[len("head_"):]]}',) + key[1:]
           if key_like in source_flat and np.shape(source_flat[key_like]) == np.shape(value):
             source_flat[key] = source_flat[key_like]
+        expert_axis = (_dataset_axis(np.shape(value), np.shape(source_flat[key]), len(self.names),
+                                     len(source_names))
+                       if key in source_flat and key[-1] in ('expert_kernel', 'expert_bias') else None)
         if key in source_flat and np.shape(source_flat[key]) == np.shape(value):
           out[key] = np.asarray(source_flat[key], value.dtype)
           loaded.add(group)
-        elif key in source_flat and key[-1] in ('expert_kernel', 'expert_bias') and _dataset_axis(
-            np.shape(value), np.shape(source_flat[key]), len(self.names), len(source_names)) is not None:
-          out[key] = _map_dataset_axis(np.array(value), np.asarray(source_flat[key]),
+        elif expert_axis is not None:
+          out[key] = _map_dataset_axis(np.array(value), np.asarray(source_flat[key]), expert_axis,
                                        tuple(like.get(n, n) for n in self.names), source_names)
           loaded.add(group)
         elif key in source_flat:
@@ -257,7 +259,6 @@ class Task:
             fresh.add(group)
       return traverse_util.unflatten_dict(out)
 
-    mismatched = []
     params = merge(state['params'], source.get('params'), 'params')
     batch_stats = merge(state['batch_stats'], source.get('batch_stats'), 'batch_stats')
     if mismatched:
@@ -453,12 +454,9 @@ def _dataset_axis(target_shape, source_shape, num_target: int, num_source: int) 
   return None
 
 
-def _map_dataset_axis(target: np.ndarray, source: np.ndarray, target_names, source_names) -> np.ndarray:
-  """Copies per-dataset slices (experts) from `source` into `target` by dataset name along their dataset axis
-  (`_dataset_axis`); returns `target` (unchanged when there is no such axis)."""
-  axis = _dataset_axis(target.shape, source.shape, len(target_names), len(source_names))
-  if axis is None:
-    return target
+def _map_dataset_axis(target: np.ndarray, source: np.ndarray, axis: int, target_names, source_names) -> np.ndarray:
+  """Copies per-dataset slices (experts) from `source` into `target` by dataset name along their dataset `axis`
+  (`_dataset_axis`); returns `target`."""
   for i, name in enumerate(target_names):
     if name in source_names:
       index = [slice(None)] * target.ndim
