@@ -210,8 +210,9 @@ def test_stacking_choice_is_checked_and_auto_follows_the_backend():
     pose_model.build_model(_model_config(stack_equal_datasets='sometimes'), ['a'], [5])
 
 
-_STACKED_SHARDED_STEPS = '''
+_SHARDED_ROUTING_STEPS = '''
 import json
+import sys
 import jax
 import numpy as np
 from configs import demo
@@ -221,9 +222,11 @@ config = demo.get_config('tiny')
 config.data.order = ('coco', 'ap10k', 'mpii')  # three heads and experts keep the two compilations short
 for name in config.data.order:
   config.data.datasets[name].weight = 1.0
-config.batch_size = 24
-config.model.stack_equal_datasets = 'always'
-counts = {name: 8 for name in config.data.order}
+stacking = sys.argv[1]
+config.model.stack_equal_datasets = stacking
+# Stacked: equal counts. Per dataset: an unequal mixture (as the demo's), whose fc2 is assembled per dataset.
+counts = {name: 8 for name in config.data.order} if stacking == 'always' else {'coco': 16, 'ap10k': 8, 'mpii': 8}
+config.batch_size = sum(counts.values())
 losses = {}
 for label, devices, shape in (('one', jax.devices()[:1], (1, 1)), ('eight', jax.devices(), (4, 2))):
   config.mesh.data, config.mesh.fsdp = shape
@@ -247,13 +250,15 @@ print(json.dumps(losses))
 '''
 
 
-def test_stacked_routing_on_eight_devices_matches_one_device():
-  """The stacked experts and heads under a data×fsdp mesh of 8 simulated devices: the first train steps' losses
-  and gradient norms equal one device's to float rounding, and the step has no collective permutes (the configs' `auto` stacks only on accelerators, so the end-to-end 8-vs-1
-  tests on the CPU take the per-dataset path)."""
+@pytest.mark.parametrize('stacking', ['always', 'never'])
+def test_routing_on_eight_devices_matches_one_device(stacking):
+  """The experts and heads, stacked (equal counts) or one dataset after another (an unequal mixture), under a
+  data×fsdp mesh of 8 simulated devices: the first train steps' losses and gradient norms equal one device's to
+  float rounding, and the step has no collective permutes (the configs' `auto` stacks only on accelerators, so
+  the end-to-end 8-vs-1 tests on the CPU take the per-dataset path too)."""
   from conftest import run_module
 
-  result = run_module(['-c', _STACKED_SHARDED_STEPS], devices=8)
+  result = run_module(['-c', _SHARDED_ROUTING_STEPS, stacking], devices=8)
   assert result.returncode == 0, result.stderr[-3000:]
   losses = json.loads(result.stdout.strip().splitlines()[-1])
   np.testing.assert_allclose(losses['eight'], losses['one'], rtol=1e-5)
