@@ -10,6 +10,8 @@ import numpy as np
 import optax
 from flax import traverse_util
 
+from posebh_jax.errors import UserError
+
 
 SCHEDULES = ('step', 'cosine')  # config.optim.schedule
 
@@ -74,11 +76,16 @@ def weight_decay_mask(params) -> Any:
 
 
 def frozen_mask(params, patterns: Sequence[str]) -> Any:
-  """True where the parameter path ('backbone/block_0/attn/qkv/kernel') matches one of the regexes."""
+  """True where the parameter path ('backbone/block_0/attn/qkv/kernel') matches one of the regexes. A pattern
+  that matches no parameter raises UserError (a mistyped pattern would otherwise freeze nothing, silently)."""
+  paths = {path: '/'.join(path) for path in traverse_util.flatten_dict(params)}
   compiled = [re.compile(p) for p in patterns]
-  flat = traverse_util.flatten_dict(params)
-  return traverse_util.unflatten_dict(
-      {path: any(c.search('/'.join(path)) for c in compiled) for path in flat})
+  for pattern, regex in zip(patterns, compiled):
+    if not any(regex.search(text) for text in paths.values()):
+      raise UserError(f"frozen parameter pattern {pattern!r} (config.optim.frozen, config.transfer.frozen) matches "
+                      f"no parameter of this model; patterns are regexes searched in paths such as '{next(iter(paths.values()))}', e.g. "
+                      "'^backbone/' or '^head_coco/'")
+  return traverse_util.unflatten_dict({path: any(c.search(text) for c in compiled) for path, text in paths.items()})
 
 
 def scale_by_tree(multipliers) -> optax.GradientTransformation:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import time
 from typing import Any
@@ -80,6 +81,23 @@ def validate_config(config: ml_collections.ConfigDict):
   for key, allowed in (('dtype', ('float32', 'bfloat16', 'float64')), ('param_dtype', ('float32', 'float64'))):
     if config.model[key] not in allowed:
       raise UserError(f"config.model.{key} is '{config.model[key]}'; use one of {', '.join(allowed)}")
+  if not isinstance(config.seed, int) or config.seed < 0:
+    raise UserError(f'config.seed must be an integer >= 0 (got {config.seed!r})')
+  for key in ('width', 'depth', 'num_heads', 'patch_size', 'head_channels', 'head_num_deconv'):
+    if config.model[key] < 1:
+      raise UserError(f'config.model.{key} must be at least 1 (got {config.model[key]})')
+  if config.model.patch_padding < 0 or not config.model.mlp_ratio > 0:
+    raise UserError(f'config.model.patch_padding must be >= 0 and mlp_ratio > 0 (got '
+                    f'{config.model.patch_padding} and {config.model.mlp_ratio})')
+  frozen_lists = [('optim', config.optim.frozen)]
+  if 'transfer' in config:
+    frozen_lists.append(('transfer', config.transfer.frozen))
+  for section, pattern in ((section, p) for section, patterns in frozen_lists for p in patterns):
+    try:
+      re.compile(pattern)
+    except (re.error, TypeError) as e:
+      raise UserError(f'config.{section}.frozen: {pattern!r} is not a regular expression ({e}); patterns are '
+                      "searched in parameter paths such as 'backbone/block_0/attn/qkv/kernel'") from None
   if config.model.width % config.model.num_heads:
     raise UserError(f'config.model.width {config.model.width} is not divisible by num_heads '
                     f'{config.model.num_heads}')
@@ -90,6 +108,22 @@ def validate_config(config: ml_collections.ConfigDict):
     pose_model.resolve_stacking(config.model.get('stack_equal_datasets', 'auto'))
   except ValueError as e:
     raise UserError(f'config.{e}') from None
+  for key in ('image_size', 'heatmap_size'):
+    size = tuple(config.data[key])
+    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+      raise UserError(f'config.data.{key} must be (height, width) in pixels, two positive integers (got {size})')
+  if config.optim.warmup_steps < 0 or config.data.num_workers < 0 or config.data.sigma <= 0:
+    raise UserError('config.optim.warmup_steps and config.data.num_workers must be >= 0 and config.data.sigma > 0 '
+                    f'(got {config.optim.warmup_steps}, {config.data.num_workers} and {config.data.sigma})')
+  if not 0 <= config.model.drop_path < 1:
+    raise UserError(f'config.model.drop_path is a stochastic-depth rate in [0, 1) (got {config.model.drop_path})')
+  aug = config.data.aug
+  for key in ('rotation_prob', 'flip_prob', 'half_body_prob'):
+    if not 0 <= aug[key] <= 1:
+      raise UserError(f'config.data.aug.{key} is a probability in [0, 1] (got {aug[key]})')
+  if not 0 <= aug.scale_factor < 1 or aug.rotation < 0:
+    raise UserError('config.data.aug.scale_factor must be in [0, 1) (crops scaled by 1 ± it) and rotation >= 0 '
+                    f'(degrees, ±) (got {aug.scale_factor} and {aug.rotation})')
   image_h, image_w = config.data.image_size
   heat_h, heat_w = config.data.heatmap_size
   stride = 2 ** config.model.head_num_deconv

@@ -101,3 +101,11 @@ def test_cosine_schedule_closed_form():
 def test_unknown_schedule_is_an_error():
   with pytest.raises(ValueError, match='cosine'):
     optim.learning_rate_schedule(1.0, 0, 0.0, [], 0.1, kind='linear')
+
+
+def test_frozen_pattern_that_matches_nothing_is_a_user_error():
+  """A mistyped pattern would freeze nothing and train everything without a word."""
+  from posebh_jax.errors import UserError
+  params = _params()
+  with pytest.raises(UserError, match="frozen parameter pattern '\\^backbone/blocks_' .* matches no parameter"):
+    optim.build_optimizer(_config(frozen=('^head_', '^backbone/blocks_')), params, depth=2, steps_per_epoch=1)

@@ -17,6 +17,16 @@ from posebh_jax.errors import UserError
     ('optim.lr', -1e-3, 'config.optim.lr must be > 0'),
     ('model.dtype', 'float16', "config.model.dtype is 'float16'"),
     ('model.param_dtype', 'bfloat16', "config.model.param_dtype is 'bfloat16'"),
+    ('seed', -1, 'config.seed must be an integer >= 0'),  # numpy's generators reject it mid-run otherwise
+    ('model.depth', 0, 'config.model.depth must be at least 1'),  # would train a ViT without blocks
+    ('model.patch_size', 0, 'config.model.patch_size must be at least 1'),  # was a ZeroDivisionError traceback
+    ('optim.frozen', ('head_(coco',), "config.optim.frozen: 'head_(coco' is not a regular expression"),
+    ('data.image_size', (128,), 'config.data.image_size must be .height, width. in pixels'),  # was an unpack traceback
+    ('optim.warmup_steps', -5, 'config.optim.warmup_steps and config.data.num_workers must be >= 0'),
+    ('model.drop_path', 1.5, 'config.model.drop_path is a stochastic-depth rate in .0, 1.'),
+    ('data.aug.flip_prob', 2.0, 'config.data.aug.flip_prob is a probability'),
+    ('data.aug.scale_factor', -0.5, 'config.data.aug.scale_factor must be in .0, 1.'),
+    ('transfer.frozen', ('[',), "config.transfer.frozen: '\\[' is not a regular expression"),
 ])
 def test_bad_value_is_a_user_error(key, value, expected):
   config = demo.get_config('tiny')
