@@ -257,6 +257,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
+        if os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
+            raise NotADirectoryError(20, 'it is a file')
+        os.makedirs(args.data_dir, exist_ok=True)
+    except OSError as e:
+        print(f'error: cannot use --data_dir={args.data_dir}: {e.strerror}; pass a directory you can write to',
+              file=sys.stderr)
+        return 2
+    try:
         summary = runner(args)
     except ValueError as e:
         print(f'error: {e}', file=sys.stderr)

@@ -140,6 +140,14 @@ def test_prepare_unknown_dataset_is_a_one_line_error(capsys):
     assert '\n' not in err and 'no_such_dataset' in err and 'synthetic' in err
 
 
+def test_prepare_into_a_file_is_a_one_line_error(tmp_path, capsys):
+    not_a_directory = tmp_path / 'file'
+    not_a_directory.write_text('')
+    assert prepare.main(['synthetic', f'--data_dir={not_a_directory}', '--num_train=1', '--num_val=1']) == 2
+    err = capsys.readouterr().err.strip()  # was a NotADirectoryError traceback from tfds
+    assert '\n' not in err and 'it is a file' in err and str(not_a_directory) in err
+
+
 def test_missing_dataset_raises_one_line_error(tmp_path):
     cfg = data_config(tmp_path / 'empty')
     with pytest.raises(DatasetNotFoundError) as info:
