@@ -193,7 +193,8 @@ def test_resuming_with_another_model_is_one_line_error(tmp_path, data_dir):
 def test_training_loop_compiles_nothing_after_the_first_step_and_donates_the_state(tmp_path, data_dir,
                                                                                      monkeypatch):
   """Counts JAX lowerings (every new jit specialisation is lowered, cached or not) before each step of an 8-step
-  run that logs every step and checkpoints at step 4, and checks that each step consumed (donated) its input."""
+  run that logs every step and checkpoints at step 4, and checks that each step consumed (donated) its input, also
+  the first step after resuming from the checkpoint."""
   import jax
   from jax import monitoring
 
@@ -238,6 +239,12 @@ def test_training_loop_compiles_nothing_after_the_first_step_and_donates_the_sta
   # step 5 donates only if orbax has finished writing and dropped its views (a 5 s pause before step 5 lets it).
   # On a GPU the host copy is a separate buffer.
   assert all(d for i, d in enumerate(donated) if i != 4), donated
+  # Resumed: the state restored by orbax is donated by the first step too (else a resumed run would need a second
+  # copy of the state for that step, and one that fits only just would run out of memory on resuming).
+  del donated[:]
+  config.total_steps = 11
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert donated == [True] * 3, donated
 
 
 def test_train_iterator_is_closed_when_the_run_ends(tmp_path, data_dir, monkeypatch):
