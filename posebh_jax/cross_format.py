@@ -62,8 +62,8 @@ def predict_split(task, variables, name: str, flip: bool | None = None) -> tuple
   batch_size = config.eval_batch_size - config.eval_batch_size % task.groups or task.groups
   ids, keypoints = [], []
   for batch in pipeline.make_eval_iterator(config.data, name, batch_size):
-    images = jax.device_put(np.asarray(batch['image']), task.batch_sharding)
-    heatmaps = np.asarray(jax.device_get(predict(variables, images)), np.float32).transpose(0, 3, 1, 2)
+    images = sharding_lib.put_global(batch['image'], task.batch_sharding)
+    heatmaps = sharding_lib.fetch_global(predict(variables, images)).astype(np.float32).transpose(0, 3, 1, 2)
     coords, scores = codecs.decode(heatmaps, entry.codec)
     image_xy = codecs.heatmap_to_image(coords, np.asarray(batch['center']), np.asarray(batch['scale']),
                                        (heat_w, heat_h), entry.codec == 'udp')

@@ -67,9 +67,9 @@ class Evaluator:
     raw instances: rescoring and per-image NMS, see `dataset_nms`) and {'raw': the raw top-down instances,
     'by_instance': {instance_id: (K, 3) keypoints}, 'crops': up to `viz_examples` (crop, center, scale,
     image_id, keypoints)}."""
-    import jax
     from data_pipeline import pipeline
     from posebh_jax import codecs
+    from posebh_jax import sharding as sharding_lib
     config, task = self.config, self.task
     entry = config.data.datasets[name]
     fmt = task.formats[name]
@@ -83,8 +83,10 @@ class Evaluator:
     batch_size = config.eval_batch_size - config.eval_batch_size % task.groups or task.groups
     raw, by_instance, crops = [], {}, []
     for batch in pipeline.make_eval_iterator(config.data, name, batch_size):
-      images = jax.device_put(np.asarray(batch['image']), task.batch_sharding)
-      heatmaps = np.asarray(jax.device_get(predict(variables, images)), np.float32).transpose(0, 3, 1, 2)
+      # Every process reads the whole split; with several processes each computes its shards and all receive
+      # the whole batch's heatmaps.
+      images = sharding_lib.put_global(batch['image'], task.batch_sharding)
+      heatmaps = sharding_lib.fetch_global(predict(variables, images)).astype(np.float32).transpose(0, 3, 1, 2)
       coords, scores = codecs.decode(heatmaps, entry.codec)
       image_xy = codecs.heatmap_to_image(coords, np.asarray(batch['center']), np.asarray(batch['scale']),
                                          (heat_w, heat_h), use_udp)

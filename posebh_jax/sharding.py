@@ -75,6 +75,28 @@ def logical_shardings(boxed_tree: Any, mesh: jax.sharding.Mesh, rules) -> Any:
   return jax.tree.map(fit, mesh_specs, shapes, is_leaf=lambda x: isinstance(x, P) or x is None)
 
 
+def put_global(host_array, sharding: NamedSharding) -> jax.Array:
+  """An array that every process holds whole (the same values everywhere, e.g. an eval batch every process read)
+  → a global jax.Array with `sharding`; each process places only its own devices' shards."""
+  host_array = np.asarray(host_array)
+  if jax.process_count() == 1:
+    return jax.device_put(host_array, sharding)
+  return jax.make_array_from_callback(host_array.shape, sharding, lambda index: host_array[index])
+
+
+def fetch_global(tree: Any) -> Any:
+  """Global arrays → numpy arrays with every value on every process (`jax.device_get` fails on an array sharded
+  over devices of other processes: those are gathered across processes first)."""
+  from jax.experimental import multihost_utils
+
+  def fetch(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+  return jax.tree.map(fetch, tree)
+
+
 def global_batch(local_batch: Any, mesh: jax.sharding.Mesh) -> Any:
   """Assembles per-process numpy arrays (leading dim = this process's share) into global arrays sharded over
   the batch axes."""

@@ -263,7 +263,7 @@ class Task:
         if self.config.get('transfer') is not None else {}
 
     def merge(target_tree, source_tree, what):
-      target_flat = traverse_util.flatten_dict(jax.device_get(target_tree))
+      target_flat = traverse_util.flatten_dict(sharding_lib.fetch_global(target_tree))
       source_flat = traverse_util.flatten_dict(jax.device_get(source_tree)) if source_tree else {}
       out = {}
       for key, value in target_flat.items():
@@ -299,7 +299,7 @@ class Task:
       raise UserError(f'config.init_from: {path} holds another architecture than this config builds '
                       f'({mismatched[0]}' + (f'; {len(mismatched) - 1} more differ' if len(mismatched) > 1 else '')
                       + '); init_from copies weights of the same shapes: set the model keys as in that run')
-    extra = jax.device_get(state['extra'])
+    extra = sharding_lib.fetch_global(state['extra'])
     source_extra = source.get('extra') or {}
     if 'prototypes' in extra and 'prototypes' in source_extra:
       source_counts = _run_keypoint_counts(os.path.dirname(directory), source_names, self.num_keypoints)

@@ -44,12 +44,19 @@ def test_two_processes_match_one_process_and_stop_together_on_sigterm(tmp_path, 
   save is a collective); the same command resumes. Every loss of the preempted and resumed run equals one
   uninterrupted process driving two devices: in float64, so that the run stays at rounding (measured: within
   1.6e-16 over 20 steps, 1.2e-12 over 40; in float32 the two reductions' rounding grew to 1e-5 within 40 steps,
-  README "8 devices vs 1")."""
+  README "8 devices vs 1"). The parameters are sharded across the two processes (fsdp 2), the run starts from
+  another run's weights (`init_from`) and evaluates at the end: both fetched sharded arrays with
+  `jax.device_get`, which fails for an array with shards on another process (measured: the evaluation ended the
+  run with a RuntimeError); the pair's predictions are byte-identical to the one process's."""
   total = 20
+  _train(tmp_path / 'source', data_dir, '--config.total_steps=2', '--config.eval_every_steps=0',
+         '--config.model.dtype=float64', '--config.model.param_dtype=float64')
   common = ['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--config.data.data_dir={data_dir}',
-            f'--config.total_steps={total}', '--config.eval_every_steps=0', '--config.log_every_steps=1',
+            f'--config.total_steps={total}', f'--config.eval_every_steps={total}', '--config.log_every_steps=1',
             '--config.checkpoint_every_steps=1000', '--config.model.dtype=float64',
-            '--config.model.param_dtype=float64', f'--workdir={tmp_path / "two"}']
+            '--config.model.param_dtype=float64', "--config.eval_datasets=('coco', 'mpii')",
+            f'--config.init_from={tmp_path / "source"}', '--config.mesh.data=1', '--config.mesh.fsdp=2',
+            f'--workdir={tmp_path / "two"}']
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1')
   processes = _launch_two_processes(common, env, _free_port())
   head = []
@@ -60,17 +67,23 @@ def test_two_processes_match_one_process_and_stop_together_on_sigterm(tmp_path, 
       break
   first = _finish(processes)
   first[0] = ''.join(head) + first[0]
-  assert "mesh {'data': 2," in first[0] and 'step 1/' not in first[1]
+  assert "mesh {'data': 1, 'fsdp': 2," in first[0] and 'step 1/' not in first[1]
+  assert f'init_from {tmp_path / "source"} (step 2)' in first[0]
   stopped = int(re.search(r'stopped at step (\d+); re-run the same command to resume', first[0]).group(1))
   assert 2 < stopped < total
   assert sorted(os.listdir(tmp_path / 'two' / 'checkpoints')) == [str(stopped)]
   second = _finish(_launch_two_processes(common, env, _free_port()))
   assert f'at step {stopped}' in second[0] and f'done: step {total}/{total}' in second[0]
+  assert f'eval at step {total}' in second[0]
   _train(tmp_path / 'one', data_dir, *common[3:-1], f'--workdir={tmp_path / "one"}', devices=2)
   two, one = _losses(tmp_path / 'two'), _losses(tmp_path / 'one')
   assert sorted(two) == sorted(one) == list(range(1, total + 1))
   for step in one:
     np.testing.assert_allclose(two[step], one[step], rtol=1e-9, err_msg=f'step {step}')
+  print('max relative loss difference', max(abs(two[s] / one[s] - 1) for s in one))
+  for name in ('coco', 'mpii'):
+    raw = [(tmp_path / run / 'eval' / f'{name}_topdown_step{total}.json').read_bytes() for run in ('two', 'one')]
+    assert raw[0] == raw[1] and len(raw[0]) > 1000, name
 
 
 def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, data_dir):
