@@ -82,7 +82,9 @@ class Evaluator:
     heat_h, heat_w = config.data.heatmap_size
     batch_size = config.eval_batch_size - config.eval_batch_size % task.groups or task.groups
     raw, by_instance, crops = [], {}, []
+    progress = _Progress(f'eval {name}', len(self._gt(name)['instance_ids']))
     for batch in pipeline.make_eval_iterator(config.data, name, batch_size):
+      progress.update(int(np.sum(batch['valid'])))
       # Every process reads the whole split; with several processes each computes its shards and all receive
       # the whole batch's heatmaps.
       images = sharding_lib.put_global(batch['image'], task.batch_sharding)
@@ -107,6 +109,7 @@ class Evaluator:
         by_instance[instance_id] = keypoints
         if len(crops) < config.viz_examples:
           crops.append((np.asarray(batch['image'][i]), batch['center'][i], batch['scale'][i], image_id, keypoints))
+    progress.finish()
     results = evaluation.topdown_postprocess(raw, fmt, nms=dataset_nms(fmt.name, self.nms))
     return results, {'by_instance': by_instance, 'crops': crops, 'raw': raw}
 
@@ -210,6 +213,35 @@ class Evaluator:
     viz_dir = os.path.join(self.workdir, 'viz')
     os.makedirs(viz_dir, exist_ok=True)
     cv2.imwrite(os.path.join(viz_dir, f'{name}_step{step}.png'), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+
+
+class _Progress:
+  """Progress of a long evaluation on process 0: a line every `every` seconds (done/total, rate, ETA) and a
+  closing line when it took that long; nothing for a short one (the demo's)."""
+
+  def __init__(self, label: str, total: int, every: float = 30.0):
+    import time
+    self.label, self.total, self.every, self.done = label, total, every, 0
+    self.clock = time.perf_counter
+    self.start = self.last = self.clock()
+
+  def _say(self, text: str):
+    import jax
+    if jax.process_index() == 0:
+      print(f'{self.label}: {text}', flush=True)
+
+  def update(self, count: int):
+    self.done += count
+    now = self.clock()
+    if now - self.last >= self.every and self.done < self.total:
+      self.last = now
+      rate = self.done / (now - self.start)
+      self._say(f'{self.done}/{self.total} instances, {rate:.0f}/s, ETA {(self.total - self.done) / rate:.0f} s')
+
+  def finish(self):
+    seconds = self.clock() - self.start
+    if seconds >= self.every:
+      self._say(f'{self.done} instances in {seconds:.0f} s ({self.done / seconds:.0f}/s)')
 
 
 def _instance_ids(gt) -> np.ndarray:

@@ -198,3 +198,22 @@ def test_registry_sigmas_from_skeletons():
     ours = get_evaluator("coco")(COCO_GT, COCO_PREDS)
     reference = evaluate_coco_keypoints(COCO_GT, COCO_PREDS, COCO_SIGMAS)
     np.testing.assert_allclose(list(ours.values()), list(reference.values()), atol=1e-6)
+
+
+def test_long_evaluation_reports_progress(capsys):
+  """A dataset whose evaluation takes minutes (COCO val with 104k detections) prints a line every 30 s and a closing
+  line; a short one (the demo's) prints nothing."""
+  from posebh_jax.evaluate import _Progress
+  times = iter([0.0, 10.0, 31.0, 45.0, 62.0, 70.0])
+  progress = _Progress('eval coco', total=400)
+  progress.clock = lambda: next(times)
+  progress.start = progress.last = progress.clock()  # t = 0
+  for _ in range(4):  # at t = 10, 31, 45, 62 s
+    progress.update(100)
+  progress.finish()  # t = 70 s
+  assert capsys.readouterr().out.splitlines() == [
+      'eval coco: 200/400 instances, 6/s, ETA 31 s', 'eval coco: 400 instances in 70 s (6/s)']
+  short = _Progress('eval mpii', total=10)
+  short.update(10)
+  short.finish()
+  assert capsys.readouterr().out == ''
