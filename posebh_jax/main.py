@@ -42,7 +42,12 @@ def _load_config():
 
 def _check_workdir(path: str, create: bool):
   """A --workdir that is a file or cannot be created ends with one line (instead of a traceback at the first
-  write, after the model has been built)."""
+  write, after the model has been built); so does a URL, which the writers would take for a local path."""
+  if '://' in path:
+    print(f'error: --workdir={path}: the workdir must be a filesystem path that every process sees (metrics, '
+          'evaluation files and pictures are written with local file calls); mount the bucket on every host '
+          '(e.g. `gcsfuse --implicit-dirs BUCKET /mnt/BUCKET`) and pass a path under the mount', file=sys.stderr)
+    sys.exit(2)
   if os.path.exists(path) and not os.path.isdir(path):
     print(f'error: --workdir={path} is a file; pass a directory', file=sys.stderr)
     sys.exit(2)

@@ -316,6 +316,16 @@ def test_workdir_that_is_a_file_is_one_line_error(tmp_path):
     assert _error_line(result) == f'error: --workdir={workdir} is a file; pass a directory'
 
 
+def test_url_workdir_is_one_line_error_and_creates_nothing():
+  """`--workdir=gs://...` (as TPU users write) used to become a local directory named `gs:` under the current one,
+  a separate one on every host."""
+  from conftest import REPO
+  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', '--workdir=gs://bucket/run'])
+  line = _error_line(result)
+  assert line.startswith('error: --workdir=gs://bucket/run: the workdir must be a filesystem path') and 'gcsfuse' in line
+  assert not os.path.exists(os.path.join(REPO, 'gs:'))  # run_module runs in the repository root
+
+
 def test_unknown_config_file_argument_is_one_line_error_without_the_override_hint(tmp_path):
   result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tinyy', f'--workdir={tmp_path}',
                  '--config.total_steps=2'])
