@@ -4,7 +4,8 @@
 # The workdir must be one filesystem path that every worker sees (multi-host checkpoints are written by all
 # workers into it): mount the bucket on every worker first, e.g.
 #   gcloud compute tpus tpu-vm ssh TPU_NAME --zone=ZONE --worker=all \
-#     --command="sudo mkdir -p /mnt/BUCKET && sudo chown \$USER /mnt/BUCKET && gcsfuse --implicit-dirs BUCKET /mnt/BUCKET"
+#     --command="sudo mkdir -p /mnt/BUCKET && sudo chown \$USER /mnt/BUCKET &&
+#                gcsfuse --implicit-dirs BUCKET /mnt/BUCKET"
 # (a gs:// URL as the workdir is refused: the metrics, evaluation and picture writers use local file calls).
 set -euo pipefail
 tpu=${1:?tpu name}; zone=${2:?zone}; config=${3:?config}; workdir=${4:?workdir}; shift 4

@@ -80,11 +80,12 @@ def frozen_mask(params, patterns: Sequence[str]) -> Any:
   that matches no parameter raises UserError (a mistyped pattern would otherwise freeze nothing, silently)."""
   paths = {path: '/'.join(path) for path in traverse_util.flatten_dict(params)}
   compiled = [re.compile(p) for p in patterns]
+  example = next(iter(paths.values()), '')
   for pattern, regex in zip(patterns, compiled):
     if not any(regex.search(text) for text in paths.values()):
       raise UserError(f"frozen parameter pattern {pattern!r} (config.optim.frozen, config.transfer.frozen) matches "
-                      f"no parameter of this model; patterns are regexes searched in paths such as '{next(iter(paths.values()))}', e.g. "
-                      "'^backbone/' or '^head_coco/'")
+                      f"no parameter of this model; patterns are regexes searched in paths such as '{example}', "
+                      "e.g. '^backbone/' or '^head_coco/'")
   return traverse_util.unflatten_dict({path: any(c.search(text) for c in compiled) for path, text in paths.items()})
 
 

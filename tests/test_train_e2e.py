@@ -322,7 +322,8 @@ def test_url_workdir_is_one_line_error_and_creates_nothing():
   from conftest import REPO
   result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', '--workdir=gs://bucket/run'])
   line = _error_line(result)
-  assert line.startswith('error: --workdir=gs://bucket/run: the workdir must be a filesystem path') and 'gcsfuse' in line
+  assert line.startswith('error: --workdir=gs://bucket/run: the workdir must be a filesystem path')
+  assert 'gcsfuse' in line
   assert not os.path.exists(os.path.join(REPO, 'gs:'))  # run_module runs in the repository root
 
 
