@@ -671,7 +671,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     if start_step < total_steps and stages.phase_at(task.phases, start_step).index != task.phase.index:
       state = task.enter_phase(state, stages.phase_at(task.phases, start_step).index)
-    step_fn = compile_phase()
+    # A finished run re-run (`make demo` twice) has nothing to compile.
+    step_fn = compile_phase() if start_step < total_steps else None
     flops_per_step = flops_lib.train_flops_per_batch(config.model, config.data.image_size, counts, task.num_keypoints)
     chrono = metrics_lib.Chrono(total_steps, config.batch_size, flops_per_step,
                                 flops_lib.device_peak_tflops(config.device_peak_tflops))
@@ -758,6 +759,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       # Waits for an in-flight asynchronous checkpoint also when the run fails, so that it is not lost.
       checkpointer.close()
       writer.close()
+    if start_step >= total_steps:
+      # Already trained: repeat its last evaluation from metrics.jsonl instead of printing nothing new.
+      evals = [r for r in metrics_lib.read_metrics(workdir) if any(k.startswith('eval/') for k in r)]
+      last_eval = {k: v for k, v in evals[-1].items() if k.startswith('eval/')} if evals else {}
+      if evals:
+        _print(f"already trained to step {start_step}; its evaluation at step {evals[-1]['step']}: " + ', '.join(
+            f'{k}={v:.4f}' for k, v in sorted(last_eval.items()) if k.endswith('/AP') or k.endswith('/PCKh')))
     if step >= total_steps:
       minutes, seconds = divmod(int(round(time.perf_counter() - run_start)), 60)
       _print(f'done: step {step}/{total_steps} in {minutes}m{seconds:02d}s | metrics {workdir}/metrics.jsonl | '

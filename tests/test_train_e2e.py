@@ -38,6 +38,13 @@ def test_eight_devices_match_one_device(tmp_path, data_dir):
   assert evals and 0.0 <= evals[-1]['eval/coco/AP'] <= 1.0 and 'eval/mpii/PCKh' in evals[-1]
   assert any(name.startswith('coco_results_step20') for name in os.listdir(eight / 'eval'))
   assert any(name.endswith('.png') for name in os.listdir(eight / 'viz'))
+  # The same command again (`make demo` twice): nothing to compile or train; it repeats the last evaluation.
+  records = (eight / 'metrics.jsonl').read_text()
+  again = _train(eight, data_dir, *common, '--config.eval_every_steps=20', '--config.mesh.data=4',
+                 '--config.mesh.fsdp=2', devices=8)
+  assert 'compiled train step' not in again.stdout and (eight / 'metrics.jsonl').read_text() == records
+  assert "already trained to step 20; its evaluation at step 20: " in again.stdout
+  assert f"eval/coco/AP={evals[-1]['eval/coco/AP']:.4f}" in again.stdout
   assert json.loads((one / 'config.json').read_text())['batch_size'] == 48
 
 
