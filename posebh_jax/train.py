@@ -587,6 +587,11 @@ class _StopRequest:
       signal.signal(sig, handler)
 
 
+def _eval_summary(metrics: dict[str, float]) -> str:
+  """The AP and PCKh entries of `{'eval/<dataset>/<metric>': value}`, as the progress output prints them."""
+  return ', '.join(f'{k}={v:.4f}' for k, v in sorted(metrics.items()) if k.endswith('/AP') or k.endswith('/PCKh'))
+
+
 def _print(message: str):
   if jax.process_index() == 0:
     print(message, flush=True)
@@ -713,8 +718,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       pause = time.perf_counter()
       last_eval = evaluator.run(state, step)
       writer.write(step, last_eval)
-      _print(f'eval at step {step}: ' + ', '.join(f'{k}={v:.4f}' for k, v in sorted(last_eval.items())
-                                                   if k.endswith('/AP') or k.endswith('/PCKh')))
+      _print(f'eval at step {step}: {_eval_summary(last_eval)}')
       chrono.pause(time.perf_counter() - pause)
 
     def train_loop() -> int:
@@ -764,8 +768,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       evals = [r for r in metrics_lib.read_metrics(workdir) if any(k.startswith('eval/') for k in r)]
       last_eval = {k: v for k, v in evals[-1].items() if k.startswith('eval/')} if evals else {}
       if evals:
-        _print(f"already trained to step {start_step}; its evaluation at step {evals[-1]['step']}: " + ', '.join(
-            f'{k}={v:.4f}' for k, v in sorted(last_eval.items()) if k.endswith('/AP') or k.endswith('/PCKh')))
+        _print(f"already trained to step {start_step}; its evaluation at step {evals[-1]['step']}: "
+               f'{_eval_summary(last_eval)}')
     if step >= total_steps:
       minutes, seconds = divmod(int(round(time.perf_counter() - run_start)), 60)
       _print(f'done: step {step}/{total_steps} in {minutes}m{seconds:02d}s | metrics {workdir}/metrics.jsonl | '

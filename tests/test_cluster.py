@@ -80,7 +80,6 @@ def test_two_processes_match_one_process_and_stop_together_on_sigterm(tmp_path, 
   assert sorted(two) == sorted(one) == list(range(1, total + 1))
   for step in one:
     np.testing.assert_allclose(two[step], one[step], rtol=1e-9, err_msg=f'step {step}')
-  print('max relative loss difference', max(abs(two[s] / one[s] - 1) for s in one))
   for name in ('coco', 'mpii'):
     raw = [(tmp_path / run / 'eval' / f'{name}_topdown_step{total}.json').read_bytes() for run in ('two', 'one')]
     assert raw[0] == raw[1] and len(raw[0]) > 1000, name
