@@ -2,7 +2,7 @@
 
   python -m benchmarks.head_kernels [--repeats=N] [--shapes=demo,b16]
 
-The heatmap head's 4×4 stride-2 deconvolutions are computed as per-phase window matmuls (`vit.Deconv4x4Stride2`)
+The heatmap head's 4×4 stride-2 deconvolutions are computed as per-phase window matmuls (`heatmap_head.Deconv4x4Stride2`)
 and the patch embedding as reshape + matmul (`vit.PatchEmbed`); the references are `nn.ConvTranspose` (kernel 4,
 stride 2, SAME: the same output size and multiply-adds) and `nn.Conv` (kernel = stride = 16). Prints the median
 milliseconds of one jit'd gradient evaluation (w.r.t. parameters and input; parameters only for the patch
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from posebh_jax.models import vit
+from posebh_jax.models import heatmap_head, vit
 
 # name: (examples, feature grid h, w, backbone width, head channels, image H, W)
 SHAPES = {
@@ -46,7 +46,7 @@ class _OurUpsampler(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return vit.Upsampler(self.channels, 2, name='upsample')(x, train=True)
+    return heatmap_head.Upsampler(self.channels, 2, name='upsample')(x, train=True)
 
 
 def _gradient_fn(module, x, wrt_input: bool = True):

@@ -22,7 +22,7 @@ from flax import traverse_util
 from data_pipeline import pipeline
 from data_pipeline.prepare import load_config
 from posebh_jax import sharding as sharding_lib
-from posebh_jax import train
+from posebh_jax import trainer as trainer_lib
 
 PERTURBATION = 1e-7
 
@@ -59,8 +59,8 @@ def twin_losses(config, steps: int, perturbation: float = PERTURBATION):
   mesh = sharding_lib.make_mesh(config.mesh, jax.devices()[:1])
   counts = pipeline.composition(config.data, config.batch_size, 1)
   steps_per_epoch = pipeline.steps_per_epoch(config.data, config.batch_size)
-  task = train.Task(config, mesh, steps_per_epoch, counts)
-  step_fn = task.compile_train_step(train.global_batch_structure(counts, config, task.num_keypoints))
+  task = trainer_lib.Trainer(config, mesh, steps_per_epoch, counts)
+  step_fn = task.compile_train_step(task.batch_structure(counts))
   batches = pipeline.make_train_iterator(config.data, config.batch_size, 1, seed=config.seed)
   state = task.init_state(config.seed)
   twin = dict(jax.device_get(state), params=perturbed(jax.device_get(state['params']), config.seed + 1, perturbation))

@@ -160,21 +160,21 @@ def evaluate_runs(config, plan: dict[str, dict]) -> tuple[dict, dict, float]:
   (accuracy {run: {dataset: {metric: value}}}, consistency {run: {category: consistency dict}}, seconds)."""
   from data_pipeline import pipeline
   from posebh_jax import cross_format
-  from posebh_jax import evaluate as eval_lib
+  from posebh_jax import evaluator as evaluator_lib
   from posebh_jax import sharding as sharding_lib
-  from posebh_jax import train
+  from posebh_jax import trainer as trainer_lib
 
   start = time.perf_counter()
   mesh = sharding_lib.make_mesh(config.mesh)
   counts = pipeline.composition(config.data, config.batch_size, sharding_lib.num_batch_groups(mesh))
-  task = cross_format.share_predict_fns(train.Task(config, mesh, steps_per_epoch=1, counts=counts))
+  task = cross_format.share_predict_fns(trainer_lib.Trainer(config, mesh, steps_per_epoch=1, counts=counts))
   truth = cross_format.ground_truth_by_category(config.data)
   _log('validation: ' + ', '.join(f'{c} {len(t["image_ids"])} persons in {"/".join(t["datasets"])}'
                                   for c, t in truth.items()))
   accuracy, consistency = {}, {}
   for name in RUNS:
     variables, step = cross_format.load_variables(task, plan[name]['workdir'])
-    results = eval_lib.Evaluator(config, task, plan[name]['workdir']).run(variables, step)
+    results = evaluator_lib.Evaluator(config, task, plan[name]['workdir']).run(variables, step)
     accuracy[name] = {}
     for key, value in results.items():
       _, dataset, metric = key.split('/', 2)

@@ -25,7 +25,7 @@ from benchmarks import trace_attribution, trace_summary
 from configs import common
 from posebh_jax import flops as flops_lib
 from posebh_jax import sharding as sharding_lib
-from posebh_jax import train
+from posebh_jax import trainer as trainer_lib
 
 
 def _config(variant: str, dtype: str, batch: int, datasets, remat: bool):
@@ -64,8 +64,8 @@ class StepRunner:
 
   def __init__(self, config, counts, warmup: int = 2, phase: int = 0):
     mesh = sharding_lib.make_mesh(config.mesh)
-    task = train.Task(config, mesh, steps_per_epoch=1000, counts=counts)
-    struct = train.global_batch_structure(counts, config, task.num_keypoints)
+    task = trainer_lib.Trainer(config, mesh, steps_per_epoch=1000, counts=counts)
+    struct = task.batch_structure(counts)
     self.state = task.init_state(0)
     if phase:
       self.state = task.enter_phase(self.state, phase)

@@ -49,8 +49,9 @@ def data_config(sources: str = 'synthetic', datasets=TRAIN_DATASETS) -> ml_colle
       tfds_name, train_split, eval_split = 'posebh_synthetic', f'train_{name}', 'validation'
     else:
       tfds_name, train_split, eval_split = REAL_SOURCES[name]
-    entries[name] = dict(tfds_name=tfds_name, train_split=train_split, eval_split=eval_split, format=name,
-                         weight=1.0, codec=CODECS[name], half_body=name != 'mpii')
+    # `task` picks what the dataset trains and evaluates (posebh_jax/tasks): 'heatmap' = 2D top-down heatmaps.
+    entries[name] = dict(task='heatmap', tfds_name=tfds_name, train_split=train_split, eval_split=eval_split,
+                         format=name, weight=1.0, codec=CODECS[name], half_body=name != 'mpii')
   return ml_collections.ConfigDict(dict(
       sources=sources,
       data_dir='data/tfds',
@@ -86,8 +87,12 @@ def base_config() -> ml_collections.ConfigDict:
   config.num_epochs = 210
   config.total_steps = -1  # > 0 overrides num_epochs
   config.mesh = dict(data=-1, fsdp=1, model=1)  # -1: filled with the remaining devices
+  # Parameter axes and activation axes (activation_*) are named apart, so that each is sharded by its own rule.
   config.logical_axis_rules = (
-      ('batch', ('data', 'fsdp')),
+      ('activation_batch', ('data', 'fsdp')),
+      ('activation_seq', None),
+      ('activation_embed', None),
+      ('activation_mlp', 'model'),
       ('embed', 'fsdp'),
       ('mlp', 'model'),
       ('qkv', 'model'),
@@ -208,7 +213,7 @@ def add_transfer(config: ml_collections.ConfigDict, target: str, sources: str = 
   for name in config.data.order:
     config.data.datasets[name].weight = rehearsal_weight
   config.data.datasets[target] = ml_collections.ConfigDict(dict(
-      tfds_name=tfds_name, train_split=train_split, eval_split=eval_split, format=target, weight=1.0,
+      task='heatmap', tfds_name=tfds_name, train_split=train_split, eval_split=eval_split, format=target, weight=1.0,
       codec='msra', half_body=target != 'interhand', **extra))
   config.data.order = tuple(config.data.order) + (target,)
   config.posebh.enabled = True

@@ -1,5 +1,7 @@
 """Errors of the data pipeline that a user can cause and fix."""
 
+from posebh_jax.errors import UserError
+
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset was opened that is not prepared in the data directory.
@@ -21,7 +23,7 @@ class RawDataError(ValueError):
     """
 
 
-class DataConfigError(ValueError):
+class DataConfigError(UserError):
     """A data config that the pipeline cannot serve: an unknown dataset name, a missing split, a global batch
     that cannot be split into the per-dataset composition across the devices or processes.
 

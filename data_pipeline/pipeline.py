@@ -248,7 +248,8 @@ def train_transform(data_config, name: str) -> TopDownTrainTransform:
 
 
 def make_train_dataset(data_config, global_batch_size: int, num_groups: int, process_index: int = 0,
-                       process_count: int = 1, seed: int = 0) -> grain.IterDataset:
+                       process_count: int = 1, seed: int = 0,
+                       transforms: Mapping[str, Any] | None = None) -> grain.IterDataset:
     """The train pipeline as a grain IterDataset (see `make_train_iterator`)."""
     counts = composition(data_config, global_batch_size, num_groups)
     if not 0 <= process_index < process_count:
@@ -261,7 +262,7 @@ def make_train_dataset(data_config, global_batch_size: int, num_groups: int, pro
                                   f'{process_count} processes cannot split evenly; use a global batch size and '
                                   f'device count such that every process holds whole batch shards')
         stored = open_source(cfg.tfds_name, cfg.train_split, data_config.data_dir)
-        transform = train_transform(data_config, name)
+        transform = transforms[name] if transforms is not None else train_transform(data_config, name)
         source = derived.wrap_source(stored, cfg)
         if source is stored:  # annotated keypoints: read only what the transform reads
             source = select_fields(stored, ('image', 'bbox', transform.keypoints_key))
@@ -290,17 +291,20 @@ def make_train_dataset(data_config, global_batch_size: int, num_groups: int, pro
 
 
 def make_train_iterator(data_config, global_batch_size: int, num_groups: int, process_index: int = 0,
-                        process_count: int = 1, seed: int = 0) -> grain.DatasetIterator:
+                        process_count: int = 1, seed: int = 0,
+                        transforms: Mapping[str, Any] | None = None) -> grain.DatasetIterator:
     """Infinite iterator of this process's share of the global train batches.
 
     Each element is {name: {'image': uint8 (n, H, W, 3), 'heatmaps': float32 (n, h, w, K_name),
     'target_weights': float32 (n, K_name)}} for name in `data_config.order`, n = composition count /
     `process_count`. Deterministic in `seed` (and independent of `data_config.num_workers`); supports
     `get_state()` / `set_state()` (e.g. through `grain.checkpoint.CheckpointSave/Restore`). Close it with
-    `.close()` when done if it uses worker processes.
+    `.close()` when done if it uses worker processes. `transforms` ({name: grain transform}, the trainer passes
+    each dataset's task's) replaces the default top-down heatmap transform (`train_transform`); a transform
+    reads the record fields 'image', 'bbox' and its `keypoints_key` and returns the example's arrays.
     """
     return iter(make_train_dataset(data_config, global_batch_size, num_groups, process_index, process_count,
-                                   seed))
+                                   seed, transforms))
 
 
 # ----------------------------------------------------------------------------------------------- eval

@@ -31,19 +31,22 @@ def head_forward_flops(width: int, channels: int, num_deconv: int, grid_hw, num_
   return 2.0 * macs
 
 
-def train_flops_per_batch(model_config, image_size_hw, counts: Mapping[str, int],
-                          keypoints: Mapping[str, int]) -> float:
-  """Training FLOPs (forward + backward ≈ 3× forward) of one global batch with the given per-dataset counts."""
+def token_grid(model_config, image_size_hw) -> tuple[int, int]:
+  """The backbone's (h, w) token grid for `image_size_hw` (H, W) px with `model_config`'s patch size and padding."""
   pad = 2 * model_config.patch_padding
-  grid = tuple((s + pad - model_config.patch_size) // model_config.patch_size + 1 for s in image_size_hw)
-  tokens = grid[0] * grid[1]
-  backbone = vit_forward_flops(model_config.width, model_config.depth, model_config.mlp_ratio, tokens,
+  return tuple((s + pad - model_config.patch_size) // model_config.patch_size + 1 for s in image_size_hw)
+
+
+def train_flops_per_batch(model_config, image_size_hw, counts: Mapping[str, int],
+                          head_flops: Mapping[str, float]) -> float:
+  """Training FLOPs (forward + backward ≈ 3× forward) of one global batch with the given per-dataset counts;
+  `head_flops` holds each dataset's head forward FLOPs per example (the head spec's `forward_flops`)."""
+  grid = token_grid(model_config, image_size_hw)
+  backbone = vit_forward_flops(model_config.width, model_config.depth, model_config.mlp_ratio, grid[0] * grid[1],
                                model_config.patch_size)
   total = 0.0
   for name, count in counts.items():
-    head = head_forward_flops(model_config.width, model_config.head_channels, model_config.head_num_deconv, grid,
-                              keypoints[name])
-    total += count * (backbone + head)
+    total += count * (backbone + head_flops[name])
   return 3.0 * total
 
 

@@ -16,6 +16,28 @@ from posebh_jax.errors import UserError
 SCHEDULES = ('step', 'cosine')  # config.optim.schedule
 
 
+def check_frozen_patterns(section: str, patterns: Sequence[str]) -> None:
+  """Raises UserError (one line) when a `config.<section>.frozen` entry is not a regular expression."""
+  for pattern in patterns:
+    try:
+      re.compile(pattern)
+    except (re.error, TypeError) as e:
+      raise UserError(f'config.{section}.frozen: {pattern!r} is not a regular expression ({e}); patterns are '
+                      "searched in parameter paths such as 'backbone/block_0/attn/qkv/kernel'") from None
+
+
+def validate_config(optim_config) -> None:
+  """Checks `config.optim`; raises UserError (one line) naming the key and what to do."""
+  if not optim_config.lr > 0:
+    raise UserError(f'config.optim.lr must be > 0 (got {optim_config.lr}); to keep parameters fixed use '
+                    'config.optim.frozen')
+  if optim_config.schedule not in SCHEDULES:
+    raise UserError(f"config.optim.schedule is '{optim_config.schedule}'; use one of {', '.join(SCHEDULES)}")
+  if optim_config.warmup_steps < 0:
+    raise UserError(f'config.optim.warmup_steps must be >= 0 (got {optim_config.warmup_steps})')
+  check_frozen_patterns('optim', optim_config.frozen)
+
+
 def learning_rate_schedule(base_lr: float, warmup_steps: int, warmup_ratio: float,
                            decay_steps: Sequence[int], decay_factor: float, kind: str = 'step',
                            total_steps: int = 0, final_ratio: float = 0.0) -> Callable[[jax.Array], jax.Array]:

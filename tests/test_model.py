@@ -9,14 +9,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from posebh_jax.models import pose_model, vit
+from posebh_jax.models import composition, heatmap_head, moe, pose_model, vit
 
 
 def _model_config(**overrides):
   config = ml_collections.ConfigDict(dict(
       width=32, depth=2, num_heads=2, mlp_ratio=4.0, patch_size=16, patch_padding=2, drop_path=0.0, expert_dim=8,
-      use_experts=True, head_channels=16, head_num_deconv=2, remat=False, scan=False, dtype='float32',
-      param_dtype='float32'))
+      use_experts=True, head_channels=16, head_num_deconv=2, head_deconv_init_std=0.001, remat=False, scan=False,
+      dtype='float32', param_dtype='float32', stack_equal_datasets='auto'))
   config.update(overrides)
   return config
 
@@ -79,8 +79,8 @@ def test_grouped_layout_matches_per_example_results():
 
 def test_moe_ffn_equals_dense_reference():
   """MoE FFN output = concat(fc2_shared(h), h @ W_expert[d]) computed with plain NumPy."""
-  comp = vit.make_composition(['a', 'b'], {'a': 2, 'b': 2}, groups=2)
-  layer = vit.MoEFeedForward(dim=8, hidden_dim=16, expert_dim=3, num_experts=2)
+  comp = composition.make_composition(['a', 'b'], {'a': 2, 'b': 2}, groups=2)
+  layer = moe.MoEFeedForward(dim=8, hidden_dim=16, expert_dim=3, num_experts=2)
   x = jax.random.normal(jax.random.key(0), (4, 5, 8))
   variables = _randomise(layer.init(jax.random.key(1), x, comp))
   out = np.asarray(layer.apply(variables, x, comp))
@@ -96,7 +96,7 @@ def test_moe_ffn_equals_dense_reference():
 
 def test_composition_rejects_counts_not_divisible_by_groups():
   with pytest.raises(ValueError, match='multiple of the 4 batch shards'):
-    vit.make_composition(['a'], {'a': 6}, groups=4)
+    composition.make_composition(['a'], {'a': 6}, groups=4)
 
 
 def test_parameters_carry_logical_axis_names():
@@ -110,7 +110,7 @@ def test_parameters_carry_logical_axis_names():
 
 def test_phase_deconvolution_equals_direct_transposed_convolution():
   """Deconv4x4Stride2 against a direct NumPy scatter: out[2i-1+ky, 2j-1+kx] += x[i,j] · w[ky,kx]."""
-  layer = vit.Deconv4x4Stride2(features=3, kernel_init=nn.initializers.normal(1.0))
+  layer = heatmap_head.Deconv4x4Stride2(features=3, kernel_init=nn.initializers.normal(1.0))
   x = np.asarray(jax.random.normal(jax.random.key(0), (2, 5, 4, 6)))
   variables = layer.init(jax.random.key(1), x)
   out = np.asarray(layer.apply(variables, x))
@@ -130,8 +130,8 @@ def test_batched_phase_deconvolutions_equal_direct_transposed_convolutions():
   rng = np.random.RandomState(0)
   x = rng.randn(3, 2, 3, 4, 5).astype(np.float32)
   kernels = rng.randn(3, 4, 4, 5, 2).astype(np.float32)
-  phases = np.asarray(vit.deconv4x4_stride2_phases(jnp.asarray(x), jnp.asarray(kernels)))
-  images = np.asarray(vit.interleave_phases(jnp.asarray(phases), 2, 3, 4))
+  phases = np.asarray(heatmap_head.deconv4x4_stride2_phases(jnp.asarray(x), jnp.asarray(kernels)))
+  images = np.asarray(heatmap_head.interleave_phases(jnp.asarray(phases), 2, 3, 4))
   for e in range(3):
     expected = np.zeros((2, 6 + 2, 8 + 2, 2))
     for i in range(3):
@@ -161,7 +161,7 @@ def test_patch_embed_equals_strided_convolution(padding, size):
 
 
 def test_pointwise_head_conv_equals_flax_conv():
-  layer = vit.Conv1x1(features=5)
+  layer = heatmap_head.Conv1x1(features=5)
   x = np.asarray(jax.random.normal(jax.random.key(0), (2, 6, 4, 7)))
   variables = nn.meta.unbox(layer.init(jax.random.key(1), x))
   variables['params']['bias'] = np.arange(5, dtype=np.float32)
@@ -171,7 +171,7 @@ def test_pointwise_head_conv_equals_flax_conv():
 
 def test_stacked_heads_and_batched_experts_equal_one_dataset_after_another():
   """With equal per-dataset counts the experts run as one batched matmul and the heads as one stacked computation
-  (vit.stacked_heads); `stack_equal_datasets='never'` runs one dataset after another on static slices. Training
+  (heatmap_head.stacked_heads); `stack_equal_datasets='never'` runs one dataset after another on static slices. Training
   outputs, BatchNorm running statistics and gradients must agree, and inference with a subset of the datasets
   (the stacked path then gathers the present experts) too."""
   names, keypoints, groups = ['a', 'b', 'c'], [5, 7, 3], 2
@@ -216,7 +216,7 @@ import sys
 import jax
 import numpy as np
 from configs import demo
-from posebh_jax import sharding as sharding_lib, train
+from posebh_jax import sharding as sharding_lib, trainer as trainer_lib
 
 config = demo.get_config('tiny')
 config.data.order = ('coco', 'ap10k', 'mpii')  # three heads and experts keep the two compilations short
@@ -231,8 +231,8 @@ losses = {}
 for label, devices, shape in (('one', jax.devices()[:1], (1, 1)), ('eight', jax.devices(), (4, 2))):
   config.mesh.data, config.mesh.fsdp = shape
   mesh = sharding_lib.make_mesh(config.mesh, devices)
-  task = train.Task(config, mesh, steps_per_epoch=100, counts=counts)
-  struct = train.global_batch_structure(counts, config, task.num_keypoints)
+  task = trainer_lib.Trainer(config, mesh, steps_per_epoch=100, counts=counts)
+  struct = task.batch_structure(counts)
   rng = np.random.RandomState(0)
   batch = {n: {'image': rng.randint(0, 255, s['image'].shape).astype(np.uint8),
                'heatmaps': rng.rand(*s['heatmaps'].shape).astype(np.float32),

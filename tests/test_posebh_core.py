@@ -11,7 +11,7 @@ from posebh_jax.codecs import heatmap as codec
 from posebh_jax.posebh import css
 from posebh_jax.posebh import losses
 from posebh_jax.posebh import prototypes as P
-from posebh_jax.posebh.embedding import KeypointEmbedding
+from posebh_jax.models.embedding import KeypointEmbedding
 
 
 def _unit(x, axis=-1):

@@ -54,7 +54,7 @@ import jax
 import numpy as np
 from configs import demo
 from data_pipeline import pipeline
-from posebh_jax import sharding as sharding_lib, train
+from posebh_jax import sharding as sharding_lib, trainer as trainer_lib
 
 config = demo.get_config('tiny')
 config.data.data_dir = sys.argv[1]
@@ -64,8 +64,8 @@ for label, devices, shape in (('one', jax.devices()[:1], (1, 1)), ('eight', jax.
   config.mesh.data, config.mesh.fsdp = shape
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   counts = pipeline.composition(config.data, config.batch_size, sharding_lib.num_batch_groups(mesh))
-  tasks[label] = train.Task(config, mesh, steps_per_epoch=100, counts=counts)
-  struct = train.global_batch_structure(counts, config, tasks[label].num_keypoints)
+  tasks[label] = trainer_lib.Trainer(config, mesh, steps_per_epoch=100, counts=counts)
+  struct = tasks[label].batch_structure(counts)
   states[label], steps[label] = tasks[label].init_state(0), tasks[label].compile_train_step(struct)
 # Both meshes split each dataset's 8 examples evenly, so they read the same batches.
 batches = pipeline.make_train_iterator(config.data, config.batch_size, 4)
@@ -207,6 +207,7 @@ def test_training_loop_compiles_nothing_after_the_first_step_and_donates_the_sta
 
   from configs import demo
   from posebh_jax import train
+  from posebh_jax import trainer as trainer_lib
 
   lowerings, before_step, donated = [], [], []
 
@@ -214,7 +215,7 @@ def test_training_loop_compiles_nothing_after_the_first_step_and_donates_the_sta
     if event == '/jax/core/compile/jaxpr_to_mlir_module_duration':
       lowerings.append(duration)
 
-  compile_train_step = train.Task.compile_train_step
+  compile_train_step = trainer_lib.Trainer.compile_train_step
 
   def recording_compile(self, example_batch):
     compiled = compile_train_step(self, example_batch)
@@ -229,7 +230,7 @@ def test_training_loop_compiles_nothing_after_the_first_step_and_donates_the_sta
     step.memory_analysis = compiled.memory_analysis
     return step
 
-  monkeypatch.setattr(train.Task, 'compile_train_step', recording_compile)
+  monkeypatch.setattr(trainer_lib.Trainer, 'compile_train_step', recording_compile)
   config = demo.get_config('tiny')
   config.data.data_dir = data_dir
   config.total_steps, config.log_every_steps, config.checkpoint_every_steps, config.eval_every_steps = 8, 1, 4, 0
@@ -283,7 +284,7 @@ def test_train_iterator_is_closed_when_the_run_ends(tmp_path, data_dir, monkeypa
   def failing_compile(self, example_batch):
     raise RuntimeError('compilation failed')
 
-  monkeypatch.setattr(train.Task, 'compile_train_step', failing_compile)
+  monkeypatch.setattr(trainer_lib.Trainer, 'compile_train_step', failing_compile)
   config = demo.get_config('tiny')
   config.data.data_dir = data_dir
   config.total_steps = 2
@@ -294,18 +295,18 @@ def test_train_iterator_is_closed_when_the_run_ends(tmp_path, data_dir, monkeypa
 
 
 def test_initial_state_compiled_for_speed_is_bitwise_the_default_compilation():
-  """Task.init_state compiles the initialisation with LLVM level-1 optimisation on the CPU (2-4x faster to
+  """Trainer.init_state compiles the initialisation with LLVM level-1 optimisation on the CPU (2-4x faster to
   compile); the state must be bitwise what the default compilation gives."""
   import jax
   from configs import demo
   from data_pipeline import pipeline
   from posebh_jax import sharding as sharding_lib
-  from posebh_jax import train
+  from posebh_jax import trainer as trainer_lib
 
   config = demo.get_config('tiny')
   config.data.order = ('coco', 'mpii')  # two heads keep the two compilations short
   mesh = sharding_lib.make_mesh(config.mesh)
-  task = train.Task(config, mesh, 10, pipeline.composition(config.data, config.batch_size, 1))
+  task = trainer_lib.Trainer(config, mesh, 10, pipeline.composition(config.data, config.batch_size, 1))
   state = task.init_state(7)
   with task.activate():
     reference = jax.jit(task._init_state, out_shardings=task.state_shardings)(jax.random.key(7))

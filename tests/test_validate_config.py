@@ -22,7 +22,10 @@ from posebh_jax.errors import UserError
     ('model.patch_size', 0, 'config.model.patch_size must be at least 1'),  # was a ZeroDivisionError traceback
     ('optim.frozen', ('head_(coco',), "config.optim.frozen: 'head_(coco' is not a regular expression"),
     ('data.image_size', (128,), 'config.data.image_size must be .height, width. in pixels'),  # was an unpack traceback
-    ('optim.warmup_steps', -5, 'config.optim.warmup_steps and config.data.num_workers must be >= 0'),
+    ('optim.warmup_steps', -5, 'config.optim.warmup_steps must be >= 0'),
+    ('data.num_workers', -1, 'config.data.num_workers must be >= 0'),
+    ('data.datasets.coco.task', 'heatmaps', "unknown task 'heatmaps'"),
+    ('data.datasets.coco.codec', 'dark', "config.data.datasets.coco.codec is 'dark'"),
     ('model.drop_path', 1.5, 'config.model.drop_path is a stochastic-depth rate in .0, 1.'),
     ('data.aug.flip_prob', 2.0, 'config.data.aug.flip_prob is a probability'),
     ('data.aug.scale_factor', -0.5, 'config.data.aug.scale_factor must be in .0, 1.'),

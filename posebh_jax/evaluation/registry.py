@@ -46,6 +46,9 @@ class OKSEvaluator:
     kind = "oks"
     metric_names = SUMMARY_NAMES
     primary_metric = "AP"
+    # Detections are matched to people (so top-down results go through NMS), no per-person pairing.
+    scores_each_person = False
+    needs_head_size = False
 
     @property
     def sigmas(self) -> np.ndarray:
@@ -111,9 +114,18 @@ class PCKhEvaluator:
     kind = "pckh"
     metric_names = ("PCKh", "PCKh@0.1")
     primary_metric = "PCKh"
+    # Every ground-truth person is scored once, paired with its prediction (no NMS); PCKh needs head sizes.
+    scores_each_person = True
+    needs_head_size = True
 
     def __call__(self, pred_xy, gt_xy, visible, head_size) -> dict[str, float]:
         return pckh_metrics(pred_xy, gt_xy, visible, head_size)
+
+    def evaluate_people(self, pred_xy, gt_keypoints, annotations, gt) -> dict[str, float]:
+        """PCKh of predictions paired with ground-truth people: `pred_xy` (N, K, 2), `gt_keypoints` (N, K, 3), the
+        people's annotations (unused) and the ground truth dict with `head_size` (N,) px."""
+        del annotations
+        return self(pred_xy, gt_keypoints[..., :2], gt_keypoints[..., 2] > 0, np.asarray(gt["head_size"]))
 
     def evaluate(self, gt, results) -> dict[str, float]:
         """PCKh of COCO-format `results` matched to the ground-truth people (see `match_results`)."""
@@ -135,9 +147,19 @@ class PCKEvaluator:
     kind = "pck"
     metric_names = ("PCK", "AUC", "EPE")
     primary_metric = "AUC"
+    # Every ground-truth person is scored once, paired with its prediction (no NMS); PCK is relative to its box.
+    scores_each_person = True
+    needs_head_size = False
 
     def __call__(self, pred_xy, gt_xy, visible, bbox) -> dict[str, float]:
         return hand_metrics(pred_xy, gt_xy, visible, bbox)
+
+    def evaluate_people(self, pred_xy, gt_keypoints, annotations, gt) -> dict[str, float]:
+        """PCK / AUC / EPE of predictions paired with ground-truth people: `pred_xy` (N, K, 2), `gt_keypoints`
+        (N, K, 3) and the people's COCO annotations (their `bbox` xywh); `gt` unused."""
+        del gt
+        boxes = np.asarray([a["bbox"] for a in annotations], np.float64).reshape(-1, 4)
+        return self(pred_xy, gt_keypoints[..., :2], gt_keypoints[..., 2] > 0, boxes)
 
     def evaluate(self, gt, results) -> dict[str, float]:
         """PCK / AUC / EPE of COCO-format `results` matched to the ground-truth people (see `match_results`)."""
@@ -177,3 +199,17 @@ def get_evaluator(format_name: str):
         raise ValueError(f"no evaluator for format {format_name!r}; pass --dataset as one of: "
                          f"{', '.join(list_evaluators())}")
     return _EVALUATORS[format_name]
+
+
+NMS_CHOICES = ('oks', 'soft_oks', 'none')  # config.eval_nms
+
+
+def dataset_nms(format_name: str, nms: str = 'oks') -> str | None:
+  """The NMS of a dataset's top-down evaluation (`topdown_postprocess`'s `nms`): `nms` ('oks', 'soft_oks' or
+  'none') for datasets whose protocol matches detections to people (OKS AP); none for those that score every
+  ground-truth person once (PCKh / PCK: mmpose's MPII and InterHand evaluations apply no NMS)."""
+  if nms not in NMS_CHOICES:
+    raise ValueError(f"eval NMS must be one of {', '.join(NMS_CHOICES)}, got {nms!r}")
+  if nms == 'none' or get_evaluator(format_name).scores_each_person:
+    return None
+  return nms

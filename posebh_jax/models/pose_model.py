@@ -1,4 +1,5 @@
-"""The multi-dataset top-down pose model and its per-dataset split (expert merged into fc2)."""
+"""The multi-dataset top-down pose model (ViT backbone with MoE FFN, one head per dataset as its task asks) and its
+per-dataset split (expert merged into fc2)."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -9,25 +10,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from posebh_jax.errors import UserError
+from posebh_jax.models import composition as composition_lib
 from posebh_jax.models import vit
-
-VARIANTS = {
-    # name: (width, depth, heads, drop_path, expert_dim, layer_decay)
-    'S/16': (384, 12, 12, 0.1, 192, 0.8),
-    'B/16': (768, 12, 12, 0.3, 192, 0.75),
-    'L/16': (1024, 24, 16, 0.5, 256, 0.8),
-    'H/16': (1280, 32, 16, 0.55, 320, 0.8),
-}
-
+from posebh_jax.models.heatmap_head import HeatmapHeadSpec
+from posebh_jax.models.partitioning import BATCH
+from posebh_jax.models.embedding import KeypointEmbedding
 
 class PoseModel(nn.Module):
-  """ViT backbone with MoE FFN + one heatmap head per dataset.
+  """ViT backbone with MoE FFN + one head per dataset, built from the dataset's head spec (its task's).
 
-  Call: `images_by_dataset {name: uint8 (n_d, H, W, 3)}` → `{name: float32 heatmaps (n_d, H/4, W/4, K_d)}`
-  (for patch 16 and two deconvolutions). Each n_d must be a multiple of `num_groups`.
+  Call: `images_by_dataset {name: uint8 (n_d, H, W, 3)}` → `{name: head output}` (heatmap heads: float32
+  `(n_d, H/4, W/4, K_d)` for patch 16 and two deconvolutions). Each n_d must be a multiple of `num_groups`.
   """
   dataset_names: tuple[str, ...]
-  num_keypoints: tuple[int, ...]
+  head_specs: tuple[Any, ...]
   width: int
   depth: int
   num_heads: int
@@ -37,20 +33,24 @@ class PoseModel(nn.Module):
   drop_path: float = 0.0
   expert_dim: int = 0
   use_experts: bool = True
-  head_channels: int = 256
-  head_num_deconv: int = 2
-  head_deconv_init_std: float = 0.001
   num_groups: int = 1
   remat: bool = False
   scan: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
-  # PoseBH keypoint embedding module (METHOD.md §2); 0 disables it (plain ViTPose++).
+  # PoseBH keypoint embedding module (docs/METHOD.md §2); 0 disables it (plain ViTPose++).
   embed_dim: int = 0
   embed_channels: int = 256
   embed_hidden: int = 64
-  # Equal per-dataset counts: experts as one batched matmul, heads as one stacked computation (same results).
+  embed_num_deconv: int = 2
+  # Equal per-dataset counts: experts as one batched matmul, heads of one kind as one stacked computation (same
+  # results).
   stack_equal_datasets: bool = True
+
+  @property
+  def num_keypoints(self) -> tuple[int, ...]:
+    """Each head's keypoint count, in dataset order."""
+    return tuple(spec.num_keypoints for spec in self.head_specs)
 
   def setup(self):
     self.backbone = vit.ViTBackbone(
@@ -60,46 +60,64 @@ class PoseModel(nn.Module):
         num_experts=len(self.dataset_names) if self.use_experts else 0,
         remat=self.remat, scan=self.scan, dtype=self.dtype, param_dtype=self.param_dtype,
         stack_equal_datasets=self.stack_equal_datasets)
-    self.heads = {name: vit.HeatmapHead(k, self.head_channels, self.head_num_deconv, self.dtype,
-                                        self.param_dtype, self.head_deconv_init_std, name=f'head_{name}')
-                  for name, k in zip(self.dataset_names, self.num_keypoints)}
+    self.heads = {name: spec.build(self.dtype, self.param_dtype, name=f'head_{name}')
+                  for name, spec in zip(self.dataset_names, self.head_specs)}
     if self.embed_dim > 0:
-      from posebh_jax.posebh.embedding import KeypointEmbedding
-      self.embedding = KeypointEmbedding(channels=self.embed_channels, num_deconv=self.head_num_deconv,
+      self.embedding = KeypointEmbedding(channels=self.embed_channels, num_deconv=self.embed_num_deconv,
                                          hidden=self.embed_hidden, embed_dim=self.embed_dim, dtype=self.dtype,
                                          param_dtype=self.param_dtype)
 
-  def composition(self, images_by_dataset: Mapping[str, Any]) -> vit.Composition:
+  def composition(self, images_by_dataset: Mapping[str, Any]) -> composition_lib.Composition:
     unknown = set(images_by_dataset) - set(self.dataset_names)
     if unknown:
       raise ValueError(f'unknown dataset(s) {sorted(unknown)}; the model has heads for {list(self.dataset_names)}')
     counts = {name: x.shape[0] for name, x in images_by_dataset.items()}
-    return vit.make_composition(self.dataset_names, counts, self.num_groups)
+    return composition_lib.make_composition(self.dataset_names, counts, self.num_groups)
 
   def features(self, images_by_dataset, train: bool = False):
     """Backbone features `(B, h, w, D)` in grouped order, and the batch Composition."""
     comp = self.composition(images_by_dataset)
-    images = vit.group_by_dataset(images_by_dataset, comp)
-    images = nn.with_logical_constraint(images, ('batch', None, None, None))
+    images = composition_lib.group_by_dataset(images_by_dataset, comp)
+    images = nn.with_logical_constraint(images, (BATCH, None, None, None))
     return self.backbone(images, comp, train), comp
 
   def __call__(self, images_by_dataset, train: bool = False):
     features, comp = self.features(images_by_dataset, train)
     return self._own_heads(features, comp, train)
 
-  def _own_heads(self, features, comp: vit.Composition, train: bool):
-    """{name: head `name` on dataset `name`'s examples of `features`}; with equal per-dataset counts all heads
-    run as one stacked computation (vit.stacked_heads), else one after another on static slices."""
+  def _own_heads(self, features, comp: composition_lib.Composition, train: bool):
+    """{name: head `name` on dataset `name`'s examples of `features`}, in dataset order. Heads of one kind (equal
+    `stack_key`) with equal per-dataset counts run as one stacked computation (e.g. `heatmap_head.stacked_heads`),
+    the others one after another on static slices."""
     present = list(comp.present())
-    count = comp.stack_count() if self.stack_equal_datasets else 0
-    if count and not self.is_initializing():
-      per_dataset = features.reshape((comp.groups, len(present), count) + features.shape[1:])
-      per_dataset = jnp.swapaxes(per_dataset, 0, 1).reshape((len(present), comp.groups * count) + features.shape[1:])
-      per_dataset = nn.with_logical_constraint(per_dataset, (None, 'batch', None, None, None))
-      outputs = vit.stacked_heads([self.heads[name] for _, name, _, _ in present], per_dataset, train)
-      return {name: out for (_, name, _, _), out in zip(present, outputs)}
-    return {name: self.heads[name](vit.dataset_slice(features, comp, offset, count), train)
-            for _, name, offset, count in present}
+    outputs = {}
+    groups: dict[Any, list] = {}
+    if self.stack_equal_datasets and not self.is_initializing():
+      for entry in present:
+        _, name, _, count = entry
+        key = getattr(self.head_specs[self.dataset_names.index(name)], 'stack_key', None)
+        if key is not None:
+          groups.setdefault((key, count), []).append(entry)
+    stacked = {}
+    for (_, count), members in groups.items():
+      if len(members) < 2:
+        continue
+      if len(members) == len(present):  # every dataset of the batch: a reshape, no gathering of slices
+        per_dataset = features.reshape((comp.groups, len(present), count) + features.shape[1:])
+        per_dataset = jnp.swapaxes(per_dataset, 0, 1)
+      else:
+        per_dataset = jnp.stack([composition_lib.dataset_slice(features, comp, offset, count)
+                                 .reshape((comp.groups, count) + features.shape[1:])
+                                 for _, _, offset, count in members])
+      per_dataset = per_dataset.reshape((len(members), comp.groups * count) + features.shape[1:])
+      per_dataset = nn.with_logical_constraint(per_dataset, (None, BATCH, None, None, None))
+      spec = self.head_specs[self.dataset_names.index(members[0][1])]
+      results = spec.run_stacked([self.heads[name] for _, name, _, _ in members], per_dataset, train)
+      stacked.update({name: out for (_, name, _, _), out in zip(members, results)})
+    for _, name, offset, count in present:
+      outputs[name] = stacked[name] if name in stacked else self.heads[name](
+          composition_lib.dataset_slice(features, comp, offset, count), train)
+    return outputs
 
   def posebh_outputs(self, images_by_dataset, train: bool = False, cross: bool = False,
                      frozen_embedding: bool = False):
@@ -118,11 +136,11 @@ class PoseModel(nn.Module):
     present = list(comp.present())
     out['heatmaps'] = self._own_heads(features, comp, train)
     for _, name, offset, count in present:
-      out['embeddings'][name] = vit.dataset_slice(embeddings, comp, offset, count)
+      out['embeddings'][name] = composition_lib.dataset_slice(embeddings, comp, offset, count)
     if cross:
       for _, head_name, _, _ in present:
         everything = self.heads[head_name](features, False)
-        others = [vit.dataset_slice(everything, comp, offset, count)
+        others = [composition_lib.dataset_slice(everything, comp, offset, count)
                   for _, name, offset, count in present if name != head_name]
         if others:
           out['cross'][head_name] = jnp.concatenate(others, axis=0)
@@ -135,30 +153,63 @@ class PoseModel(nn.Module):
     return self(images_by_dataset, train)
 
 
-def build_model(model_config, dataset_names: Sequence[str], num_keypoints: Sequence[int],
-                num_groups: int = 1, use_experts: bool | None = None, posebh_config=None) -> PoseModel:
-  """Builds a PoseModel from `config.model` (variant name or explicit width/depth/heads); with an enabled
-  `config.posebh` it also has the keypoint embedding module."""
+def heatmap_head_specs(model_config, num_keypoints: Sequence[int]) -> tuple[HeatmapHeadSpec, ...]:
+  """One `HeatmapHeadSpec` per keypoint count, shaped by `config.model`'s head keys."""
+  return tuple(HeatmapHeadSpec(int(k), model_config.head_channels, model_config.head_num_deconv,
+                               model_config.head_deconv_init_std) for k in num_keypoints)
+
+
+def build_model(model_config, dataset_names: Sequence[str], num_keypoints: Sequence[int] | None = None,
+                num_groups: int = 1, use_experts: bool | None = None, posebh_config=None,
+                head_specs: Sequence[Any] | None = None) -> PoseModel:
+  """Builds a PoseModel from `config.model`; each dataset's head from `head_specs` (its task's), or, without them,
+  a heatmap head per entry of `num_keypoints`. With an enabled `config.posebh` it also has the keypoint embedding
+  module."""
+  if head_specs is None:
+    head_specs = heatmap_head_specs(model_config, num_keypoints)
   embed = posebh_config is not None and posebh_config.enabled
   dtypes = (model_config.dtype, model_config.param_dtype)
   if 'float64' in dtypes and not jax.config.jax_enable_x64:
     raise UserError("model.dtype/param_dtype float64 needs JAX's 64-bit mode: set JAX_ENABLE_X64=1 "
                     "(posebh_jax.main turns it on for such a config)")
-  width, depth, heads = model_config.width, model_config.depth, model_config.num_heads
   return PoseModel(
-      dataset_names=tuple(dataset_names), num_keypoints=tuple(int(k) for k in num_keypoints),
-      width=width, depth=depth, num_heads=heads, mlp_ratio=model_config.mlp_ratio,
-      patch_size=model_config.patch_size, patch_padding=model_config.patch_padding,
+      dataset_names=tuple(dataset_names), head_specs=tuple(head_specs),
+      width=model_config.width, depth=model_config.depth, num_heads=model_config.num_heads,
+      mlp_ratio=model_config.mlp_ratio, patch_size=model_config.patch_size, patch_padding=model_config.patch_padding,
       drop_path=model_config.drop_path, expert_dim=model_config.expert_dim,
       use_experts=model_config.use_experts if use_experts is None else use_experts,
-      head_channels=model_config.head_channels, head_num_deconv=model_config.head_num_deconv,
-      head_deconv_init_std=model_config.get('head_deconv_init_std', PoseModel.head_deconv_init_std),
       num_groups=num_groups, remat=model_config.remat, scan=model_config.scan,
       dtype=jnp.dtype(model_config.dtype), param_dtype=jnp.dtype(model_config.param_dtype),
       embed_dim=posebh_config.embed_dim if embed else 0,
       embed_channels=posebh_config.embed_channels if embed else 256,
       embed_hidden=posebh_config.embed_hidden if embed else 64,
-      stack_equal_datasets=resolve_stacking(model_config.get('stack_equal_datasets', 'auto')))
+      embed_num_deconv=model_config.head_num_deconv,
+      stack_equal_datasets=resolve_stacking(model_config.stack_equal_datasets))
+
+
+def validate_config(model_config) -> None:
+  """Checks `config.model`; raises UserError (one line) naming the key and what to do."""
+  for key, allowed in (('dtype', ('float32', 'bfloat16', 'float64')), ('param_dtype', ('float32', 'float64'))):
+    if model_config[key] not in allowed:
+      raise UserError(f"config.model.{key} is '{model_config[key]}'; use one of {', '.join(allowed)}")
+  for key in ('width', 'depth', 'num_heads', 'patch_size', 'head_channels', 'head_num_deconv'):
+    if model_config[key] < 1:
+      raise UserError(f'config.model.{key} must be at least 1 (got {model_config[key]})')
+  if model_config.patch_padding < 0 or not model_config.mlp_ratio > 0:
+    raise UserError(f'config.model.patch_padding must be >= 0 and mlp_ratio > 0 (got '
+                    f'{model_config.patch_padding} and {model_config.mlp_ratio})')
+  if model_config.width % model_config.num_heads:
+    raise UserError(f'config.model.width {model_config.width} is not divisible by num_heads '
+                    f'{model_config.num_heads}')
+  if model_config.use_experts and not 0 < model_config.expert_dim < model_config.width:
+    raise UserError(f'config.model.expert_dim must be in (0, width={model_config.width}) '
+                    f'(got {model_config.expert_dim})')
+  try:
+    resolve_stacking(model_config.stack_equal_datasets)
+  except ValueError as e:
+    raise UserError(f'config.{e}') from None
+  if not 0 <= model_config.drop_path < 1:
+    raise UserError(f'config.model.drop_path is a stochastic-depth rate in [0, 1) (got {model_config.drop_path})')
 
 
 STACKING_CHOICES = ('auto', 'always', 'never')
@@ -166,8 +217,7 @@ STACKING_CHOICES = ('auto', 'always', 'never')
 
 def resolve_stacking(choice: str) -> bool:
   """config.model.stack_equal_datasets ('auto', 'always', 'never') → whether equal-count datasets run stacked;
-  'auto' stacks on accelerators only (on XLA's CPU backend the stacked form measured 8-13% slower, README
-  "Performance")."""
+  'auto' stacks on accelerators only (XLA's CPU backend runs the stacked form slower: docs/MEASUREMENTS.md)."""
   if choice not in STACKING_CHOICES:
     raise ValueError(f"model.stack_equal_datasets is {choice!r}; use one of {', '.join(STACKING_CHOICES)}")
   if choice == 'auto':
@@ -203,7 +253,7 @@ def split_dataset_variables(model: PoseModel, variables: Mapping[str, Any], name
                     'bias': np.concatenate([fc2['bias'], mlp.pop('expert_bias')[index]], axis=-1)}
     block['mlp'] = mlp
     backbone[key] = block
-  single = model.clone(dataset_names=(name,), num_keypoints=(model.num_keypoints[index],), use_experts=False,
+  single = model.clone(dataset_names=(name,), head_specs=(model.head_specs[index],), use_experts=False,
                        num_groups=1, scan=False, remat=False, drop_path=0.0, embed_dim=0)
   out = {'params': {'backbone': backbone, f'head_{name}': params[f'head_{name}']}}
   if 'batch_stats' in variables:

@@ -8,7 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from posebh_jax.models import vit
+from posebh_jax.models.heatmap_head import Upsampler
+from posebh_jax.models.partitioning import param_axes
 
 Dtype = Any
 
@@ -36,19 +37,19 @@ class KeypointEmbedding(nn.Module):
   def _conv(self, features, kernel, name, use_bias=False, init=_CONV_INIT):
     return nn.Conv(features, (kernel, kernel), padding='SAME', use_bias=use_bias, dtype=self.dtype,
                    param_dtype=self.param_dtype, name=name,
-                   kernel_init=vit._logical(init, (None, None, None, 'channels')),
-                   bias_init=vit._logical(nn.initializers.zeros, ('channels',)))
+                   kernel_init=param_axes(init, (None, None, None, 'channels')),
+                   bias_init=param_axes(nn.initializers.zeros, ('channels',)))
 
   def _bn(self, name, train):
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=jnp.float32,
                         param_dtype=self.param_dtype, name=name,
-                        scale_init=vit._logical(nn.initializers.ones, ('channels',)),
-                        bias_init=vit._logical(nn.initializers.zeros, ('channels',)))
+                        scale_init=param_axes(nn.initializers.ones, ('channels',)),
+                        bias_init=param_axes(nn.initializers.zeros, ('channels',)))
 
   @nn.compact
   def __call__(self, features: jax.Array, train: bool = False) -> jax.Array:
     """features (n, h, w, D) → embeddings float32 (n, 4h, 4w, F) for num_deconv=2."""
-    x = vit.Upsampler(self.channels, self.num_deconv, self.dtype, self.param_dtype, name='upsample')(features, train)
+    x = Upsampler(self.channels, self.num_deconv, self.dtype, self.param_dtype, name='upsample')(features, train)
     x = x.astype(self.dtype)
     # Residual block (conv→BN→SiLU→conv→BN) + (1×1 conv→BN) shortcut, then SiLU.
     y = nn.silu(self._bn('res_bn1', train)(self._conv(self.hidden, 3, 'res_conv1')(x)))

@@ -1,0 +1,77 @@
+"""The static per-dataset composition of a batch.
+
+A batch holds a fixed number of examples of each dataset. Examples are arranged as `(groups, per_group, ...)` where
+`groups` is the number of batch shards of the device mesh, and inside every group the datasets occupy the same
+static slice. Each dataset's expert and head therefore run on a static slice that lives on the same device shard as
+its examples: no gather, no all-experts-then-mask.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Composition:
+  """Per-group example counts of each dataset, in expert order.
+
+  Attributes:
+    names: dataset names in expert order (all experts the model has).
+    per_group: examples of each dataset in one batch group (0 for datasets absent from this batch).
+    groups: number of batch groups (= batch shards of the mesh).
+  """
+  names: tuple[str, ...]
+  per_group: tuple[int, ...]
+  groups: int
+
+  @property
+  def group_size(self) -> int:
+    return sum(self.per_group)
+
+  def offsets(self) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.cumsum((0,) + self.per_group[:-1]))
+
+  def stack_count(self) -> int:
+    """The per-group count when two or more datasets are present and all have that same count (the usual fixed
+    mixture: their experts and heads can run stacked along a dataset axis), else 0."""
+    counts = [count for count in self.per_group if count]
+    return counts[0] if len(counts) > 1 and len(set(counts)) == 1 else 0
+
+  def present(self):
+    """Yields (expert_index, name, offset_in_group, count_in_group) for datasets in this batch."""
+    for index, (name, offset, count) in enumerate(zip(self.names, self.offsets(), self.per_group)):
+      if count:
+        yield index, name, offset, count
+
+
+def make_composition(names: Sequence[str], counts: Mapping[str, int], groups: int) -> Composition:
+  """Builds a Composition from global per-dataset counts (each must be a multiple of `groups`)."""
+  per_group = []
+  for name in names:
+    count = int(counts.get(name, 0))
+    if count % groups:
+      raise ValueError(f"dataset '{name}' has {count} examples per batch, not a multiple of the {groups} batch "
+                       "shards; change the batch size or the mixture weights")
+    per_group.append(count // groups)
+  return Composition(tuple(names), tuple(per_group), groups)
+
+
+def group_by_dataset(arrays: Mapping[str, jax.Array], comp: Composition) -> jax.Array:
+  """Arranges per-dataset arrays `{name: (n_d, ...)}` into one `(groups * group_size, ...)` array."""
+  parts = []
+  for _, name, _, count in comp.present():
+    x = arrays[name]
+    parts.append(x.reshape((comp.groups, count) + x.shape[1:]))
+  grouped = jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+  return grouped.reshape((comp.groups * comp.group_size,) + grouped.shape[2:])
+
+
+def dataset_slice(x: jax.Array, comp: Composition, offset: int, count: int) -> jax.Array:
+  """The `(groups * count, ...)` examples of one dataset out of a grouped `(groups * group_size, ...)` array."""
+  grouped = x.reshape((comp.groups, comp.group_size) + x.shape[1:])
+  part = grouped[:, offset:offset + count]
+  return part.reshape((comp.groups * count,) + x.shape[1:])
