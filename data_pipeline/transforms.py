@@ -31,7 +31,7 @@ import numpy as np
 import simplejpeg
 
 from posebh_jax import codecs
-from posebh_jax.codecs import affine
+from posebh_jax.geometry import affine
 from posebh_jax.skeletons import get_format
 
 # Eval padding record (grain drops None elements, so padding is a marker dict).
