@@ -243,9 +243,10 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
         skeleton = get_format(format_name)
         self.format_name = format_name
         self.output_size_wh = (int(image_size_hw[1]), int(image_size_hw[0]))
-        self.codec = codecs.get_codec(codec_name, self.output_size_wh,
-                                      (int(heatmap_size_hw[1]), int(heatmap_size_hw[0])), float(sigma))
-        self.use_udp = bool(self.codec.use_udp)
+        self.heatmap_size_wh = (int(heatmap_size_hw[1]), int(heatmap_size_hw[0]))
+        self.sigma = float(sigma)
+        self.codec = codecs.get_codec(codec_name)
+        self.use_udp = self.codec.use_udp
         self.bbox_padding = float(bbox_padding)
         self.aug = {key: float(aug[key]) for key in ('scale_factor', 'rotation', 'rotation_prob', 'flip_prob',
                                                       'half_body_prob', 'half_body_min_keypoints')}
@@ -288,7 +289,8 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
         crop = decode_and_crop(element['image'], matrix, self.output_size_wh, self.reduced_decode,
                                self.fast_decode)
         warped = warp_keypoints(keypoints, matrix, self.output_size_wh, self.flip_index if flip else None)
-        heatmaps, weights = self.codec.encode(warped[:, :2], warped[:, 2] > 0, channels_last=True)
+        heatmaps, weights = self.codec.encode(warped[:, :2], warped[:, 2] > 0, self.output_size_wh,
+                                              self.heatmap_size_wh, self.sigma, channels_last=True)
         return {'image': crop, 'heatmaps': heatmaps, 'target_weights': weights}
 
 
