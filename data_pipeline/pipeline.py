@@ -10,6 +10,7 @@ and the iterator state is just a position.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Mapping, Sequence
 
@@ -18,40 +19,15 @@ import numpy as np
 
 from data_pipeline import builders
 from data_pipeline import derived
+from data_pipeline import records
 from data_pipeline.errors import DataConfigError, DatasetNotFoundError
-from data_pipeline.transforms import PADDING, TopDownEvalTransform, TopDownTrainTransform
+from data_pipeline.records import prepared_builder
+from data_pipeline.transforms import PADDING, TopDownEvalTransform, TopDownTrainTransform, decode_jpeg
+from posebh_jax import codecs
 from posebh_jax.skeletons import get_format
 
 
 # ----------------------------------------------------------------------------------------------- sources
-
-def prepared_builder(tfds_name: str, data_dir: str):
-    """The tfds builder of a dataset prepared in `data_dir` (registered through `data_pipeline.builders`).
-
-    Raises:
-      DatasetNotFoundError: the dataset is not prepared in `data_dir` (message names the prepare command).
-    """
-    import tensorflow_datasets as tfds
-
-    entry = builders.entry_for_tfds_name(tfds_name)
-    if entry is not None:
-        builders.builder_class(tfds_name)  # registers the builder with tfds
-    if entry is None:
-        how = f'no builder is registered for it (known: {", ".join(b.tfds_name for b in builders.BUILDERS.values())})'
-    elif entry.prepare_name == 'synthetic':
-        how = f'run: python -m data_pipeline.prepare synthetic --data_dir={data_dir}'
-    else:
-        how = (f'run: python -m data_pipeline.prepare {entry.prepare_name} --manual_dir=<raw {entry.prepare_name} '
-               f'directory> --data_dir={data_dir}')
-    message = f'dataset {tfds_name!r} is not prepared in {data_dir}; {how}'
-    try:
-        builder = tfds.builder(tfds_name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        raise DatasetNotFoundError(message) from None
-    if not builders.is_prepared(builder):
-        raise DatasetNotFoundError(message)
-    return builder
-
 
 def open_source(tfds_name: str, split: str, data_dir: str):
     """Opens a prepared tfds split as a random-access data source (a Sequence of record dicts).
@@ -83,7 +59,7 @@ class SelectedFieldsSource(Sequence):
     """
 
     def __init__(self, source, keys: Sequence[str]):
-        from tensorflow_datasets.core import example_parser
+        from tensorflow_datasets.core import example_parser  # lazy: tfds is heavy and only tfds sources need it
 
         self.records = source.data_source
         features = source.dataset_info.features
@@ -103,7 +79,7 @@ class SelectedFieldsSource(Sequence):
 def select_fields(source, keys: Sequence[str]):
     """`SelectedFieldsSource(source, keys)` for a tfds ArrayRecord source whose features include every key as
     a top-level tensor; `source` itself otherwise (other sources, nested features)."""
-    from tensorflow_datasets.core import features as features_lib
+    from tensorflow_datasets.core import features as features_lib  # lazy: tfds is heavy; see SelectedFieldsSource
 
     features = getattr(getattr(source, 'dataset_info', None), 'features', None)
     if not hasattr(source, 'data_source') or features is None:
@@ -200,7 +176,7 @@ def mixture_note(data_config, global_batch_size: int, num_groups: int, counts: M
 
 def _ensure_absl_flags_parsed() -> None:
     # grain reads absl flags (e.g. in mp_prefetch); outside absl.app.run they are not parsed yet.
-    from absl import flags
+    from absl import flags  # lazy: only multi-process prefetch needs the flags parsed
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 
@@ -367,7 +343,7 @@ def make_eval_iterator(data_config, name: str, batch_size: int):
     source, indices, _ = _eval_records(data_config, name)
     padded = -(-len(indices) // batch_size) * batch_size
     transform = TopDownEvalTransform(tuple(data_config.image_size), data_config.bbox_padding,
-                                     use_udp=cfg.codec == 'udp')
+                                     use_udp=codecs.get_codec(cfg.codec).use_udp)
     dataset = (grain.MapDataset.source(_PaddedSelection(source, indices, padded))
                .map(transform).batch(batch_size))
     threads = max(1, min(4, os.cpu_count() or 1))
@@ -430,16 +406,12 @@ def eval_ground_truth(data_config, name: str) -> dict[str, Any]:
 
 def _real_ground_truth(data_config, cfg, skeleton) -> dict[str, Any] | None:
     """`eval_ground_truth` of a real dataset (its stored gt json and record index), or None (synthetic data)."""
-    import json
-
-    from data_pipeline.builders import real
-
     if (cfg.get('keypoints_from', 'annotation') if hasattr(cfg, 'get') else 'annotation') != 'annotation':
         return None
-    index = real.read_record_index(cfg.tfds_name, cfg.eval_split, data_config.data_dir)
+    index = records.read_record_index(cfg.tfds_name, cfg.eval_split, data_config.data_dir)
     if index is None:
         return None
-    path = real.gt_json_path(cfg.tfds_name, cfg.eval_split, data_config.data_dir)
+    path = records.gt_json_path(cfg.tfds_name, cfg.eval_split, data_config.data_dir)
     with open(path) as f:
         gt = json.load(f)
     keypoints = np.asarray(index['keypoints'], np.float32)
@@ -459,7 +431,6 @@ def _real_ground_truth(data_config, cfg, skeleton) -> dict[str, Any] | None:
 def _image_hw(record: Mapping[str, Any]) -> tuple[int, int]:
     if 'height' in record and 'width' in record:
         return int(record['height']), int(record['width'])
-    from data_pipeline.transforms import decode_jpeg
     return tuple(int(v) for v in decode_jpeg(record['image']).shape[:2])
 
 
