@@ -19,9 +19,9 @@ import numpy as np
 
 from data_pipeline import builders
 from data_pipeline import derived
-from data_pipeline import records
+from data_pipeline.builders import records
+from data_pipeline.builders.records import prepared_builder
 from data_pipeline.errors import DataConfigError, DatasetNotFoundError
-from data_pipeline.records import prepared_builder
 from data_pipeline.transforms import PADDING, TopDownEvalTransform, TopDownTrainTransform, decode_jpeg
 from posebh_jax import codecs
 from posebh_jax.skeletons import get_format

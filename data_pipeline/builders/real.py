@@ -45,7 +45,7 @@ links, `area` is kept only where the dataset has one, and per-dataset fields (cr
 are kept. `gt_json_path` returns its path (a `<split>_det` split uses the gt of `<split>`). Every split also
 gets `records_<split>.npz` (`INDEX_FIELDS`, one row per record in record order) so that evaluation reads the
 per-record ground truth (keypoints, head sizes, ids, boxes, box scores) without reading the images
-(`read_record_index`; both live in `data_pipeline.records` and are re-exported here).
+(`read_record_index`; both live in `data_pipeline.builders.records` and are re-exported here).
 
 Stored size: one record per instance repeats its image's bytes (COCO train: about 150k records).
 """
@@ -65,10 +65,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from data_pipeline.errors import RawDataError
 # gt_json_path and read_record_index are re-exported: readers of a prepared dataset find them here too.
-from data_pipeline.records import (DET_SUFFIX, INDEX_FIELDS, gt_file_name, gt_json_path, index_file_name,
-                                   read_record_index)
+from data_pipeline.builders.records import (DET_SUFFIX, INDEX_FIELDS, gt_file_name, gt_json_path,
+                                            index_file_name, read_record_index)
+from data_pipeline.errors import RawDataError
 from posebh_jax.skeletons import get_format
 # mmpose's default detection-score threshold for top-down evaluation with detector boxes (det_bbox_thr=0.0
 # in the ViTPose++ configs): every person detection is kept; OKS-NMS and rescoring handle the rest.

@@ -126,7 +126,7 @@ def decode_argmax(heatmaps):
 
 def decode_argmax_jax(heatmaps):
     """Device-side `decode_argmax` for `(N, K, h, w)` jnp heatmaps; same semantics, returns jnp arrays."""
-    import jax.numpy as jnp
+    import jax.numpy as jnp  # lazy: the host-side codecs (and data_pipeline) must not need jax
 
     n, k, h, w = heatmaps.shape
     flat = heatmaps.reshape(n, k, h * w)
