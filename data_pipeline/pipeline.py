@@ -53,9 +53,9 @@ class SelectedFieldsSource(Sequence):
     """Random-access view of a prepared tfds source that parses and decodes only `keys` of each record.
 
     tfds' numpy parser converts every feature of a record (29 for the synthetic data: all formats' keypoints,
-    3D joints, ...); a train transform reads three. Parsing only those cut 0.40 ms to 0.09 ms per synthetic
-    record on the 2-core VM, a third of the demo's input-pipeline CPU. Records equal the full source's
-    restricted to `keys`.
+    3D joints, ...); a train transform reads three, and parsing only those removes most of the per-record parse
+    cost, a large share of the demo's input-pipeline CPU (figures: docs/MEASUREMENTS.md). Records equal the full
+    source's restricted to `keys`.
     """
 
     def __init__(self, source, keys: Sequence[str]):
@@ -184,8 +184,9 @@ def _ensure_absl_flags_parsed() -> None:
 # Closing an mp_prefetch iterator sets the workers' stop event and joins each worker for up to this many seconds
 # before killing it. A worker that had just handed one more element to its output queue hangs at exit in that
 # queue's feeder thread (the parent no longer reads the pipe), so with grain 0.2.18 every close of a 2-worker
-# iterator waited the full 25 s per hung worker (measured 50 s; the end of every training run). The workers hold
-# no state worth a graceful exit: their elements are deterministic functions of the iterator position.
+# iterator waited the full 25 s per hung worker, at the end of every training run (docs/MEASUREMENTS.md). The
+# workers hold no state worth a graceful exit: their elements are deterministic functions of the iterator
+# position.
 _WORKER_JOIN_TIMEOUT_S = 2.0
 
 
@@ -301,8 +302,9 @@ def _eval_records(data_config, name: str):
 
 def _records_with_flag(source, flag: str) -> np.ndarray:
     """Indices of the records of `source` whose boolean field `flag` is set (absent counts as set), parsing only
-    that field where the source allows it (whole synthetic records cost ~0.4 ms each to parse, and an
-    evaluation scans its split several times per dataset: iterator, ground truth, pictures)."""
+    that field where the source allows it (whole synthetic records are costly to parse, see
+    `SelectedFieldsSource`, and an evaluation scans its split several times per dataset: iterator, ground
+    truth, pictures)."""
     lean = select_fields(source, (flag,))
     return np.asarray([i for i in range(len(lean)) if bool(lean[i].get(flag, True))], np.int64)
 

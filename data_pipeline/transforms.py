@@ -48,8 +48,8 @@ _opencv_threads_set = False
 
 def use_single_threaded_opencv() -> None:
     """Makes OpenCV run single-threaded in this process (once). The loaders already run one transform per
-    thread or worker process; OpenCV's own pool on top of that cost ~50% more CPU per warp of a demo-sized crop
-    (183 vs 121 us for 192x192 -> 128x96) and competed with XLA's threads in in-process loading."""
+    thread or worker process; OpenCV's own pool on top of that costs more CPU per warp of a demo-sized crop and
+    competes with XLA's threads in in-process loading (figures: docs/MEASUREMENTS.md)."""
     global _opencv_threads_set
     if not _opencv_threads_set:
         cv2.setNumThreads(1)
@@ -82,13 +82,13 @@ def decode_jpeg(data: bytes, reduction: int = 1, fast: bool = False) -> np.ndarr
     (`reduced_decode_matrix`).
 
     JPEGs are decoded by libjpeg-turbo through simplejpeg, straight to RGB: the same pixels as
-    `cv2.imdecode` (same library, same IDCT; tested) at about 0.7x its CPU time. A JPEG with Exif metadata,
-    or one simplejpeg rejects, goes through `cv2.imdecode`, which applies the Exif orientation as
+    `cv2.imdecode` (same library, same IDCT; tested) at less CPU time (docs/MEASUREMENTS.md). A JPEG with Exif
+    metadata, or one simplejpeg rejects, goes through `cv2.imdecode`, which applies the Exif orientation as
     `cv2.imread` does (so annotations made on the displayed image stay aligned).
 
-    `fast` uses libjpeg's fast integer IDCT and plain (not "fancy") chroma upsampling: about 10% less
-    decode time for pixels within a gray level or two of the exact decode (what training pipelines such as
-    FFCV use); evaluation always decodes exactly.
+    `fast` uses libjpeg's fast integer IDCT and plain (not "fancy") chroma upsampling: less decode time for
+    pixels within a gray level or two of the exact decode (what training pipelines such as FFCV use; figures in
+    docs/MEASUREMENTS.md); evaluation always decodes exactly.
     """
     if reduction not in _DECODE_FLAGS:
         raise ValueError(f'reduction must be one of {sorted(_DECODE_FLAGS)}, got {reduction}')
