@@ -24,6 +24,7 @@ import contextlib
 import os
 import tempfile
 import time
+import types
 
 import cv2
 import numpy as np
@@ -63,6 +64,8 @@ def prepare_samples(data_dir: str, realdata: str, datasets=DATASETS) -> None:
 
 def gaussian_targets_loop(keypoints_xy, visible, codec):
     """Per-joint Python loop version of the codec's Gaussian targets (mmpose 0.x style): (K, h, w), (K,).
+
+    `codec` has `heatmap_size_wh`, `input_size_wh`, `sigma` and `use_udp` (see `ReferenceTrainTransform`).
 
     Same conventions as `posebh_jax.codecs.heatmap`: UDP centres at x * (w - 1) / (W - 1), MSRA at the rounded
     x / stride; a window of radius 3 sigma around the rounded centre; weight 0 when not labelled or when the
@@ -105,6 +108,9 @@ class ReferenceTrainTransform:
 
     def __init__(self, transform: TopDownTrainTransform):
         self.transform = transform
+        self.targets = types.SimpleNamespace(heatmap_size_wh=transform.heatmap_size_wh,
+                                             input_size_wh=transform.output_size_wh, sigma=transform.sigma,
+                                             use_udp=transform.use_udp)
 
     def random_map(self, element, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Record -> train example, the straightforward way."""
@@ -116,7 +122,7 @@ class ReferenceTrainTransform:
         crop = cv2.warpAffine(image, matrix, t.output_size_wh, flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         warped = warp_keypoints(keypoints, matrix, t.output_size_wh, t.flip_index if flip else None)
-        heatmaps, weights = gaussian_targets_loop(warped[:, :2], warped[:, 2] > 0, t.codec)
+        heatmaps, weights = gaussian_targets_loop(warped[:, :2], warped[:, 2] > 0, self.targets)
         return {'image': cv2.cvtColor(crop, cv2.COLOR_BGR2RGB),
                 'heatmaps': np.ascontiguousarray(np.transpose(heatmaps, (1, 2, 0))),
                 'target_weights': weights}

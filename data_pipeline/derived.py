@@ -13,6 +13,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from data_pipeline.synthetic.formats import compiled_format, keypoints_3d
+from posebh_jax.geometry.camera import project_in_image
+from posebh_jax.skeletons import get_format
+
 KEYPOINT_SOURCES = ('annotation', 'joints3d')
 
 
@@ -21,14 +25,8 @@ def project_keypoints(format_name: str, joints3d: np.ndarray, intrinsics: np.nda
     """float32 (K, 3) x, y, visibility of `format_name` from an example's joints3d (L, 3) (camera frame) and
     intrinsics (3, 3): pinhole projection; visibility 2 inside [0, W-1] × [0, H-1] in front of the camera,
     else 0 with x = y = 0 (the generator's convention for keypoints outside the image)."""
-    from data_pipeline.synthetic.formats import keypoints_3d
-
     points = keypoints_3d(format_name, joints3d)
-    projected = points @ np.asarray(intrinsics, np.float64).T
-    depth = projected[:, 2]
-    uv = projected[:, :2] / np.where(depth > 0, depth, 1.0)[:, None]
-    inside = ((depth > 0) & (uv[:, 0] >= 0) & (uv[:, 0] <= width - 1) & (uv[:, 1] >= 0)
-              & (uv[:, 1] <= height - 1))
+    uv, inside = project_in_image(points, intrinsics, height, width)
     out = np.zeros((len(points), 3), np.float32)
     out[inside, :2] = uv[inside]
     out[inside, 2] = 2.0
@@ -48,8 +46,6 @@ class DerivedKeypointsSource(Sequence):
     """
 
     def __init__(self, source, format_name: str):
-        from data_pipeline.synthetic.formats import compiled_format
-
         self.source = source
         self.format_name = format_name
         self.category = compiled_format(format_name).category  # ValueError for formats without a definition
@@ -64,7 +60,6 @@ class DerivedKeypointsSource(Sequence):
             keypoints = project_keypoints(self.format_name, record['joints3d'], record['intrinsics'],
                                           int(record['height']), int(record['width']))
         else:
-            from posebh_jax.skeletons import get_format
             keypoints = np.zeros((get_format(self.format_name).num_keypoints, 3), np.float32)
         record['keypoints'] = keypoints
         record[f'keypoints_{self.format_name}'] = keypoints

@@ -10,6 +10,7 @@ and the iterator state is just a position.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Mapping, Sequence
 
@@ -18,40 +19,15 @@ import numpy as np
 
 from data_pipeline import builders
 from data_pipeline import derived
+from data_pipeline.builders import records
+from data_pipeline.builders.records import prepared_builder
 from data_pipeline.errors import DataConfigError, DatasetNotFoundError
-from data_pipeline.transforms import PADDING, TopDownEvalTransform, TopDownTrainTransform
+from data_pipeline.transforms import PADDING, TopDownEvalTransform, TopDownTrainTransform, decode_jpeg
+from posebh_jax import codecs
 from posebh_jax.skeletons import get_format
 
 
 # ----------------------------------------------------------------------------------------------- sources
-
-def prepared_builder(tfds_name: str, data_dir: str):
-    """The tfds builder of a dataset prepared in `data_dir` (registered through `data_pipeline.builders`).
-
-    Raises:
-      DatasetNotFoundError: the dataset is not prepared in `data_dir` (message names the prepare command).
-    """
-    import tensorflow_datasets as tfds
-
-    entry = builders.entry_for_tfds_name(tfds_name)
-    if entry is not None:
-        builders.builder_class(tfds_name)  # registers the builder with tfds
-    if entry is None:
-        how = f'no builder is registered for it (known: {", ".join(b.tfds_name for b in builders.BUILDERS.values())})'
-    elif entry.prepare_name == 'synthetic':
-        how = f'run: python -m data_pipeline.prepare synthetic --data_dir={data_dir}'
-    else:
-        how = (f'run: python -m data_pipeline.prepare {entry.prepare_name} --manual_dir=<raw {entry.prepare_name} '
-               f'directory> --data_dir={data_dir}')
-    message = f'dataset {tfds_name!r} is not prepared in {data_dir}; {how}'
-    try:
-        builder = tfds.builder(tfds_name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        raise DatasetNotFoundError(message) from None
-    if not builders.is_prepared(builder):
-        raise DatasetNotFoundError(message)
-    return builder
-
 
 def open_source(tfds_name: str, split: str, data_dir: str):
     """Opens a prepared tfds split as a random-access data source (a Sequence of record dicts).
@@ -77,13 +53,13 @@ class SelectedFieldsSource(Sequence):
     """Random-access view of a prepared tfds source that parses and decodes only `keys` of each record.
 
     tfds' numpy parser converts every feature of a record (29 for the synthetic data: all formats' keypoints,
-    3D joints, ...); a train transform reads three. Parsing only those cut 0.40 ms to 0.09 ms per synthetic
-    record on the 2-core VM, a third of the demo's input-pipeline CPU. Records equal the full source's
-    restricted to `keys`.
+    3D joints, ...); a train transform reads three, and parsing only those removes most of the per-record parse
+    cost, a large share of the demo's input-pipeline CPU (figures: docs/MEASUREMENTS.md). Records equal the full
+    source's restricted to `keys`.
     """
 
     def __init__(self, source, keys: Sequence[str]):
-        from tensorflow_datasets.core import example_parser
+        from tensorflow_datasets.core import example_parser  # lazy: tfds is heavy and only tfds sources need it
 
         self.records = source.data_source
         features = source.dataset_info.features
@@ -103,7 +79,7 @@ class SelectedFieldsSource(Sequence):
 def select_fields(source, keys: Sequence[str]):
     """`SelectedFieldsSource(source, keys)` for a tfds ArrayRecord source whose features include every key as
     a top-level tensor; `source` itself otherwise (other sources, nested features)."""
-    from tensorflow_datasets.core import features as features_lib
+    from tensorflow_datasets.core import features as features_lib  # lazy: tfds is heavy; see SelectedFieldsSource
 
     features = getattr(getattr(source, 'dataset_info', None), 'features', None)
     if not hasattr(source, 'data_source') or features is None:
@@ -200,7 +176,7 @@ def mixture_note(data_config, global_batch_size: int, num_groups: int, counts: M
 
 def _ensure_absl_flags_parsed() -> None:
     # grain reads absl flags (e.g. in mp_prefetch); outside absl.app.run they are not parsed yet.
-    from absl import flags
+    from absl import flags  # lazy: only multi-process prefetch needs the flags parsed
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 
@@ -208,8 +184,9 @@ def _ensure_absl_flags_parsed() -> None:
 # Closing an mp_prefetch iterator sets the workers' stop event and joins each worker for up to this many seconds
 # before killing it. A worker that had just handed one more element to its output queue hangs at exit in that
 # queue's feeder thread (the parent no longer reads the pipe), so with grain 0.2.18 every close of a 2-worker
-# iterator waited the full 25 s per hung worker (measured 50 s; the end of every training run). The workers hold
-# no state worth a graceful exit: their elements are deterministic functions of the iterator position.
+# iterator waited the full 25 s per hung worker, at the end of every training run (docs/MEASUREMENTS.md). The
+# workers hold no state worth a graceful exit: their elements are deterministic functions of the iterator
+# position.
 _WORKER_JOIN_TIMEOUT_S = 2.0
 
 
@@ -329,8 +306,9 @@ def _eval_records(data_config, name: str):
 
 def _records_with_flag(source, flag: str) -> np.ndarray:
     """Indices of the records of `source` whose boolean field `flag` is set (absent counts as set), parsing only
-    that field where the source allows it (whole synthetic records cost ~0.4 ms each to parse, and an
-    evaluation scans its split several times per dataset: iterator, ground truth, pictures)."""
+    that field where the source allows it (whole synthetic records are costly to parse, see
+    `SelectedFieldsSource`, and an evaluation scans its split several times per dataset: iterator, ground
+    truth, pictures)."""
     lean = select_fields(source, (flag,))
     return np.asarray([i for i in range(len(lean)) if bool(lean[i].get(flag, True))], np.int64)
 
@@ -371,7 +349,7 @@ def make_eval_iterator(data_config, name: str, batch_size: int):
     source, indices, _ = _eval_records(data_config, name)
     padded = -(-len(indices) // batch_size) * batch_size
     transform = TopDownEvalTransform(tuple(data_config.image_size), data_config.bbox_padding,
-                                     use_udp=cfg.codec == 'udp')
+                                     use_udp=codecs.get_codec(cfg.codec).use_udp)
     dataset = (grain.MapDataset.source(_PaddedSelection(source, indices, padded))
                .map(transform).batch(batch_size))
     threads = max(1, min(4, os.cpu_count() or 1))
@@ -434,16 +412,12 @@ def eval_ground_truth(data_config, name: str) -> dict[str, Any]:
 
 def _real_ground_truth(data_config, cfg, skeleton) -> dict[str, Any] | None:
     """`eval_ground_truth` of a real dataset (its stored gt json and record index), or None (synthetic data)."""
-    import json
-
-    from data_pipeline.builders import real
-
     if (cfg.get('keypoints_from', 'annotation') if hasattr(cfg, 'get') else 'annotation') != 'annotation':
         return None
-    index = real.read_record_index(cfg.tfds_name, cfg.eval_split, data_config.data_dir)
+    index = records.read_record_index(cfg.tfds_name, cfg.eval_split, data_config.data_dir)
     if index is None:
         return None
-    path = real.gt_json_path(cfg.tfds_name, cfg.eval_split, data_config.data_dir)
+    path = records.gt_json_path(cfg.tfds_name, cfg.eval_split, data_config.data_dir)
     with open(path) as f:
         gt = json.load(f)
     keypoints = np.asarray(index['keypoints'], np.float32)
@@ -463,7 +437,6 @@ def _real_ground_truth(data_config, cfg, skeleton) -> dict[str, Any] | None:
 def _image_hw(record: Mapping[str, Any]) -> tuple[int, int]:
     if 'height' in record and 'width' in record:
         return int(record['height']), int(record['width'])
-    from data_pipeline.transforms import decode_jpeg
     return tuple(int(v) for v in decode_jpeg(record['image']).shape[:2])
 
 

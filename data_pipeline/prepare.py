@@ -17,6 +17,7 @@ different parameters is rebuilt only with `--overwrite`. No TensorFlow is needed
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import pathlib
 import shutil
@@ -24,7 +25,10 @@ import sys
 import time
 from typing import Callable
 
+import tensorflow_datasets as tfds
+
 from data_pipeline import builders
+from data_pipeline.builders import real, synthetic
 
 DEFAULT_DATA_DIR = 'data/tfds'
 
@@ -62,9 +66,6 @@ def prepare_synthetic(data_dir: str = DEFAULT_DATA_DIR, params=None, num_workers
     Raises:
       ValueError: prepared with different parameters and `overwrite` is False.
     """
-    import tensorflow_datasets as tfds
-    from data_pipeline.builders import synthetic
-
     params = params or synthetic.SyntheticParams()
     builder = synthetic.PosebhSynthetic(data_dir=data_dir, params=params, num_workers=num_workers, log=log)
     built = False
@@ -109,9 +110,6 @@ def prepare_real(name: str, manual_dir: str | None, data_dir: str = DEFAULT_DATA
       RawDataError (a ValueError): unusable raw data (one line naming the file, record and field).
       ValueError: prepared from other settings and `overwrite` is False.
     """
-    import tensorflow_datasets as tfds
-    from data_pipeline.builders import real
-
     if name not in builders.REAL_DATASETS:
         raise ValueError(f'unknown real dataset {name!r}; known: {", ".join(builders.REAL_DATASETS)}')
     entry = builders.BUILDERS[name]
@@ -184,8 +182,6 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def _run_synthetic(args) -> dict:
-    from data_pipeline.builders import synthetic
-
     defaults = synthetic.SyntheticParams()
     if args.config:
         settings = load_config(args.config).data.synthetic
@@ -204,7 +200,6 @@ def _run_synthetic(args) -> dict:
 
 def load_config(spec: str):
     """Loads `path/to/config.py[:arg]` and returns `get_config(arg)` (used for the synthetic sizes)."""
-    import importlib.util
     path, _, arg = spec.partition(':')
     if not os.path.exists(path):
         raise ValueError(f'config file {path} does not exist')

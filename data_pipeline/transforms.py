@@ -31,7 +31,7 @@ import numpy as np
 import simplejpeg
 
 from posebh_jax import codecs
-from posebh_jax.codecs import affine
+from posebh_jax.geometry import affine
 from posebh_jax.skeletons import get_format
 
 # Eval padding record (grain drops None elements, so padding is a marker dict).
@@ -48,8 +48,8 @@ _opencv_threads_set = False
 
 def use_single_threaded_opencv() -> None:
     """Makes OpenCV run single-threaded in this process (once). The loaders already run one transform per
-    thread or worker process; OpenCV's own pool on top of that cost ~50% more CPU per warp of a demo-sized crop
-    (183 vs 121 us for 192x192 -> 128x96) and competed with XLA's threads in in-process loading."""
+    thread or worker process; OpenCV's own pool on top of that costs more CPU per warp of a demo-sized crop and
+    competes with XLA's threads in in-process loading (figures: docs/MEASUREMENTS.md)."""
     global _opencv_threads_set
     if not _opencv_threads_set:
         cv2.setNumThreads(1)
@@ -82,13 +82,13 @@ def decode_jpeg(data: bytes, reduction: int = 1, fast: bool = False) -> np.ndarr
     (`reduced_decode_matrix`).
 
     JPEGs are decoded by libjpeg-turbo through simplejpeg, straight to RGB: the same pixels as
-    `cv2.imdecode` (same library, same IDCT; tested) at about 0.7x its CPU time. A JPEG with Exif metadata,
-    or one simplejpeg rejects, goes through `cv2.imdecode`, which applies the Exif orientation as
+    `cv2.imdecode` (same library, same IDCT; tested) at less CPU time (docs/MEASUREMENTS.md). A JPEG with Exif
+    metadata, or one simplejpeg rejects, goes through `cv2.imdecode`, which applies the Exif orientation as
     `cv2.imread` does (so annotations made on the displayed image stay aligned).
 
-    `fast` uses libjpeg's fast integer IDCT and plain (not "fancy") chroma upsampling: about 10% less
-    decode time for pixels within a gray level or two of the exact decode (what training pipelines such as
-    FFCV use); evaluation always decodes exactly.
+    `fast` uses libjpeg's fast integer IDCT and plain (not "fancy") chroma upsampling: less decode time for
+    pixels within a gray level or two of the exact decode (what training pipelines such as FFCV use; figures in
+    docs/MEASUREMENTS.md); evaluation always decodes exactly.
     """
     if reduction not in _DECODE_FLAGS:
         raise ValueError(f'reduction must be one of {sorted(_DECODE_FLAGS)}, got {reduction}')
@@ -243,9 +243,10 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
         skeleton = get_format(format_name)
         self.format_name = format_name
         self.output_size_wh = (int(image_size_hw[1]), int(image_size_hw[0]))
-        self.codec = codecs.get_codec(codec_name, self.output_size_wh,
-                                      (int(heatmap_size_hw[1]), int(heatmap_size_hw[0])), float(sigma))
-        self.use_udp = bool(self.codec.use_udp)
+        self.heatmap_size_wh = (int(heatmap_size_hw[1]), int(heatmap_size_hw[0]))
+        self.sigma = float(sigma)
+        self.codec = codecs.get_codec(codec_name)
+        self.use_udp = self.codec.use_udp
         self.bbox_padding = float(bbox_padding)
         self.aug = {key: float(aug[key]) for key in ('scale_factor', 'rotation', 'rotation_prob', 'flip_prob',
                                                       'half_body_prob', 'half_body_min_keypoints')}
@@ -288,7 +289,8 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
         crop = decode_and_crop(element['image'], matrix, self.output_size_wh, self.reduced_decode,
                                self.fast_decode)
         warped = warp_keypoints(keypoints, matrix, self.output_size_wh, self.flip_index if flip else None)
-        heatmaps, weights = self.codec.encode(warped[:, :2], warped[:, 2] > 0, channels_last=True)
+        heatmaps, weights = self.codec.encode(warped[:, :2], warped[:, 2] > 0, self.output_size_wh,
+                                              self.heatmap_size_wh, self.sigma, channels_last=True)
         return {'image': crop, 'heatmaps': heatmaps, 'target_weights': weights}
 
 

@@ -17,8 +17,10 @@ import functools
 import jax
 import numpy as np
 
+from data_pipeline import pipeline
 from posebh_jax import checkpoint as checkpoint_lib
 from posebh_jax import codecs
+from posebh_jax import skeletons
 from posebh_jax import sharding as sharding_lib
 from posebh_jax.evaluation import consistency
 
@@ -53,9 +55,8 @@ def predict_split(task, variables, name: str, flip: bool | None = None) -> tuple
   Returns (image_ids int64 (N,), keypoints float64 (N, K, 3): x, y in image px and the heatmap-peak score), in
   `pipeline.make_eval_iterator` order.
   """
-  from data_pipeline import pipeline
   config = task.config
-  entry = config.data.datasets[name]
+  codec = codecs.get_codec(config.data.datasets[name].codec)
   flip = config.eval_flip if flip is None else flip
   predict = task.predict_fn(name, flip)
   heat_h, heat_w = config.data.heatmap_size
@@ -64,9 +65,8 @@ def predict_split(task, variables, name: str, flip: bool | None = None) -> tuple
   for batch in pipeline.make_eval_iterator(config.data, name, batch_size):
     images = sharding_lib.put_global(batch['image'], task.batch_sharding)
     heatmaps = sharding_lib.fetch_global(predict(variables, images)).astype(np.float32).transpose(0, 3, 1, 2)
-    coords, scores = codecs.decode(heatmaps, entry.codec)
-    image_xy = codecs.heatmap_to_image(coords, np.asarray(batch['center']), np.asarray(batch['scale']),
-                                       (heat_w, heat_h), entry.codec == 'udp')
+    coords, scores = codec.decode(heatmaps)
+    image_xy = codec.to_image(coords, np.asarray(batch['center']), np.asarray(batch['scale']), (heat_w, heat_h))
     valid = np.asarray(batch['valid'], bool)
     ids.append(np.asarray(batch['image_id'], np.int64)[valid])
     keypoints.append(np.concatenate([image_xy, np.asarray(scores, np.float64)[..., None]], axis=-1)[valid])
@@ -87,8 +87,6 @@ def ground_truth_by_category(data_config, names=None) -> dict[str, dict]:
     every one of those formats, 'keypoints': {dataset: float64 (N, K, 3) x, y px, visibility},
     'norm': float64 (N,) the person box diagonal in px}}; categories with a single dataset are left out.
   """
-  from data_pipeline import pipeline
-  from posebh_jax import skeletons
   names = tuple(data_config.order if names is None else names)
   formats = [data_config.datasets[n].format for n in names]
   if len(set(formats)) != len(formats):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from posebh_jax.codecs import (
+    HeatmapCodec,
     MSRAHeatmap,
     UDPHeatmap,
-    box_to_center_scale,
     decode,
     decode_argmax,
     decode_argmax_jax,
@@ -16,12 +16,11 @@ from posebh_jax.codecs import (
     encode_udp,
     flip_heatmaps,
     get_codec,
-    get_warp_matrix,
     heatmap_to_image,
     refine_dark_udp,
     refine_quarter_shift,
-    transform_points,
 )
+from posebh_jax.geometry import box_to_center_scale, get_warp_matrix, transform_points
 
 INPUT_WH = (192, 256)
 HEATMAP_WH = (48, 64)
@@ -161,16 +160,16 @@ def test_msra_decode_error_bounds():
 
 @pytest.mark.parametrize("codec_name", ["udp", "msra"])
 def test_full_chain_image_to_image(codec_name):
-    codec = get_codec(codec_name, INPUT_WH, HEATMAP_WH, sigma=2.0)
+    codec = get_codec(codec_name)
     rng = np.random.default_rng(5)
     bbox = np.array([140.0, 60.0, 110.0, 210.0])
     center, scale = box_to_center_scale(bbox, INPUT_WH[0] / INPUT_WH[1])
     matrix = get_warp_matrix(center, scale, 0.0, INPUT_WH, codec.use_udp)
     image_points = rng.uniform(bbox[:2] + 0.15 * bbox[2:], bbox[:2] + 0.85 * bbox[2:], (17, 2))
-    heatmaps, weights = codec.encode(transform_points(image_points, matrix), np.full(17, 2))
+    heatmaps, weights = codec.encode(transform_points(image_points, matrix), np.full(17, 2), INPUT_WH, HEATMAP_WH, 2.0)
     assert weights.min() == 1
     coords, _ = codec.decode(heatmaps[None])
-    recovered = codec.to_image(coords, center[None], scale[None])[0]
+    recovered = codec.to_image(coords, center[None], scale[None], HEATMAP_WH)[0]
     np.testing.assert_allclose(
         recovered, heatmap_to_image(coords, center[None], scale[None], HEATMAP_WH, codec.use_udp)[0])
     image_px_per_cell = scale / (np.array(HEATMAP_WH) - 1) if codec.use_udp else scale / np.array(HEATMAP_WH)
@@ -270,18 +269,55 @@ def test_flip_decodes_to_mirror():
 # --- codec objects -----------------------------------------------------------------------------------
 
 def test_codec_objects_and_registry():
-    udp = get_codec("udp", INPUT_WH, HEATMAP_WH, 2.0)
-    msra = get_codec("MSRA", INPUT_WH, HEATMAP_WH, 2.0)
-    assert isinstance(udp, UDPHeatmap) and udp.use_udp and not udp.flip_shift
-    assert isinstance(msra, MSRAHeatmap) and not msra.use_udp and msra.flip_shift
-    keypoints = np.array([[30.5, 40.2], [100.0, 200.0]])
-    np.testing.assert_array_equal(udp.encode(keypoints, [1, 1])[0],
-                                  encode_udp(keypoints, [1, 1], INPUT_WH, HEATMAP_WH, 2.0)[0])
-    np.testing.assert_array_equal(msra.encode(keypoints, [1, 1])[0],
-                                  encode_msra(keypoints, [1, 1], INPUT_WH, HEATMAP_WH, 2.0)[0])
-    with pytest.raises(ValueError, match="unknown heatmap codec"):
-        get_codec("dark", INPUT_WH, HEATMAP_WH, 2.0)
+    udp, msra = get_codec("udp"), get_codec("msra")
+    assert isinstance(udp, UDPHeatmap) and isinstance(udp, HeatmapCodec) and isinstance(msra, MSRAHeatmap)
+    assert (udp.name, udp.use_udp, udp.flip_shift) == ("udp", True, False)
+    assert (msra.name, msra.use_udp, msra.flip_shift) == ("msra", False, True)
+    assert get_codec("udp") is udp  # one instance per codec
+    with pytest.raises(ValueError, match=r"unknown heatmap codec 'dark'; use one of: udp, msra"):
+        get_codec("dark")
     with pytest.raises(ValueError, match="unknown decode method"):
         decode(np.zeros((1, 1, 4, 4)), "dark")
     with pytest.raises(ValueError, match=r"\(N, K, h, w\)"):
         decode(np.zeros((1, 4, 4)), "udp")
+
+
+@pytest.mark.parametrize("codec_name", ["udp", "msra"])
+def test_codec_object_methods_equal_free_functions(codec_name):
+    codec = get_codec(codec_name)
+    encode = encode_udp if codec_name == "udp" else encode_msra
+    rng = np.random.default_rng(11)
+    keypoints = rng.uniform(-10, [200, 270], (17, 2))
+    visible = rng.integers(0, 3, 17)
+    for channels_last in (False, True):
+        got = codec.encode(keypoints, visible, INPUT_WH, HEATMAP_WH, 2.5, channels_last=channels_last)
+        want = encode(keypoints, visible, INPUT_WH, HEATMAP_WH, 2.5, channels_last)
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and np.array_equal(g, w)
+    heatmaps = rng.uniform(0, 1, (3, 17, 64, 48)).astype(np.float32)
+    for g, w in zip(codec.decode(heatmaps), decode(heatmaps, codec_name)):
+        assert g.dtype == w.dtype and np.array_equal(g, w)
+    coords = rng.uniform(0, 47, (3, 17, 2)).astype(np.float32)
+    center, scale = rng.uniform(50, 300, (3, 2)), rng.uniform(60, 200, (3, 2))
+    assert np.array_equal(codec.to_image(coords, center, scale, HEATMAP_WH),
+                          heatmap_to_image(coords, center, scale, HEATMAP_WH, codec_name == "udp"))
+    # The model-input px per heatmap px that posebh_jax.viz.formats used to compute inline.
+    heat, size = np.asarray(HEATMAP_WH, np.float64), np.asarray(INPUT_WH, np.float64)
+    inline = (size - 1.0) / (heat - 1.0) if codec_name == "udp" else size / heat
+    assert np.array_equal(codec.heatmap_to_input_scale(HEATMAP_WH, INPUT_WH), inline)
+
+
+@pytest.mark.parametrize("codec_name", ["udp", "msra"])
+def test_codec_round_trip_input_px(codec_name):
+    """encode -> decode -> input px recovers interior keypoints: UDP (DARK) to 1e-3 heatmap px, MSRA to the
+    rounding of x / stride, i.e. half a heatmap px (the quarter shift is 0 on its symmetric targets)."""
+    codec = get_codec(codec_name)
+    rng = np.random.default_rng(12)
+    keypoints = rng.uniform([30, 30], [INPUT_WH[0] - 30, INPUT_WH[1] - 30], (40, 2))
+    heatmaps, weights = codec.encode(keypoints, np.ones(40), INPUT_WH, HEATMAP_WH, 2.0)
+    assert weights.min() == 1
+    coords, scores = codec.decode(heatmaps[None])
+    assert scores.min() > 0.9
+    per_cell = codec.heatmap_to_input_scale(HEATMAP_WH, INPUT_WH)  # input px per heatmap px
+    error_cells = np.abs(coords[0] * per_cell - keypoints) / per_cell
+    assert error_cells.max() <= (1e-3 if codec.use_udp else 0.5 + 1e-9)

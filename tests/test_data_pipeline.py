@@ -21,7 +21,7 @@ from data_pipeline.transforms import (
     half_body_center_scale,
     warp_keypoints,
 )
-from posebh_jax.codecs import get_warp_matrix
+from posebh_jax.geometry import get_warp_matrix
 from posebh_jax.skeletons import TRAIN_FORMATS, get_format
 
 PARAMS = synthetic_builder.SyntheticParams(num_train_per_format=12, num_val=8, image_size=(64, 64),

@@ -23,7 +23,8 @@ from data_pipeline.transforms import (
     has_exif,
     reduced_decode_matrix,
 )
-from posebh_jax.codecs import encode_msra, encode_udp, get_warp_matrix
+from posebh_jax.codecs import encode_msra, encode_udp
+from posebh_jax.geometry import get_warp_matrix
 from realdata_samples import REALDATA
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

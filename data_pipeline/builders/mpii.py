@@ -67,7 +67,7 @@ def load_headboxes(path: str) -> np.ndarray:
     array (N, 2, 2); raises `RawDataError` naming the file."""
     try:
         if path.endswith('.mat'):
-            from scipy.io import loadmat
+            from scipy.io import loadmat  # lazy: scipy is only needed for the official .mat head boxes
             mat = loadmat(path)
             if 'headboxes_src' not in mat:
                 raise RawDataError(f'{path}: missing field \'headboxes_src\' (expected the official mpii_gt_val.mat)')

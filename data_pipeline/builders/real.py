@@ -45,7 +45,7 @@ links, `area` is kept only where the dataset has one, and per-dataset fields (cr
 are kept. `gt_json_path` returns its path (a `<split>_det` split uses the gt of `<split>`). Every split also
 gets `records_<split>.npz` (`INDEX_FIELDS`, one row per record in record order) so that evaluation reads the
 per-record ground truth (keypoints, head sizes, ids, boxes, box scores) without reading the images
-(`read_record_index`).
+(`read_record_index`; both live in `data_pipeline.builders.records` and are re-exported here).
 
 Stored size: one record per instance repeats its image's bytes (COCO train: about 150k records).
 """
@@ -65,10 +65,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+# gt_json_path and read_record_index are re-exported: readers of a prepared dataset find them here too.
+from data_pipeline.builders.records import (DET_SUFFIX, INDEX_FIELDS, gt_file_name, gt_json_path,
+                                            index_file_name, read_record_index)
 from data_pipeline.errors import RawDataError
 from posebh_jax.skeletons import get_format
-
-DET_SUFFIX = '_det'
 # mmpose's default detection-score threshold for top-down evaluation with detector boxes (det_bbox_thr=0.0
 # in the ViTPose++ configs): every person detection is kept; OKS-NMS and rescoring handle the rest.
 DEFAULT_DET_SCORE_THRESHOLD = 0.0
@@ -286,51 +287,6 @@ def find_existing(root: str | None, candidates: Sequence[str]) -> str | None:
 
 
 # ----------------------------------------------------------------------------------------------- gt files
-
-def gt_file_name(split: str) -> str:
-    """File name of the normalised ground truth of `split` inside the dataset directory ('gt_<split>.json')."""
-    base = split[:-len(DET_SUFFIX)] if split.endswith(DET_SUFFIX) else split
-    return f'gt_{base}.json'
-
-
-# Per-record fields also stored in `records_<split>.npz` (in record order), so that evaluation can read the
-# ground truth of every record without reading the images.
-INDEX_FIELDS = ('image_id', 'instance_id', 'category_id', 'bbox', 'bbox_score', 'head_size', 'keypoints')
-
-
-def index_file_name(split: str) -> str:
-    """File name of the per-record index of `split` ('records_<split>.npz': `INDEX_FIELDS` arrays, record order)."""
-    return f'records_{split}.npz'
-
-
-def read_record_index(tfds_name: str, split: str, data_dir: str) -> dict[str, np.ndarray] | None:
-    """The per-record index of a prepared real dataset's split ({field: array with one row per record}), or
-    None when the dataset has none (the synthetic dataset)."""
-    from data_pipeline import pipeline
-    builder = pipeline.prepared_builder(tfds_name, data_dir)
-    path = os.path.join(os.fspath(builder.data_path), index_file_name(split))
-    if not os.path.isfile(path):
-        return None
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}
-
-
-def gt_json_path(tfds_name: str, split: str, data_dir: str) -> str:
-    """Path of the normalised COCO-format ground truth of a prepared real dataset's `split`.
-
-    Args: `tfds_name` (e.g. 'coco_keypoints'), `split` (e.g. 'validation' or 'validation_det', which shares
-    the gt of 'validation'), tfds `data_dir`.
-    Raises: `DatasetNotFoundError` if the dataset is not prepared there; `ValueError` if the split has no
-    ground-truth file (train splits, the synthetic dataset).
-    """
-    from data_pipeline import pipeline
-    source_builder = pipeline.prepared_builder(tfds_name, data_dir)
-    path = os.path.join(os.fspath(source_builder.data_path), gt_file_name(split))
-    if not os.path.isfile(path):
-        raise ValueError(f'dataset {tfds_name!r} in {data_dir} has no ground-truth file for split {split!r} '
-                         f'({path}); ground truth is written for the evaluation splits of real datasets')
-    return path
-
 
 def normalised_category(category: Mapping, format_name: str, path: str) -> dict:
     """A gt category entry: the raw id/name/supercategory with the registry's keypoint names and 1-based links."""

@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from data_pipeline.synthetic import FORMATS_BY_CATEGORY, generate_example
 from posebh_jax.skeletons import TRAIN_FORMATS, get_format
 
 TFDS_NAME = 'posebh_synthetic'
@@ -51,8 +52,8 @@ def train_split_name(format_name: str) -> str:
 # it, so an old one is rebuilt (with --overwrite) instead of silently reused.
 GENERATOR_VERSION = 3
 
-# Every format the generator annotates (its FORMATS_BY_CATEGORY, human then animal). Kept here so that
-# reading the dataset does not import the generator; `_check_generator_formats` keeps the two in step.
+# Every format the generator annotates (its FORMATS_BY_CATEGORY, human then animal), as stored in the dataset's
+# features; `_check_generator_formats` keeps the two in step.
 ALL_FORMATS = ('coco', 'aic', 'mpii', 'coco_wholebody', 'ochuman', 'crowdpose', 'halpe', 'ap10k', 'apt36k')
 
 
@@ -62,7 +63,6 @@ def all_formats() -> tuple[str, ...]:
 
 
 def _check_generator_formats() -> None:
-    from data_pipeline.synthetic import FORMATS_BY_CATEGORY
     generated = set(FORMATS_BY_CATEGORY['human']) | set(FORMATS_BY_CATEGORY['animal'])
     if generated != set(ALL_FORMATS) or not set(TRAIN_FORMATS) <= generated:
         raise ValueError(f'the synthetic generator annotates {sorted(generated)} but the builder stores '
@@ -126,8 +126,6 @@ def make_record(task: tuple) -> tuple[int, dict]:
     Returns:
       (key, record dict of numpy values / bytes matching the builder's features).
     """
-    from data_pipeline.synthetic import generate_example
-
     key, index, split, format_name, params = task
     example = generate_example(index, split, seed=params['seed'], annotate_format=format_name,
                                image_size_hw=tuple(params['image_size']), difficulty=params['difficulty'])

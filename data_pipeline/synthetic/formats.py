@@ -24,6 +24,8 @@ import functools
 import numpy as np
 
 from data_pipeline.synthetic import body as body_lib
+from posebh_jax.geometry import combinations
+from posebh_jax.skeletons import get_format
 
 FORMATS_BY_CATEGORY = {
     'human': ('coco', 'aic', 'mpii', 'coco_wholebody', 'ochuman', 'crowdpose', 'halpe'),
@@ -38,29 +40,13 @@ LANDMARKS_BY_CATEGORY = {'human': body_lib.BIPED_LANDMARKS, 'animal': body_lib.Q
 
 
 # ------------------------------------------------------------------------------------------------ combinators
-def _at(name):
-    return {name: 1.0}
-
-
-def _lerp(a, b, t):
-    return _sum(_scale(_at(a), 1.0 - t), _scale(_at(b), t))
-
-
-def _vec(a, b):
-    """The vector b - a (weights sum to 0)."""
-    return {b: 1.0, a: -1.0} if a != b else {}
-
-
-def _scale(d, k):
-    return {n: w * k for n, w in d.items()}
-
-
-def _sum(*ds):
-    out = {}
-    for d in ds:
-        for n, w in d.items():
-            out[n] = out.get(n, 0.0) + w
-    return out
+# The generic combination algebra lives in posebh_jax.geometry.combinations; short names keep the tables below
+# readable.
+_at = combinations.at
+_lerp = combinations.lerp
+_vec = combinations.vector
+_scale = combinations.scale
+_sum = combinations.add
 
 
 def _head_point(p, q, s):
@@ -244,9 +230,7 @@ class FormatProjection:
     """
 
     def __init__(self, name: str):
-        from posebh_jax.skeletons import get_format  # the registry owns names and order
-
-        fmt = get_format(name)
+        fmt = get_format(name)  # the registry owns names and order
         self.name = name
         self.category = CATEGORY_OF_FORMAT.get(name) or DERIVED_FORMATS[name]
         defs = _DEFINITIONS[name]
@@ -257,24 +241,14 @@ class FormatProjection:
         lms = LANDMARKS_BY_CATEGORY[self.category]
         row = {n: i for i, n in enumerate(lms)}
         self.keypoint_names = tuple(fmt.keypoint_names)
-        self.weights = np.zeros((len(self.keypoint_names), len(lms)))
-        self.anchors = np.zeros(len(self.keypoint_names), dtype=np.int64)
-        self.exact_landmark = np.full(len(self.keypoint_names), -1, dtype=np.int64)
-        for k, kp in enumerate(self.keypoint_names):
-            combo, anchor = defs[kp]
-            for lm, w in combo.items():
-                self.weights[k, row[lm]] += w
-            self.anchors[k] = row[anchor]
-            nonzero = np.flatnonzero(np.abs(self.weights[k]) > 1e-12)
-            if len(nonzero) == 1 and abs(self.weights[k, nonzero[0]] - 1.0) < 1e-12:
-                self.exact_landmark[k] = nonzero[0]
-        if not np.allclose(self.weights.sum(axis=1), 1.0):
-            raise AssertionError(f'format {name}: keypoint weights must sum to 1')
+        self.weights = combinations.combination_matrix([defs[kp][0] for kp in self.keypoint_names], lms)
+        self.anchors = np.array([row[defs[kp][1]] for kp in self.keypoint_names], dtype=np.int64)
+        self.exact_landmark = combinations.exact_landmarks(self.weights)
         self.links = tuple(fmt.links)
 
     def points3d(self, landmarks: np.ndarray) -> np.ndarray:
         """(L, 3) landmarks of this format's category -> (K, 3) keypoint positions (same frame and units)."""
-        return self.weights @ landmarks
+        return combinations.apply(self.weights, landmarks)
 
 
 @functools.lru_cache(maxsize=None)

@@ -18,6 +18,7 @@ import numpy as np
 from data_pipeline.synthetic import body as body_lib
 from data_pipeline.synthetic import formats as formats_lib
 from data_pipeline.synthetic import render
+from posebh_jax.geometry.camera import project
 
 LANDMARK_NAMES = body_lib.BIPED_LANDMARKS
 QUADRUPED_LANDMARK_NAMES = body_lib.QUADRUPED_LANDMARKS
@@ -103,7 +104,7 @@ def _place(rng, landmarks_rot: np.ndarray, pad_m: float, h: int, w: int, level: 
     depth = 3.0 * extent * f / min(h, w)
     t = np.array([-centre[0], -centre[1], depth - centre[2]])
     for _ in range(2):  # rescale distance to reach the fill fraction (two passes absorb perspective effects)
-        uv = render.project(landmarks_rot + t, intr)
+        uv = project(landmarks_rot + t, intr)
         x0, y0, x1, y1 = _box(uv, f * pad_m / depth)
         current = max((y1 - y0) / h, (x1 - x0) / w)
         new_depth = max(depth * current / fill, 1.2 * extent)
@@ -111,7 +112,7 @@ def _place(rng, landmarks_rot: np.ndarray, pad_m: float, h: int, w: int, level: 
         depth = new_depth
     targets = None
     for _ in range(2):  # shift sideways so the box lands at a random admissible place (second pass refines)
-        uv = render.project(landmarks_rot + t, intr)
+        uv = project(landmarks_rot + t, intr)
         x0, y0, x1, y1 = _box(uv, f * pad_m / depth)
         bw, bh = x1 - x0, y1 - y0
         if targets is None:
@@ -178,7 +179,7 @@ def generate_example(index: int, split: str, seed: int = 0, annotate_format: str
     a = rng.uniform(-160, -20) * math.pi / 180
     light = np.array([math.cos(a), math.sin(a)])
     contrast = rng.uniform(0.6, 1.3)
-    uv_lm = render.project(body_cam.landmarks, intr)
+    uv_lm = project(body_cam.landmarks, intr)
     box = _box(uv_lm, intr[0, 0] * pad_m / float(np.median(body_cam.landmarks[:, 2])))
     subject_size = max(box[2] - box[0], box[3] - box[1])
     render.draw_distractors(img, rng, level, subject_size, light)
@@ -204,7 +205,7 @@ def generate_example(index: int, split: str, seed: int = 0, annotate_format: str
     compiled = [formats_lib.compiled_format(n) for n in names]
     pts3 = np.concatenate([c.points3d(body_cam.landmarks) for c in compiled])
     anchors = np.concatenate([c.anchors for c in compiled])
-    uv = render.project(pts3, intr)
+    uv = project(pts3, intr)
     hidden = render.occluded_by_parts(pts3, uv, anchors, body_cam, proj)
     inside = (uv[:, 0] >= 0) & (uv[:, 0] <= w - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= h - 1) & (pts3[:, 2] > 0)
     px = np.clip(np.round(uv).astype(np.int64), 0, [w - 1, h - 1])

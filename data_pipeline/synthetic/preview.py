@@ -18,6 +18,7 @@ import numpy as np
 
 from data_pipeline.synthetic import generator
 from data_pipeline.synthetic.formats import FORMATS_BY_CATEGORY, compiled_format
+from posebh_jax.skeletons import get_format
 
 _PANEL = 300
 
@@ -42,8 +43,6 @@ def _crop_around(image, bbox, keypoint_sets, size=_PANEL):
 
 
 def _draw_format(panel, kps, format_name, colour_override=None):
-    from posebh_jax.skeletons import get_format
-
     fmt = get_format(format_name)
     radius = 3 if fmt.num_keypoints < 40 else 2
     for (i, j), col in zip(fmt.links, fmt.link_colors):

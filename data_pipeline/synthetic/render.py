@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from data_pipeline.synthetic import body as body_lib
+from posebh_jax.geometry.camera import project
 
 _SHIFT = 4
 _ONE = 1 << _SHIFT
@@ -70,12 +71,6 @@ def _add_texture(img, tex, amount):
 
 
 # ------------------------------------------------------------------------------------------------ projection
-def project(points: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
-    """Pinhole projection of camera-frame points (N, 3) with a 3x3 matrix -> pixel coordinates (N, 2)."""
-    p = points @ intrinsics.T
-    return p[:, :2] / p[:, 2:3]
-
-
 class ProjectedParts:
     """The body's primitives projected to the image: 2D shapes for drawing plus what the occlusion test needs.
 

@@ -1,6 +1,5 @@
-"""Heatmap codecs (MSRA / UDP encode, argmax + DARK-UDP / quarter-shift decode) and top-down crop geometry."""
+"""Heatmap codecs (MSRA / UDP encode, argmax + DARK-UDP / quarter-shift decode)."""
 
-from posebh_jax.codecs.affine import box_to_center_scale, get_warp_matrix, transform_points
 from posebh_jax.codecs.heatmap import (
     DECODE_METHODS,
     HeatmapCodec,
@@ -17,6 +16,9 @@ from posebh_jax.codecs.heatmap import (
     refine_dark_udp,
     refine_quarter_shift,
 )
+# TODO(remove): re-export of the crop geometry, now in posebh_jax.geometry, for posebh_jax/evaluate.py
+# (codecs.get_warp_matrix, codecs.transform_points) until it imports posebh_jax.geometry itself.
+from posebh_jax.geometry import box_to_center_scale, get_warp_matrix, transform_points
 
 __all__ = [
     "DECODE_METHODS",

@@ -15,6 +15,8 @@ outside the heatmap whose window still overlaps it keeps a partial Gaussian and 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from scipy import ndimage
 
@@ -124,7 +126,7 @@ def decode_argmax(heatmaps):
 
 def decode_argmax_jax(heatmaps):
     """Device-side `decode_argmax` for `(N, K, h, w)` jnp heatmaps; same semantics, returns jnp arrays."""
-    import jax.numpy as jnp
+    import jax.numpy as jnp  # lazy: the host-side codecs (and data_pipeline) must not need jax
 
     n, k, h, w = heatmaps.shape
     flat = heatmaps.reshape(n, k, h * w)
@@ -303,73 +305,73 @@ def flip_heatmaps(heatmaps, flip_index, shift: bool):
     return flipped
 
 
+@dataclasses.dataclass(frozen=True)
 class HeatmapCodec:
-    """Encode/decode pair for one heatmap convention; build with `get_codec` or the subclasses.
+    """One heatmap convention as an object: encoding, decoding and the mapping back to image px.
 
-    Attributes: `name`, `use_udp`, `input_size_wh`, `heatmap_size_wh`, `sigma`, `flip_shift` (whether the
-    flip test shifts heatmaps by one pixel).
+    Get one with `get_codec(name)`. Attributes: `name` ('udp' | 'msra'); `use_udp`, the unbiased (UDP) affine
+    and coordinate convention (also selects the UDP crop warp); `flip_shift`, whether flip-test heatmaps need
+    the one-pixel shift back (`flip_heatmaps(..., shift=codec.flip_shift)`).
     """
 
-    name = ""
-    use_udp = False
+    name: str
+    use_udp: bool
+    flip_shift: bool
 
-    def __init__(self, input_size_wh, heatmap_size_wh, sigma: float = DEFAULT_SIGMA):
-        self.input_size_wh = tuple(int(v) for v in input_size_wh)
-        self.heatmap_size_wh = tuple(int(v) for v in heatmap_size_wh)
-        self.sigma = float(sigma)
-        if len(self.input_size_wh) != 2 or len(self.heatmap_size_wh) != 2:
-            raise ValueError("input_size_wh and heatmap_size_wh must be (W, H) pairs")
-
-    @property
-    def flip_shift(self) -> bool:
-        return not self.use_udp
-
-    def encode(self, keypoints_xy, visible, channels_last: bool = False):
-        """`(K, 2)` input-crop px + `(K,)` visibility -> `(heatmaps (K, h, w) f32, weights (K,) f32)`;
+    def encode(self, keypoints_xy, visible, input_size_wh, heatmap_size_wh, sigma: float = DEFAULT_SIGMA,
+               channels_last: bool = False):
+        """`(K, 2)` input-crop px and `(K,)` visibility -> `(heatmaps (K, h, w) f32, weights (K,) f32)` for
+        crops of `input_size_wh` and heatmaps of `heatmap_size_wh` (W, H), Gaussian `sigma` in heatmap px;
         heatmaps `(h, w, K)` with `channels_last`."""
         raise NotImplementedError
 
     def decode(self, heatmaps):
-        """`(N, K, h, w)` heatmaps -> `(coords (N, K, 2) heatmap px, scores (N, K))`."""
+        """`(N, K, h, w)` heatmaps -> `(coords (N, K, 2) f32 heatmap px, scores (N, K) f32)`."""
         return decode(heatmaps, self.name)
 
-    def to_image(self, coords, center, scale):
-        """Heatmap px `(N, K, 2)` -> image px for crops described by `center`, `scale` `(N, 2)`."""
-        return heatmap_to_image(coords, center, scale, self.heatmap_size_wh, self.use_udp)
+    def to_image(self, coords, center, scale, heatmap_size_wh):
+        """Heatmap px `(N, K, 2)` -> float64 image px `(N, K, 2)` for unrotated crops with `center`, `scale`
+        `(N, 2)` image px and heatmaps of `heatmap_size_wh` (w, h)."""
+        return heatmap_to_image(coords, center, scale, heatmap_size_wh, self.use_udp)
 
-    def __repr__(self):
-        return (f"{type(self).__name__}(input_size_wh={self.input_size_wh}, "
-                f"heatmap_size_wh={self.heatmap_size_wh}, sigma={self.sigma})")
+    def heatmap_to_input_scale(self, heatmap_size_wh, input_size_wh) -> np.ndarray:
+        """Model-input px per heatmap px, float64 `(2,)` (x, y): UDP `(W - 1) / (w - 1)`, MSRA `W / w`."""
+        heat = np.asarray(heatmap_size_wh, np.float64)
+        size = np.asarray(input_size_wh, np.float64)
+        return (size - 1.0) / (heat - 1.0) if self.use_udp else size / heat
 
 
+@dataclasses.dataclass(frozen=True)
 class UDPHeatmap(HeatmapCodec):
     """UDP encoding (sub-pixel Gaussian) with argmax + DARK-UDP decoding."""
 
-    name = "udp"
-    use_udp = True
+    name: str = "udp"
+    use_udp: bool = True
+    flip_shift: bool = False
 
-    def encode(self, keypoints_xy, visible, channels_last: bool = False):
-        return encode_udp(keypoints_xy, visible, self.input_size_wh, self.heatmap_size_wh, self.sigma,
-                          channels_last)
+    def encode(self, keypoints_xy, visible, input_size_wh, heatmap_size_wh, sigma: float = DEFAULT_SIGMA,
+               channels_last: bool = False):
+        return encode_udp(keypoints_xy, visible, input_size_wh, heatmap_size_wh, sigma, channels_last)
 
 
+@dataclasses.dataclass(frozen=True)
 class MSRAHeatmap(HeatmapCodec):
     """MSRA encoding (Gaussian at the rounded location) with argmax + quarter-pixel shift decoding."""
 
-    name = "msra"
-    use_udp = False
+    name: str = "msra"
+    use_udp: bool = False
+    flip_shift: bool = True
 
-    def encode(self, keypoints_xy, visible, channels_last: bool = False):
-        return encode_msra(keypoints_xy, visible, self.input_size_wh, self.heatmap_size_wh, self.sigma,
-                           channels_last)
-
-
-_CODECS = {"udp": UDPHeatmap, "msra": MSRAHeatmap}
+    def encode(self, keypoints_xy, visible, input_size_wh, heatmap_size_wh, sigma: float = DEFAULT_SIGMA,
+               channels_last: bool = False):
+        return encode_msra(keypoints_xy, visible, input_size_wh, heatmap_size_wh, sigma, channels_last)
 
 
-def get_codec(name: str, input_size_wh, heatmap_size_wh, sigma: float = DEFAULT_SIGMA) -> HeatmapCodec:
-    """Codec by name ('udp' or 'msra') for crops of `input_size_wh` and heatmaps of `heatmap_size_wh` (W, H)."""
-    key = str(name).lower()
-    if key not in _CODECS:
-        raise ValueError(f"unknown heatmap codec {name!r}; use one of {sorted(_CODECS)}")
-    return _CODECS[key](input_size_wh, heatmap_size_wh, sigma)
+_CODECS = {"udp": UDPHeatmap(), "msra": MSRAHeatmap()}
+
+
+def get_codec(name: str) -> HeatmapCodec:
+    """The codec called `name` ('udp' or 'msra'); raises ValueError for any other name."""
+    if name not in _CODECS:
+        raise ValueError(f"unknown heatmap codec {name!r}; use one of: {', '.join(_CODECS)}")
+    return _CODECS[name]

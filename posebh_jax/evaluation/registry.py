@@ -18,13 +18,12 @@ from posebh_jax.evaluation.crowdpose import CROWDPOSE_NAMES, evaluate_crowdpose
 from posebh_jax.evaluation.pck import hand_metrics, match_results
 from posebh_jax.evaluation.pckh import pckh_metrics
 from posebh_jax.evaluation.wholebody import WHOLEBODY_NAMES, evaluate_wholebody
+from posebh_jax.skeletons import get_format
 
 MPII_HEAD_SIZE_FACTOR = 0.6  # official MPII: head size = 0.6 x head-box diagonal
 
 
 def _format_sigmas(name: str) -> np.ndarray:
-    from posebh_jax.skeletons import get_format
-
     return np.asarray(get_format(name).sigmas, dtype=np.float64)
 
 

@@ -16,6 +16,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from posebh_jax import skeletons
+from posebh_jax.evaluation.coco import WHOLEBODY_FIELDS
+
 NMS_THRESHOLD = 0.9
 KEYPOINT_SCORE_THRESHOLD = 0.2
 SOFT_NMS_MAX_DETS = 20
@@ -94,8 +97,6 @@ def soft_oks_nms(keypoints, scores, areas, sigmas, sigma: float = NMS_THRESHOLD,
 
 
 def _instance_keypoints(res: dict, num_keypoints: int) -> np.ndarray:
-    from posebh_jax.evaluation.coco import WHOLEBODY_FIELDS
-
     values = np.asarray(res.get("keypoints", []), dtype=np.float64).reshape(-1)
     if values.size != 3 * num_keypoints and all(f in res for f in WHOLEBODY_FIELDS):
         values = np.concatenate([np.asarray(res[f], dtype=np.float64).reshape(-1) for f in WHOLEBODY_FIELDS])
@@ -133,8 +134,6 @@ def topdown_postprocess(results: Sequence[dict], format_name: Any, nms: str | No
     Returns: `[{'image_id', 'category_id', 'keypoints' (K * 3 floats), 'score'[, 'ann_id']}]`, grouped by
       image in order of first appearance, within an image highest score first.
     """
-    from posebh_jax import skeletons
-
     if nms not in ("oks", "soft_oks", None):
         raise ValueError(f"nms must be 'oks', 'soft_oks' or None, got {nms!r}")
     fmt = skeletons.get_format(format_name) if isinstance(format_name, str) else format_name

@@ -17,19 +17,22 @@ import sys
 from typing import Callable, Mapping, Sequence
 
 import cv2
+import jax
 import numpy as np
 
+from data_pipeline import pipeline
+from posebh_jax import checkpoint
 from posebh_jax import codecs
 from posebh_jax import skeletons
+from posebh_jax.models import pose_model
 from posebh_jax.viz import common
 
 
 def heatmap_to_crop(coords: np.ndarray, heatmap_size_wh, input_size_wh, codec: str) -> np.ndarray:
-  """Heatmap px (…, 2) → model-input (crop) px: UDP scales by (W − 1)/(w − 1), MSRA by W/w."""
+  """Heatmap px (…, 2) → model-input (crop) px with codec `codec` ('udp' | 'msra', see
+  `HeatmapCodec.heatmap_to_input_scale`)."""
   coords = np.asarray(coords, np.float64)
-  heat = np.asarray(heatmap_size_wh, np.float64)
-  size = np.asarray(input_size_wh, np.float64)
-  return coords * ((size - 1.0) / (heat - 1.0) if codec == 'udp' else size / heat)
+  return coords * codecs.get_codec(codec).heatmap_to_input_scale(heatmap_size_wh, input_size_wh)
 
 
 def draw_skeleton(panel: np.ndarray, xy: np.ndarray, shown: np.ndarray, fmt, radius: int = 3) -> None:
@@ -65,7 +68,7 @@ def render(predict: Callable[[np.ndarray], Mapping[str, np.ndarray]], heads: Seq
   for c, (name, format_name, codec) in enumerate(heads):
     fmt = skeletons.get_format(format_name)
     heatmaps = np.asarray(outputs[name], np.float32).transpose(0, 3, 1, 2)
-    coords, scores = codecs.decode(heatmaps, codec)
+    coords, scores = codecs.get_codec(codec).decode(heatmaps)
     xy = heatmap_to_crop(coords, (heat_w, heat_h), (width, height), codec)
     for r, (caption, _) in enumerate(rows):
       panel = cv2.resize(crops[r], (panel_width, panel_height), interpolation=cv2.INTER_LINEAR)
@@ -89,15 +92,12 @@ def default_rows(config) -> tuple[str, ...]:
 
 def first_eval_crop(config, name: str) -> tuple[np.ndarray, int]:
   """(crop uint8 (H, W, 3), image id) of the first validation example of dataset `name`."""
-  from data_pipeline import pipeline
   batch = next(pipeline.make_eval_iterator(config.data, name, 1))
   return np.asarray(batch['image'][0]), int(batch['image_id'][0])
 
 
 def model_predict(config, variables) -> Callable[[np.ndarray], dict]:
   """crops (n, H, W, 3) → every head's heatmaps, one jit'd forward of the multi-dataset model (no flip test)."""
-  import jax
-  from posebh_jax.models import pose_model
   names = tuple(config.data.order)
   sizes = [skeletons.get_format(config.data.datasets[n].format).num_keypoints for n in names]
   model = pose_model.build_model(config.model, names, sizes, num_groups=1)
@@ -128,7 +128,6 @@ def draw_workdir(workdir: str, out: str | None = None, rows: Sequence[str] = (),
                  panel_height: int = 256, data_dir: str | None = None) -> str:
   """Restores the latest checkpoint of `workdir`, draws the picture and writes it (default
   DIR/viz/formats_step<step>.png); returns its path."""
-  from posebh_jax import checkpoint
   config = common.load_run_config(workdir)
   if data_dir:
     config.data.data_dir = data_dir

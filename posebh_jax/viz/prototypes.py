@@ -17,6 +17,8 @@ import sys
 import cv2
 import numpy as np
 
+from posebh_jax import checkpoint
+from posebh_jax import skeletons
 from posebh_jax.viz import common
 
 METHODS = ('pca', 'tsne')
@@ -166,7 +168,6 @@ def render(projected: np.ndarray, groups: list[tuple[str, int]], per_keypoint: i
 def dataset_groups(config, num_keypoints_total: int) -> list[tuple[str, int]]:
   """[(dataset, K)] in the run's global keypoint order (config.data.order); one 'prototypes' group when the
   config does not account for all J rows."""
-  from posebh_jax import skeletons
   groups = [(name, skeletons.get_format(config.data.datasets[name].format).num_keypoints)
             for name in config.data.order]
   if sum(k for _, k in groups) != num_keypoints_total:
@@ -177,7 +178,6 @@ def dataset_groups(config, num_keypoints_total: int) -> list[tuple[str, int]]:
 def draw_workdir(workdir: str, out: str | None = None, method: str = 'pca', seed: int = 0) -> str:
   """Restores the latest prototypes of `workdir` and writes the picture; returns its path. Raises
   FileNotFoundError (no checkpoint / config) and ValueError (no prototypes, bad method)."""
-  from posebh_jax import checkpoint
   if method not in METHODS:
     raise ValueError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
   config = common.load_run_config(workdir)
