@@ -10,7 +10,7 @@ TEST_WORKERS ?= 2
 # per demo step (~20% of its time; see posebh_jax.metrics.cpu_allocator_hint). A no-op where the kernel has no THP.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test check format venv clean-demo
 
 # --no-compile: byte-compiling every installed module took 20 of the install's 38 s; Python compiles the modules
 # a run imports on first use instead.
@@ -29,7 +29,16 @@ $(VENV)/.reference: $(VENV)/.installed requirements-reference.txt
 
 venv: $(VENV)/.installed
 
-test: $(VENV)/.reference
+# One style: the formatter's check and the linter (pyproject.toml [tool.ruff]); `make format` applies the formatter.
+# The package layers contract (pyproject.toml [tool.importlinter]) is checked by tests/test_layers.py.
+check: $(VENV)/.installed
+	$(VENV)/bin/ruff format --check --quiet .
+	$(VENV)/bin/ruff check --quiet .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
+
+test: $(VENV)/.reference check
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 demo: $(VENV)/.installed

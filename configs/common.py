@@ -50,8 +50,10 @@ def data_config(sources: str = 'synthetic', datasets=TRAIN_DATASETS) -> ml_colle
     else:
       tfds_name, train_split, eval_split = REAL_SOURCES[name]
     # `task` picks what the dataset trains and evaluates (posebh_jax/tasks): 'heatmap' = 2D top-down heatmaps.
+    # `keypoints_from`: 'annotation' (the stored keypoints) or 'joints3d' (derived from the synthetic 3D joints).
     entries[name] = dict(task='heatmap', tfds_name=tfds_name, train_split=train_split, eval_split=eval_split,
-                         format=name, weight=1.0, codec=CODECS[name], half_body=name != 'mpii')
+                         format=name, weight=1.0, codec=CODECS[name], half_body=name != 'mpii',
+                         keypoints_from='annotation')
   return ml_collections.ConfigDict(dict(
       sources=sources,
       data_dir='data/tfds',
@@ -207,14 +209,14 @@ def add_transfer(config: ml_collections.ConfigDict, target: str, sources: str = 
                        'joints); use data=real')
     # The new skeleton on the COCO-annotated train images (disjoint from validation); keypoints from 3D joints.
     tfds_name, train_split, eval_split = 'posebh_synthetic', 'train_coco', 'validation'
-    extra = dict(keypoints_from='joints3d')
+    keypoints_from = 'joints3d'
   else:
-    (tfds_name, train_split, eval_split), extra = TRANSFER_REAL_SOURCES[target], {}
+    (tfds_name, train_split, eval_split), keypoints_from = TRANSFER_REAL_SOURCES[target], 'annotation'
   for name in config.data.order:
     config.data.datasets[name].weight = rehearsal_weight
   config.data.datasets[target] = ml_collections.ConfigDict(dict(
       task='heatmap', tfds_name=tfds_name, train_split=train_split, eval_split=eval_split, format=target, weight=1.0,
-      codec='msra', half_body=target != 'interhand', **extra))
+      codec='msra', half_body=target != 'interhand', keypoints_from=keypoints_from))
   config.data.order = tuple(config.data.order) + (target,)
   config.posebh.enabled = True
   config.transfer.update(dict(enabled=True, new_datasets=(target,),

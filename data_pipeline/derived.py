@@ -80,7 +80,7 @@ class DerivedKeypointsSource(Sequence):
 def wrap_source(source, entry) -> Any:
     """The source of a `config.data.datasets` entry: itself, or derived keypoints when
     `entry.keypoints_from == 'joints3d'`. Raises ValueError for an unknown `keypoints_from`."""
-    how = entry.get('keypoints_from', 'annotation') if hasattr(entry, 'get') else 'annotation'
+    how = entry.keypoints_from
     if how not in KEYPOINT_SOURCES:
         raise ValueError(f"keypoints_from is {how!r}; use one of {', '.join(KEYPOINT_SOURCES)}")
     if how == 'annotation':

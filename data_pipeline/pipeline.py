@@ -221,7 +221,7 @@ def train_transform(data_config, name: str) -> TopDownTrainTransform:
         format_name=cfg.format, codec_name=cfg.codec, image_size_hw=tuple(data_config.image_size),
         heatmap_size_hw=tuple(data_config.heatmap_size), sigma=data_config.sigma,
         bbox_padding=data_config.bbox_padding, aug=data_config.aug, half_body=cfg.half_body,
-        fast_decode=data_config.get('fast_jpeg_decode', True))
+        fast_decode=data_config.fast_jpeg_decode)
 
 
 def make_train_dataset(data_config, global_batch_size: int, num_groups: int, process_index: int = 0,
@@ -412,7 +412,7 @@ def eval_ground_truth(data_config, name: str) -> dict[str, Any]:
 
 def _real_ground_truth(data_config, cfg, skeleton) -> dict[str, Any] | None:
     """`eval_ground_truth` of a real dataset (its stored gt json and record index), or None (synthetic data)."""
-    if (cfg.get('keypoints_from', 'annotation') if hasattr(cfg, 'get') else 'annotation') != 'annotation':
+    if cfg.keypoints_from != 'annotation':
         return None
     index = records.read_record_index(cfg.tfds_name, cfg.eval_split, data_config.data_dir)
     if index is None:

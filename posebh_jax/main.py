@@ -10,6 +10,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from data_pipeline.errors import DatasetNotFoundError
+from posebh_jax.errors import UserError
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. configs/b16.py:runlocal.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, eval results and pictures.')
@@ -20,10 +23,8 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processe
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index in a multi-process run.')
 
 
-def _user_errors():
-  from data_pipeline.errors import DataConfigError, DatasetNotFoundError
-  from posebh_jax.errors import UserError
-  return (UserError, DataConfigError, DatasetNotFoundError)
+# Errors a user can fix (DataConfigError is a UserError): printed as one line, exit status 2.
+_USER_ERRORS = (UserError, DatasetNotFoundError)
 
 
 def _load_config():
@@ -84,14 +85,15 @@ def main(argv):
     sys.exit(2)
   if 'float64' in (config.model.dtype, config.model.param_dtype):
     jax.config.update('jax_enable_x64', True)  # before any array exists; float32 models never turn it on
-  from posebh_jax import train
+  # Imported only now: the library's modules come after jax.distributed.initialize and the 64-bit switch above.
+  from posebh_jax import train  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
   try:
     if _MODE.value == 'train':
       train.train_and_evaluate(config, _WORKDIR.value)
     else:
       train.evaluate_only(config, _WORKDIR.value)
-  except _user_errors() as e:
+  except _USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 

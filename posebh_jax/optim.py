@@ -140,8 +140,8 @@ def build_optimizer(optim_config, params, depth: int, steps_per_epoch: int, tota
   schedule = learning_rate_schedule(
       optim_config.lr, optim_config.warmup_steps, optim_config.warmup_ratio,
       [int(e * steps_per_epoch) for e in optim_config.decay_epochs], optim_config.decay_factor,
-      kind=optim_config.get('schedule', 'step'), total_steps=total_steps,
-      final_ratio=optim_config.get('final_lr_ratio', 0.0))
+      kind=optim_config.schedule, total_steps=total_steps,
+      final_ratio=optim_config.final_lr_ratio)
 
   tx = optax.chain(
       optax.clip_by_global_norm(optim_config.grad_clip) if optim_config.grad_clip > 0 else optax.identity(),

@@ -61,11 +61,10 @@ class Phase:
 def plan_phases(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int) -> list[Phase]:
   """The run's phases, covering [0, total_steps). Raises UserError for inconsistent stage settings."""
   base_frozen = tuple(config.optim.frozen)
-  transfer = config.get('transfer')
-  if transfer is not None and transfer.enabled:
+  if config.transfer.enabled:
     return plan_transfer(config, steps_per_epoch, total_steps)
-  posebh = config.get('posebh')
-  if posebh is None or not posebh.enabled:
+  posebh = config.posebh
+  if not posebh.enabled:
     return [Phase(0, 0, total_steps, frozen=base_frozen)]
   stage_epochs = tuple(float(e) for e in posebh.stage_epochs)
   if len(stage_epochs) != 2 or not 0 <= stage_epochs[0] <= stage_epochs[1]:
@@ -92,9 +91,9 @@ def plan_transfer(config: ml_collections.ConfigDict, steps_per_epoch: int, total
   """Phases of a domain-transfer run (METHOD.md §2): [0, prototype_epochs) updates the new datasets' prototypes,
   the rest keeps them frozen; the embedding module is frozen throughout and the lr follows `config.optim`.
   Raises UserError for inconsistent settings."""
-  transfer, posebh = config.transfer, config.get('posebh')
+  transfer, posebh = config.transfer, config.posebh
   new = tuple(transfer.new_datasets)
-  if posebh is None or not posebh.enabled:
+  if not posebh.enabled:
     raise UserError('config.transfer needs config.posebh.enabled (the embedding module and prototypes of the '
                     'PoseBH run in config.init_from)')
   missing = [n for n in new if n not in tuple(config.data.order)]

@@ -6,10 +6,10 @@ import json
 import sys
 
 import cv2
-import ml_collections
 import numpy as np
 import pytest
 
+from configs import common
 from data_pipeline import pipeline, prepare
 from data_pipeline import synthetic as synthetic_generator
 from data_pipeline.builders import synthetic as synthetic_builder
@@ -32,21 +32,13 @@ NO_AUG = dict(scale_factor=0.0, rotation=0.0, rotation_prob=0.0, flip_prob=0.0, 
 
 
 def data_config(data_dir, num_workers=0):
-    """A config.data as the lead's configs write it, for 64x48 crops."""
-    cfg = ml_collections.ConfigDict()
+    """configs.common's config.data for 64x48 crops, with this file's mixture weights."""
+    cfg = common.data_config('synthetic')
     cfg.data_dir = str(data_dir)
-    cfg.order = TRAIN_FORMATS
-    cfg.datasets = ml_collections.ConfigDict()
     for name in TRAIN_FORMATS:
-        cfg.datasets[name] = ml_collections.ConfigDict(dict(
-            tfds_name='posebh_synthetic', train_split=f'train_{name}', eval_split='validation', format=name,
-            weight=WEIGHTS[name], codec='udp' if name in ('coco', 'mpii') else 'msra', half_body=name != 'mpii'))
+        cfg.datasets[name].weight = WEIGHTS[name]
     cfg.image_size = (64, 48)
     cfg.heatmap_size = (16, 12)
-    cfg.sigma = 2.0
-    cfg.bbox_padding = 1.25
-    cfg.aug = ml_collections.ConfigDict(dict(scale_factor=0.5, rotation=40.0, rotation_prob=0.6, flip_prob=0.5,
-                                             half_body_prob=0.3, half_body_min_keypoints=8))
     cfg.num_workers = num_workers
     cfg.prefetch_buffer_size = 2
     return cfg

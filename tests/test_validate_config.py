@@ -25,7 +25,7 @@ from posebh_jax.errors import UserError
     ('optim.warmup_steps', -5, 'config.optim.warmup_steps must be >= 0'),
     ('data.num_workers', -1, 'config.data.num_workers must be >= 0'),
     ('data.datasets.coco.task', 'heatmaps', "unknown task 'heatmaps'"),
-    ('data.datasets.coco.codec', 'dark', "config.data.datasets.coco.codec is 'dark'"),
+    ('data.datasets.coco.codec', 'dark', "config.data.datasets.coco.codec: unknown heatmap codec 'dark'"),
     ('model.drop_path', 1.5, 'config.model.drop_path is a stochastic-depth rate in .0, 1.'),
     ('data.aug.flip_prob', 2.0, 'config.data.aug.flip_prob is a probability'),
     ('data.aug.scale_factor', -0.5, 'config.data.aug.scale_factor must be in .0, 1.'),

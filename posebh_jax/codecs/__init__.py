@@ -16,16 +16,12 @@ from posebh_jax.codecs.heatmap import (
     refine_dark_udp,
     refine_quarter_shift,
 )
-# TODO(remove): re-export of the crop geometry, now in posebh_jax.geometry, for posebh_jax/evaluate.py
-# (codecs.get_warp_matrix, codecs.transform_points) until it imports posebh_jax.geometry itself.
-from posebh_jax.geometry import box_to_center_scale, get_warp_matrix, transform_points
 
 __all__ = [
     "DECODE_METHODS",
     "HeatmapCodec",
     "MSRAHeatmap",
     "UDPHeatmap",
-    "box_to_center_scale",
     "decode",
     "decode_argmax",
     "decode_argmax_jax",
@@ -33,9 +29,7 @@ __all__ = [
     "encode_udp",
     "flip_heatmaps",
     "get_codec",
-    "get_warp_matrix",
     "heatmap_to_image",
     "refine_dark_udp",
     "refine_quarter_shift",
-    "transform_points",
 ]

@@ -16,6 +16,7 @@ import numpy as np
 from data_pipeline import pipeline
 from posebh_jax import codecs
 from posebh_jax import evaluation
+from posebh_jax import geometry
 from posebh_jax.errors import UserError
 from posebh_jax.evaluation.registry import dataset_nms
 from posebh_jax.losses import joints_mse
@@ -28,18 +29,18 @@ class HeatmapTask(base.Task):
 
   def __init__(self, name: str, config):
     super().__init__(name, config)
-    image_h, image_w = config.data.image_size
+    self.codec = codecs.get_codec(self.entry.codec)
     heat_h, heat_w = config.data.heatmap_size
-    self.codec = codecs.get_codec(self.entry.codec, (image_w, image_h), (heat_w, heat_h), config.data.sigma)
+    self.heatmap_size_wh = (heat_w, heat_h)
     self._ground_truth = None
 
   @classmethod
   def validate(cls, config, name: str) -> None:
     entry = config.data.datasets[name]
     try:
-      codecs.get_codec(entry.codec, (1, 1), (1, 1))
-    except ValueError:
-      raise UserError(f"config.data.datasets.{name}.codec is '{entry.codec}'; use 'udp' or 'msra'") from None
+      codecs.get_codec(entry.codec)
+    except ValueError as e:
+      raise UserError(f'config.data.datasets.{name}.codec: {e}') from None
     model = config.model
     image_h, image_w = config.data.image_size
     heat_h, heat_w = config.data.heatmap_size
@@ -101,7 +102,8 @@ class HeatmapTask(base.Task):
       progress.update(int(np.sum(batch['valid'])))
       heatmaps = np.asarray(context.predict(batch['image'])).astype(np.float32).transpose(0, 3, 1, 2)
       coords, scores = self.codec.decode(heatmaps)
-      image_xy = self.codec.to_image(coords, np.asarray(batch['center']), np.asarray(batch['scale']))
+      image_xy = self.codec.to_image(coords, np.asarray(batch['center']), np.asarray(batch['scale']),
+                                     self.heatmap_size_wh)
       count = len(coords)
       bbox_score = np.asarray(batch.get('bbox_score', np.ones(count)), np.float64)
       category_ids = np.asarray(batch.get('category_id', np.ones(count)), np.int64)
@@ -156,12 +158,12 @@ class HeatmapTask(base.Task):
     image_h, image_w = self.config.data.image_size
     tiles = []
     for crop, center, scale, image_id, predicted in crops:
-      matrix = codecs.get_warp_matrix(np.asarray(center), np.asarray(scale), 0.0, (image_w, image_h),
+      matrix = geometry.get_warp_matrix(np.asarray(center), np.asarray(scale), 0.0, (image_w, image_h),
                                       self.codec.use_udp)
       canvas = cv2.resize(np.ascontiguousarray(crop), (image_w * 2, image_h * 2), interpolation=cv2.INTER_LINEAR)
       people = [(k, (0, 200, 0)) for k in gt_by_image.get(image_id, []) if k.shape[0] == fmt.num_keypoints]
       for keypoints, colour in people + [(predicted, (230, 0, 0))]:
-        xy = codecs.transform_points(keypoints[:, :2], matrix) * 2
+        xy = geometry.transform_points(keypoints[:, :2], matrix) * 2
         shown = keypoints[:, 2] > (0 if colour[1] else 0.2)
         for a, b in fmt.links:
           if shown[a] and shown[b]:
