@@ -21,8 +21,7 @@ from posebh_jax.skeletons import (
 from posebh_jax.skeletons import formats as format_data
 
 REALDATA = pathlib.Path(realdata_samples.REALDATA)
-SHARED = REALDATA.parent
-METHOD_MD = SHARED / 'docs' / 'METHOD.md'
+METHOD_MD = pathlib.Path(realdata_samples.REPO) / 'docs' / 'METHOD.md'
 
 EXPECTED_COUNTS = {
     'coco': 17, 'aic': 14, 'mpii': 16, 'ap10k': 17, 'apt36k': 17, 'coco_wholebody': 133, 'ochuman': 17,
@@ -301,8 +300,6 @@ def test_mpii_and_interhand_files_have_registry_counts():
 # ---------------------------------------------------------------------------------------------- mappings
 
 def test_mpii_to_unified_mapping_matches_method_md():
-    if not METHOD_MD.exists():
-        pytest.skip('METHOD.md not available')
     line = next(ln for ln in METHOD_MD.read_text().splitlines() if ln.startswith('MPII → unified:'))
     expected = sorted((int(a), int(b)) for a, b in re.findall(r'(\d+)→(\d+)', line))
     assert len(expected) == 16
