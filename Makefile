@@ -6,14 +6,14 @@ DEMO_WORKDIR ?= workdirs/demo
 DEMO_DATA ?= data/tfds
 # pytest-xdist processes for `make test` (whole test files per process, so session fixtures are built per process).
 TEST_WORKERS ?= 2
-# XLA's CPU runtime maps its temporary buffer afresh on every step; transparent huge pages spare ~10^5 page faults
-# per demo step (~20% of its time; see posebh_jax.metrics.cpu_allocator_hint). A no-op where the kernel has no THP.
+# XLA's CPU runtime maps its temporary buffer afresh on every step; transparent huge pages spare most of the page
+# faults that costs (docs/MEASUREMENTS.md; posebh_jax.metrics.cpu_allocator_hint). A no-op where the kernel has no THP.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: demo test check format venv clean-demo
 
-# --no-compile: byte-compiling every installed module took 20 of the install's 38 s; Python compiles the modules
-# a run imports on first use instead.
+# --no-compile: byte-compiling every installed module took about half of the install (docs/MEASUREMENTS.md); Python
+# compiles the modules a run imports on first use instead.
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip

@@ -2,8 +2,8 @@
 # One call on a lent GPU machine (its image has jax, flax, optax and orbax; the packages it lacks travel as wheels
 # in .whl/, see README "GPU and TPU"): records the device and versions, then runs the train-step benchmark.
 #   bash benchmarks/gpu_run.sh [train_step arguments]      (results also under $OUT, or /tmp/gpu_run)
-# Budget one variant per call when comparing several runners with traces: on an H200 S/16 with four runners
-# (--compare_unstacked --compare_no_experts --trace_dir) took ~400 s, B/16 with three runners and --rounds=2 172 s.
+# Budget one variant per call when comparing several runners with traces: each such variant takes minutes
+# (docs/MEASUREMENTS.md).
 # --trace_dir also writes each step's optimised HLO (for benchmarks.trace_attribution); tar the folder into $OUT,
 # which brings back at most 8 files.
 # Wheels for an offline machine with Python 3.12, fetched beforehand where pip can reach PyPI:

@@ -207,8 +207,8 @@ class Tiled:
 def tiled_sources(min_length: int):
     """Makes `pipeline.open_source` return sources tiled to at least `min_length` records.
 
-    grain's index shuffle costs milliseconds per element on a dataset of a few records (about 6 ms at 12,
-    4 us at 150k), which would swamp the transform on the tiny samples; tiled, they shuffle at the cost
+    grain's index shuffle costs far more per element on a dataset of a few records than on a real one
+    (docs/MEASUREMENTS.md), which would swamp the transform on the tiny samples; tiled, they shuffle at the cost
     of a real dataset.
     """
     from benchmarks import input_pipeline  # worker processes unpickle `Tiled` by this name, not __main__

@@ -66,6 +66,7 @@ class StepRunner:
     mesh = sharding_lib.make_mesh(config.mesh)
     task = trainer_lib.Trainer(config, mesh, steps_per_epoch=1000, counts=counts)
     struct = task.batch_structure(counts)
+    self.flops_per_batch = task.flops_per_batch()
     self.state = task.init_state(0)
     if phase:
       self.state = task.enter_phase(self.state, phase)
@@ -75,8 +76,8 @@ class StepRunner:
 
   def run(self, steps: int) -> float:
     """Seconds per step over `steps` steps dispatched back to back with one wait at the end: the rate a training
-    loop sees, which dispatches ahead (waiting after every step would add the host's dispatch latency to each:
-    ~6 ms per S/16 step on an H200, which the first version of this benchmark did)."""
+    loop sees, which dispatches ahead (waiting after every step would add the host's dispatch latency to each, a
+    sizeable share of a small variant's GPU step, as the first version of this benchmark did; docs/MEASUREMENTS.md)."""
     start = time.perf_counter()
     for _ in range(steps):
       self.state, metrics = self.step(self.state, self.batch)
@@ -166,9 +167,8 @@ def main():
       os.makedirs(args.trace_dir, exist_ok=True)
       for kind, runner in runners.items():
         runner.profile(os.path.join(args.trace_dir, f"{variant.replace('/', '')}_{kind}.trace.json.gz"))
+    flops = runners['multi'].flops_per_batch
     del runners
-    keypoints = {n: train.skeletons.get_format(n).num_keypoints for n in names}
-    flops = flops_lib.train_flops_per_batch(config.model, tuple(config.data.image_size), counts, keypoints)
     tflops = flops / multi / 1e12 / jax.device_count()
     mfu = f'{100 * tflops / peak:.1f}%' if peak else 'n/a'
     print(f'{variant}: multi-dataset step {multi * 1e3:.1f} ms, {batch / multi:.1f} img/s, '

@@ -1,11 +1,11 @@
-"""ViTPose++-B/16 multi-dataset training on the six datasets (METHOD.md §1).
+"""ViTPose++-B/16 multi-dataset training on the six datasets (docs/METHOD.md §1).
 
   python -m posebh_jax.main --config=configs/b16.py --workdir=DIR
   python -m posebh_jax.main --config=configs/b16.py:runlocal --workdir=DIR   # real B/16, synthetic data, 5 steps
   python -m posebh_jax.main --config=configs/b16.py:runlocal,data=real --workdir=DIR \
       --config.data.data_dir=TFDS_DIR                                   # 5 steps + eval on the prepared real data
   python -m posebh_jax.main --config=configs/b16.py:method=posebh --workdir=DIR \
-      --config.init_from=VITPOSE_WORKDIR                                # PoseBH's three stages (METHOD.md §2)
+      --config.init_from=VITPOSE_WORKDIR                                # PoseBH's three stages (docs/METHOD.md §2)
   python -m posebh_jax.main --config=configs/b16.py:method=transfer,target=smpl24 --workdir=DIR \
       --config.init_from=POSEBH_WORKDIR                                 # domain transfer to a new skeleton
 Args (comma separated): variant=S/16|B/16|L/16|H/16, runlocal, data=real|synthetic (default: real, synthetic
@@ -36,7 +36,7 @@ METHODS = ('vitpose', 'posebh', 'transfer')
 
 
 def _posebh(config: ml_collections.ConfigDict) -> None:
-  """PoseBH (METHOD.md §2): 100 epochs from a trained ViTPose++ run (pass --config.init_from), three stages
+  """PoseBH (docs/METHOD.md §2): 100 epochs from a trained ViTPose++ run (pass --config.init_from), three stages
   at epochs 0/50/90 with lrs 1e-3/1e-4/1e-5, backbone trainable from epoch 90 (the reference B and H configs),
   prototypes J×3×64, the loss weights of supplement §2.1; AdamW wd 0.1, grad clip 1, warmup 500 iterations."""
   config.posebh = common.posebh_config(True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import ml_collections
 
 TRAIN_DATASETS = ('coco', 'aic', 'mpii', 'ap10k', 'apt36k', 'coco_wholebody')
-# UDP encoding/affine for COCO and MPII, MSRA for the others, as the reference configs do (METHOD.md §1).
+# UDP encoding/affine for COCO and MPII, MSRA for the others, as the reference configs do (docs/METHOD.md §1).
 CODECS = {'coco': 'udp', 'aic': 'msra', 'mpii': 'udp', 'ap10k': 'msra', 'apt36k': 'msra', 'coco_wholebody': 'msra'}
 # Real-data tfds builders (prepared by `python -m data_pipeline.prepare <name> --manual_dir=...`): (tfds name,
-# train split, eval split). COCO and COCO-WholeBody are evaluated on detector boxes (METHOD.md §1): their
+# train split, eval split). COCO and COCO-WholeBody are evaluated on detector boxes (docs/METHOD.md §1): their
 # `validation_det` split exists when prepared with `--det_json=<person detections>`; the others use GT boxes.
 REAL_SOURCES = {
     'coco': ('coco_keypoints', 'train', 'validation_det'),
@@ -18,7 +18,7 @@ REAL_SOURCES = {
     'coco_wholebody': ('coco_wholebody', 'train', 'validation_det'),
 }
 VARIANTS = {
-    # variant: width, depth, heads, drop_path, expert_dim (P), layer_decay   (METHOD.md §1)
+    # variant: width, depth, heads, drop_path, expert_dim (P), layer_decay   (docs/METHOD.md §1)
     'S/16': (384, 12, 12, 0.1, 192, 0.8),
     'B/16': (768, 12, 12, 0.3, 192, 0.75),
     'L/16': (1024, 24, 16, 0.5, 256, 0.8),
@@ -37,7 +37,7 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
       head_deconv_init_std=0.001, remat=depth > 12, scan=depth > 12, dtype='bfloat16', param_dtype='float32',
       # With equal per-dataset counts, run the experts as one batched matmul and the heads as one stacked
       # computation (same results; a GPU runs ~1/6 of the kernels) 'always', or one dataset after another
-      # 'never'; 'auto': stacked on accelerators, not on the CPU (where it measured 8-13% slower).
+      # 'never'; 'auto': stacked on accelerators, not on the CPU (where it is slower; docs/MEASUREMENTS.md).
       stack_equal_datasets='auto'))
 
 
@@ -65,8 +65,8 @@ def data_config(sources: str = 'synthetic', datasets=TRAIN_DATASETS) -> ml_colle
       bbox_padding=1.25,
       aug=dict(scale_factor=0.5, rotation=40.0, rotation_prob=0.6, flip_prob=0.5, half_body_prob=0.3,
                half_body_min_keypoints=8),
-      # Training decodes JPEGs with libjpeg's fast IDCT and upsampling (pixels within ~1-2 gray levels of
-      # the exact decode, ~10% less decode time); evaluation always decodes exactly.
+      # Training decodes JPEGs with libjpeg's fast IDCT and upsampling (pixels within a gray level or two of the
+      # exact decode, and faster; docs/MEASUREMENTS.md); evaluation always decodes exactly.
       fast_jpeg_decode=True,
       num_workers=2,
       prefetch_buffer_size=2,
@@ -110,7 +110,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 64
   config.eval_flip = True
   # NMS of the top-down evaluation after rescoring (box score x mean keypoint score > 0.2), per image:
-  # 'oks' (OKS-NMS 0.9, METHOD.md §1), 'soft_oks' or 'none'; OKS-AP datasets only (PCKh / PCK use none).
+  # 'oks' (OKS-NMS 0.9, docs/METHOD.md §1), 'soft_oks' or 'none'; OKS-AP datasets only (PCKh / PCK use none).
   config.eval_nms = 'oks'
   config.eval_datasets = ()  # empty: every dataset in data.order
   config.viz_examples = 4
@@ -126,7 +126,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def posebh_config(enabled: bool = False) -> ml_collections.ConfigDict:
-  """config.posebh: keypoint prototypes, cross-type self-supervision and the staged schedule (METHOD.md §2).
+  """config.posebh: keypoint prototypes, cross-type self-supervision and the staged schedule (docs/METHOD.md §2).
 
   Stages are given in epochs of this run: stage 1 [0, stage_epochs[0]) trains the embedding module and updates
   the prototypes by momentum; stage 2 [stage_epochs[0], stage_epochs[1]) also trains the heads, freezes the
@@ -154,7 +154,7 @@ def posebh_config(enabled: bool = False) -> ml_collections.ConfigDict:
   ))
 
 
-# Domain transfer (METHOD.md §2): a new skeleton on top of a trained PoseBH model. Per target: its epochs, lr and
+# Domain transfer (docs/METHOD.md §2): a new skeleton on top of a trained PoseBH model. Per target: its epochs, lr and
 # how long its new prototypes are momentum-updated (the rest of the run they are frozen).
 TRANSFER_TARGETS = {
     'smpl24': dict(epochs=30, lr=1e-4, prototype_epochs=15),      # 3DPW (2D projections of the SMPL joints)
@@ -191,7 +191,7 @@ def add_transfer(config: ml_collections.ConfigDict, target: str, sources: str = 
                  rehearsal_weight: float = 0.1) -> ml_collections.ConfigDict:
   """Turns `config` (a PoseBH config) into a domain-transfer config for skeleton `target` ('smpl24' | 'interhand').
 
-  Sets METHOD.md §2's epochs, lr and prototype epochs for the target, appends the target dataset to data.order
+  Sets docs/METHOD.md §2's epochs, lr and prototype epochs for the target, appends the target dataset to data.order
   (mixture weight 1; the old datasets stay in the batch with `rehearsal_weight` each, the smallest share the
   static batch composition allows), evaluates the target only, and initialises its expert and head from COCO's
   (human targets) through `transfer.init_like`. On synthetic data only 'smpl24' exists: its 2D keypoints are

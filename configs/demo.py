@@ -8,7 +8,7 @@
       --config.init_from=workdirs/demo_posebh                           # domain transfer to SMPL-24 (3DPW)
 Args (comma separated): `tiny` shrinks everything for unit tests; `posebh` turns on prototypes, CSS and the
 three-stage schedule (compressed to the demo's step budget); `transfer` (implies `posebh`) adds the SMPL-24
-skeleton to a trained PoseBH run (METHOD.md §2 domain transfer; configs/common.py add_transfer).
+skeleton to a trained PoseBH run (docs/METHOD.md §2 domain transfer; configs/common.py add_transfer).
 
 Sized for 2 CPU cores: 128×96 crops with patch 16 (8×6 tokens), width 192, depth 4, 32×24 heatmaps. The
 generator's difficulty is low (near-frontal people, side-on animals, little clutter) and augmentation is light,
@@ -44,9 +44,8 @@ def get_config(arg: str = ''):
   config.data = common.data_config('synthetic')
   config.data.image_size = (128, 96)
   config.data.heatmap_size = (32, 24)
-  # In-process loading (grain's prefetch threads) keeps up with the step on 2 cores (data-wait ~4%) and costs less
-  # CPU than a worker process, which also pays for the transfer through shared memory: 200-step runs took 143 and
-  # 152 s in-process vs 167 and 151 s with one worker (2026-11-26, huge pages on); one worker beat two before.
+  # In-process loading (grain's prefetch threads) keeps up with the step on 2 cores and costs less CPU than a worker
+  # process, which also pays for the transfer through shared memory (docs/MEASUREMENTS.md).
   config.data.num_workers = 0
   # The demo's 192x192 JPEGs cost little to decode; exact decoding keeps its measured numbers reproducible.
   config.data.fast_jpeg_decode = False
@@ -110,7 +109,7 @@ def get_config(arg: str = ''):
 
 def _transfer(config, tiny: bool):
   """Domain transfer to SMPL-24 on the synthetic data (keypoints derived from the stored 3D joints), with the
-  demo's step budget: a quarter of the steps of METHOD.md's 3DPW run shape (prototypes for the first half)."""
+  demo's step budget: a quarter of the steps of docs/METHOD.md's 3DPW run shape (prototypes for the first half)."""
   common.add_transfer(config, 'smpl24', 'synthetic')
   # 1500 train examples per format + 1500 SMPL-24 ones, batch 48: ~219 steps per epoch.
   config.total_steps = 300

@@ -1,4 +1,4 @@
-"""ViTPose++-L/16 multi-dataset training (METHOD.md §1); same arguments as configs/b16.py."""
+"""ViTPose++-L/16 multi-dataset training (docs/METHOD.md §1); same arguments as configs/b16.py."""
 from configs import b16
 
 

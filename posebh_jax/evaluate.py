@@ -17,7 +17,7 @@ from posebh_jax import evaluation
 from posebh_jax.evaluation.registry import NMS_CHOICES, dataset_nms
 
 
-# METHOD.md's results table: (column title, dataset name, metric).
+# docs/METHOD.md's results table: (column title, dataset name, metric).
 METHOD_TABLE_COLUMNS = (
     ('COCO AP', 'coco', 'AP'), ('test-dev', 'coco_test_dev', 'AP'), ('OCHuman', 'ochuman', 'AP'),
     ('MPII PCKh', 'mpii', 'PCKh'), ('AIC AP', 'aic', 'AP'), ('AP-10K', 'ap10k', 'AP'), ('APT-36K', 'apt36k', 'AP'),
@@ -44,12 +44,12 @@ def _shown(metric: str, value) -> str:
 
 def format_table(results: dict[str, float], model: str = 'this run') -> str:
   """The evaluation results as text: one row per dataset (headline metric -- AP, PCKh or AUC -- then the
-  dataset's other summary metrics), followed by one row in the layout of METHOD.md's results table.
+  dataset's other summary metrics), followed by one row in the layout of docs/METHOD.md's results table.
 
   Args:
     results: `{'eval/<dataset>/<metric>': value}` as `Evaluator.run` returns (AP-style values in [0, 1],
       PCKh in %); other keys are ignored.
-    model: the row label of the METHOD.md-style row.
+    model: the row label of the docs/METHOD.md-style row.
   Returns: the table as a multi-line string (percentages with one decimal; '-' for a missing value).
   """
   rows: dict[str, dict[str, float]] = {}

@@ -28,7 +28,6 @@ def load_initial_weights(trainer, state, path: str):
   """`config.init_from`: copies backbone, heads (by dataset name), embedding module and prototypes (by dataset
   name) from another run's checkpoint into a fresh state; experts map by dataset name too, so a run that adds
   a dataset (domain transfer) starts from the old ones. Everything else stays freshly initialised."""
-  from flax import traverse_util
   try:
     source, source_step = checkpoint_lib.read_state(path)
   except FileNotFoundError as e:

@@ -63,7 +63,6 @@ class Chrono:
     self._window_steps = 0
     self._data_wait = 0.0
     self._paused = 0.0
-    self._start_time = time.perf_counter()
     self._steps_done = 0
     self._busy_time = 0.0
 
@@ -124,8 +123,8 @@ def cpu_allocator_hint(backend: str, environ: Mapping[str, str] | None = None,
   """A one-line hint when a CPU run would page-fault through XLA's temporaries every step, else None.
 
   XLA's CPU runtime allocates the step's temporary buffer (hundreds of MiB for the demo) afresh on every
-  execution; glibc maps and unmaps it each time, so with 4 KiB pages every step takes ~10^5 page faults
-  (~20 % of the demo's step time, measured with benchmarks/train_step.py). `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`
+  execution; glibc maps and unmaps it each time, so with 4 KiB pages every step page-faults through all of it, a
+  large share of the demo's step time (docs/MEASUREMENTS.md). `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`
   makes glibc ask for transparent huge pages, which this kernel grants only when its THP mode is `madvise`
   (with `always` every process has them already; with `never` the tunable does nothing).
   """
@@ -139,5 +138,5 @@ def cpu_allocator_hint(backend: str, environ: Mapping[str, str] | None = None,
     return None
   if '[madvise]' not in mode:
     return None
-  return (f'hint: on CPU, start with GLIBC_TUNABLES={HUGEPAGE_TUNABLE} for ~20% faster steps (XLA maps its '
-          'temporary buffer every step; huge pages save ~10^5 page faults per step); `make demo` sets it')
+  return (f'hint: on CPU, start with GLIBC_TUNABLES={HUGEPAGE_TUNABLE} for faster steps (XLA maps its temporary '
+          'buffer every step; huge pages save most of its page faults); `make demo` sets it')

@@ -61,10 +61,6 @@ def learning_rate_schedule(base_lr: float, warmup_steps: int, warmup_ratio: floa
   return schedule
 
 
-def _path_names(params) -> dict:
-  return {path: '/'.join(str(p) for p in path) for path in traverse_util.flatten_dict(params)}
-
-
 def layer_ids(params, depth: int) -> Any:
   """Tree of layer ids like the param tree: patch/pos embedding 0, block i → i+1, everything else depth+1.
   Scanned blocks get an int array (depth, 1, …) so that each layer keeps its own id."""

@@ -1,6 +1,6 @@
 """Training phases: stretches of steps that share frozen groups, active losses and a learning-rate schedule.
 
-A plain ViTPose++ run is one phase. PoseBH (METHOD.md §2) is staged: the phase boundaries are the stage
+A plain ViTPose++ run is one phase. PoseBH (docs/METHOD.md §2) is staged: the phase boundaries are the stage
 boundaries and the backbone thaw point from `config.posebh`. A domain-transfer run (`config.transfer`) has two
 phases: the new datasets' prototypes are momentum-updated in the first and frozen in the second. Every phase gets a fresh AdamW state (as the
 reference runs each stage as a new run from the previous checkpoint) and its own compiled step; within a phase
@@ -88,7 +88,7 @@ def plan_phases(config: ml_collections.ConfigDict, steps_per_epoch: int, total_s
 
 
 def plan_transfer(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int) -> list[Phase]:
-  """Phases of a domain-transfer run (METHOD.md §2): [0, prototype_epochs) updates the new datasets' prototypes,
+  """Phases of a domain-transfer run (docs/METHOD.md §2): [0, prototype_epochs) updates the new datasets' prototypes,
   the rest keeps them frozen; the embedding module is frozen throughout and the lr follows `config.optim`.
   Raises UserError for inconsistent settings."""
   transfer, posebh = config.transfer, config.posebh

@@ -38,6 +38,7 @@ def validate_config(config: ml_collections.ConfigDict):
   """Checks what the code cannot check later with a useful message; raises UserError (one line). Each section is
   checked by the module that owns it; the run-level keys here."""
   data_validation.validate_config(config.data)
+  pose_model.validate_config(config.model)
   for name in config.data.order:
     tasks_lib.get_task_class(config.data.datasets[name].task).validate(config, name)
   evaluator_lib.validate_config(config)

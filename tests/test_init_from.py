@@ -2,7 +2,7 @@
 import json
 
 from posebh_jax import skeletons
-from posebh_jax.train import _dataset_axis, _run_keypoint_counts
+from posebh_jax.init_from import _dataset_axis, _run_keypoint_counts
 
 
 def test_source_only_datasets_keep_their_prototype_rows(tmp_path):

@@ -24,7 +24,6 @@ from data_pipeline.transforms import (
     reduced_decode_matrix,
 )
 from posebh_jax.codecs import encode_msra, encode_udp
-from posebh_jax.geometry import get_warp_matrix
 from realdata_samples import REALDATA
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

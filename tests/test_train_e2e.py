@@ -261,6 +261,7 @@ def test_train_iterator_is_closed_when_the_run_ends(tmp_path, data_dir, monkeypa
   from configs import demo
   from data_pipeline import pipeline
   from posebh_jax import train
+  from posebh_jax import trainer as trainer_lib
 
   closed = []
 

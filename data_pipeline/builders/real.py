@@ -66,8 +66,9 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 # gt_json_path and read_record_index are re-exported: readers of a prepared dataset find them here too.
-from data_pipeline.builders.records import (DET_SUFFIX, INDEX_FIELDS, gt_file_name, gt_json_path,
-                                            index_file_name, read_record_index)
+from data_pipeline.builders.records import DET_SUFFIX, INDEX_FIELDS, gt_file_name, index_file_name
+from data_pipeline.builders.records import gt_json_path as gt_json_path  # re-exported: builders' public helpers
+from data_pipeline.builders.records import read_record_index as read_record_index  # re-exported
 from data_pipeline.errors import RawDataError
 from posebh_jax.skeletons import get_format
 # mmpose's default detection-score threshold for top-down evaluation with detector boxes (det_bbox_thr=0.0

@@ -1,2 +1,4 @@
 """Pure loss functions."""
-from posebh_jax.losses.heatmap import joints_mse, multi_dataset_heatmap_loss
+from posebh_jax.losses.heatmap import joints_mse
+
+__all__ = ['joints_mse']

@@ -1,7 +1,6 @@
 """Heatmap regression losses."""
 from __future__ import annotations
 
-from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -16,13 +15,3 @@ def joints_mse(pred: jax.Array, target: jax.Array, weights: jax.Array) -> jax.Ar
   w = weights.astype(dtype)[:, None, None, :]
   diff = (pred.astype(dtype) - target.astype(dtype)) * w
   return jnp.mean(jnp.square(diff))
-
-
-def multi_dataset_heatmap_loss(outputs: Mapping[str, jax.Array], batch: Mapping[str, Mapping[str, jax.Array]]):
-  """Sum over datasets of each head's joints MSE on its own examples.
-
-  Returns (total scalar, {dataset: scalar}).
-  """
-  per_dataset = {name: joints_mse(out, batch[name]['heatmaps'], batch[name]['target_weights'])
-                 for name, out in outputs.items()}
-  return sum(per_dataset.values()), per_dataset

@@ -20,9 +20,8 @@ class Deconv4x4Stride2(nn.Module):
   Each output phase (o = 2m + r) sees a 2×2 input window, so the layer is one matmul per phase of the windows'
   stacked channels (n·h·w, 4·C_in) with the phase's four kernel taps (4·C_in, C_out), computed as one batched
   matmul over the four phases: the same multiply-adds as the transposed convolution. XLA's CPU backend runs
-  per-phase matmuls 1.6–2× faster (forward + backward) than four 2×2 convolutions, and ~20× faster in the backward
-  pass than the dilated-input form it uses for `conv_transpose` (benchmarked at the demo's and ViTPose's head
-  shapes; `benchmarks/head_kernels.py`).
+  per-phase matmuls faster (forward + backward) than four 2×2 convolutions, and much faster in the backward pass
+  than the dilated-input form it uses for `conv_transpose` (`benchmarks/head_kernels.py`; docs/MEASUREMENTS.md).
   """
   features: int
   dtype: Dtype = jnp.float32
@@ -47,8 +46,8 @@ def deconv4x4_stride2_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
   → (E, 4, n·h·w, C_out), the outputs grouped by phase p = 2·r_y + r_x (row (i·h + y)·w + x of phase p is output
   pixel (2y + r_y, 2x + r_x) of example i; `interleave_phases` assembles the images). One matmul batched over
   (E, phase). With the normalisation that follows working on the phase-grouped rows and only its output
-  interleaved, the heads' forward + backward + AdamW took 1.3× (one head) to 1.7× (six stacked heads) less time
-  on an H100 than with four per-phase matmuls whose outputs were interleaved right away (README, Performance)."""
+  interleaved, the heads' step takes less time on a GPU than with four per-phase matmuls whose outputs are
+  interleaved right away (docs/MEASUREMENTS.md)."""
   e, n, h, w, in_channels = x.shape
   padded = jnp.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)))
   windows, taps = [], []

@@ -76,9 +76,8 @@ class MoEFeedForward(nn.Module):
       out = jnp.einsum('gdnth,dhc->gdntc', per_dataset, kernels) + biases[None, :, None, None, :]
       return out.reshape(hidden.shape[:-1] + (self.dim,))
     # Unequal counts (or stacking off): one matmul per dataset with its assembled fc2 (the plain FFN's FLOPs),
-    # outputs concatenated along the batch; fewer kernels than fc2's shared columns over the whole batch plus thin
-    # per-dataset expert matmuls concatenated along the features (the FFN alone, forward + backward at the demo's
-    # shapes on XLA's CPU: 1.03x the plain FFN's time against 1.19x; the whole demo step: within the VM's noise).
+    # outputs concatenated along the batch: fewer kernels, and faster on XLA's CPU, than fc2's shared columns over
+    # the whole batch plus thin per-dataset expert matmuls concatenated along the features (docs/MEASUREMENTS.md).
     # The weights are gathered whole before the concatenation, as above (else its gradient, a split, needs
     # collective permutes).
     shared_kernel = constrain(shared_kernel, ('mlp', None))

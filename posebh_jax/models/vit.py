@@ -129,8 +129,8 @@ class PatchEmbed(nn.Module):
   computed as patch extraction by reshape and one matmul; (n, H, W, 3) float → (n, h, w, D) in `dtype`.
 
   Parameters are those of `nn.Conv` (kernel (p, p, 3, D), bias (D,)), and the result is bit-identical to it on
-  CPU, but its backward pass is a plain matmul, which XLA's CPU backend runs ~1.5× faster than the gradient of a
-  strided convolution.
+  CPU, but its backward pass is a plain matmul, which XLA's CPU backend runs faster than the gradient of a strided
+  convolution (docs/MEASUREMENTS.md).
   """
   features: int
   patch_size: int = 16

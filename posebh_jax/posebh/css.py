@@ -1,4 +1,4 @@
-"""Cross-type self-supervision (CSS, METHOD.md §2): pseudo-labels for a dataset's keypoints on samples of other
+"""Cross-type self-supervision (CSS, docs/METHOD.md §2): pseudo-labels for a dataset's keypoints on samples of other
 datasets, where a head and the prototype heatmap agree. Includes a jnp DARK-UDP decoder and UDP Gaussian encoder
 that mirror the NumPy codecs (posebh_jax.codecs.heatmap) on (n, H, W, K) arrays with static shapes."""
 from __future__ import annotations

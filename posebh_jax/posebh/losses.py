@@ -1,4 +1,4 @@
-"""PoseBH prototype losses for one dataset's samples (METHOD.md §2): PHM (prototype heatmap MSE), PPC (pixel–
+"""PoseBH prototype losses for one dataset's samples (docs/METHOD.md §2): PHM (prototype heatmap MSE), PPC (pixel–
 prototype contrast) and PPD (pixel–prototype distance). Each returns a float32 scalar; PPC and PPD average over
 pixels with positive weight and are 0 when there are none."""
 from __future__ import annotations

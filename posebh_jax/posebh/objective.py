@@ -1,6 +1,6 @@
 """The PoseBH training objective on one global batch: prototype terms, CPS, CSS and the prototype update.
 
-All terms are means (over pixels or heatmap entries), combined with the config weights (METHOD.md §2):
+All terms are means (over pixels or heatmap entries), combined with the config weights (docs/METHOD.md §2):
   α·PHM + β·PPC + γ·PPD                              (always)
   δ·(α·PHM_c + β·PPC_c + γ·PPD_c)                    (CPS: the same terms on the cluster prototypes)
   ζ·Σ_{d, i≠d} [MSE_ω(Ĥ^d, T) + α·MSE_ω(ĥ^d, T) + β·PPC + γ·PPD on the pixels of T·ω]   (CSS)

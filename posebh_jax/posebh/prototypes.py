@@ -1,4 +1,4 @@
-"""Keypoint prototypes (METHOD.md §2): cosine similarity, prototype heatmaps, per-pixel labels, Sinkhorn–Knopp
+"""Keypoint prototypes (docs/METHOD.md §2): cosine similarity, prototype heatmaps, per-pixel labels, Sinkhorn–Knopp
 assignment of pixels to a keypoint's M prototypes, momentum update and prototype clustering.
 
 Everything is float32 with static shapes (masks and segment sums, no boolean indexing), so it runs under jit on
@@ -6,7 +6,7 @@ global (sharded) arrays: the prototype update is computed from the global batch 
 every device without explicit collectives.
 
 Index spaces: a keypoint's global class j ∈ [0, J) is its dataset's global offset plus its local index k ∈ [0, K_d)
-(the order of METHOD.md §1). Flattened prototype columns are j·M + m.
+(the order of docs/METHOD.md §1). Flattened prototype columns are j·M + m.
 """
 from __future__ import annotations
 
@@ -225,7 +225,7 @@ def cluster_prototypes(prototypes: jax.Array, num_clusters: int, iterations: int
   """Cluster prototypes for the CPS terms: soft k-means over all J·M prototypes on the cosine distance.
 
   Interpretation (the supplement, §3.2/Fig. 5: learned prototypes "align similar keypoints across different
-  datasets", e.g. COCO nose with 3DPW jaw; METHOD.md §2: CPS = the PPC/PPD/PHM terms on "cluster prototypes"
+  datasets", e.g. COCO nose with 3DPW jaw; docs/METHOD.md §2: CPS = the PPC/PPD/PHM terms on "cluster prototypes"
   from clustering all J·M prototypes at the start of stage 2): each prototype is replaced by the centroid of its
   cluster, so keypoints of different skeletons whose prototypes fall in one cluster share a target direction, and
   the CPS terms pull their embeddings together across datasets. The cluster prototypes keep the (J, M, F) layout,

@@ -1,4 +1,4 @@
-"""Domain transfer (METHOD.md §2): the PoseBH prototype terms for skeletons new to a trained PoseBH model.
+"""Domain transfer (docs/METHOD.md §2): the PoseBH prototype terms for skeletons new to a trained PoseBH model.
 
 The new datasets' prototypes are appended to the old ones in the global (J, M, F) table. During transfer the
 prototype terms (PHM, PPC, PPD) and the momentum update see only the new datasets' samples and only their own

@@ -361,7 +361,7 @@ SMPL24 = dict(
     category='human',
 )
 
-# Unified 21-keypoint skeleton of METHOD.md §4: COCO 17 + pelvis, thorax, upper_neck, head_top.
+# Unified 21-keypoint skeleton of docs/METHOD.md §4: COCO 17 + pelvis, thorax, upper_neck, head_top.
 # Sigmas: COCO for 0-16; for the four extra points Halpe's value for its head/neck/hip points (0.08),
 # the closest public convention (MPII's 0.026 is a COCO-eye-like value that makes OKS very strict).
 UNIFIED21 = dict(
@@ -393,7 +393,7 @@ FORMATS = {
 # Correspondences between formats: (source, target) -> pairs of keypoints meaning the same landmark.
 
 MAPPINGS = {
-    # METHOD.md §4, verbatim (MPII index -> unified index).
+    # docs/METHOD.md §4, verbatim (MPII index -> unified index).
     ('mpii', 'unified21'): dict(by_name=False, pairs=[
         (13, 5), (12, 6), (14, 7), (11, 8), (15, 9), (10, 10), (3, 11), (2, 12), (4, 13), (1, 14), (5, 15),
         (0, 16), (6, 17), (7, 18), (8, 19), (9, 20),
