@@ -412,6 +412,49 @@ def test_soft_oks_nms_closed_form():
                                         s_b * math.exp(-oks ** 2 / 0.9) * math.exp(-o_cb ** 2 / 0.9)], rtol=1e-13)
 
 
+def _reference_soft_oks_nms_order(kpts, scores, areas, sigmas, sigma=0.9):
+    """The reference soft-OKS-NMS loop (mmpose top-down): `argsort()[::-1]` of the scores, then after each pick the
+    remaining scores are decayed and re-sorted by `argsort()[::-1]` of their current order."""
+    scores = np.asarray(scores, np.float64)
+    order = scores.argsort()[::-1]
+    scores = scores[order]
+    keep = []
+    while order.size:
+        i = order[0]
+        overlap = np.array([_oks_by_definition(kpts[i], kpts[j], areas[i], areas[j], sigmas) for j in order[1:]])
+        order, scores = order[1:], scores[1:] * np.exp(-overlap ** 2 / sigma)
+        tmp = scores.argsort()[::-1]
+        order, scores = order[tmp], scores[tmp]
+        keep.append(int(i))
+    return keep
+
+
+def test_oks_nms_orders_equal_scores_as_the_reference():
+    """Equal instance scores (GT boxes, saturated keypoint scores) are ordered as the reference OKS-NMS orders them,
+    `np.argsort(scores)[::-1]`: the later instance first, so of two equal-scored duplicates the later one is kept."""
+    sigmas = _sigmas("coco")
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0, 300, (17, 2))
+    far = [base + 1000.0 * i for i in range(5)]  # OKS 0 between any two
+    scores = np.array([0.5, 0.7, 0.5, 0.7, 0.5])
+    areas = np.full(5, 9000.0)
+    expected = np.argsort(scores)[::-1].tolist()
+    assert expected == [3, 1, 4, 2, 0]  # the closed form: ties later-first
+    assert oks_nms(np.stack(far), scores, areas, sigmas).tolist() == expected
+    # Two equal-scored near-duplicates (OKS > 0.9) and a distant third: the later duplicate survives.
+    dup = np.stack([base, base + 0.5, base + 1000.0])
+    assert oks_nms(dup, [0.6, 0.6, 0.6], np.full(3, 9000.0), sigmas).tolist() == [2, 1]
+    out = topdown_postprocess([{"image_id": 1, "keypoints": np.c_[k, np.full(17, 0.8)].reshape(-1).tolist(),
+                                "bbox_score": 1.0, "area": 9000.0, "ann_id": n} for n, k in enumerate(dup)], "coco")
+    assert [r["ann_id"] for r in out] == [2, 1]
+    # Soft-OKS-NMS: equal distant scores never decay (OKS 0), and each re-sort reverses the remaining ties.
+    keep, kept_scores = soft_oks_nms(np.stack(far[:4]), np.full(4, 0.5), areas[:4], sigmas)
+    assert keep.tolist() == [3, 0, 2, 1] == _reference_soft_oks_nms_order(far[:4], np.full(4, 0.5), areas, sigmas)
+    assert kept_scores.tolist() == [0.5] * 4
+    keep, _ = soft_oks_nms(np.stack(far), scores, areas, sigmas)
+    assert keep.tolist() == _reference_soft_oks_nms_order(far, scores, areas, sigmas)
+
+
 def _iou(a, b):
     iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
