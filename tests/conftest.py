@@ -39,6 +39,23 @@ def train(workdir, data_dir, *overrides, devices=1, config='configs/demo.py:tiny
   return result
 
 
+def require_reference(module_name: str, hint: str = ''):
+  """Imports a reference toolkit that tests compare against (xtcocotools, ...), installed best effort by the
+  Makefile's reference step. Where it does not import, the test is skipped, except under CI (CI=true), where a
+  missing reference fails the run instead of silently dropping the comparisons. `hint`: how to install it (default:
+  the requirements file). Returns the module."""
+  import importlib
+
+  try:
+    return importlib.import_module(module_name)
+  except (ImportError, ValueError) as err:  # ValueError: a wheel built against another numpy ABI
+    message = (f"reference toolkit {module_name} does not import ({err}); "
+               f"{hint or 'pip install -r requirements-reference.txt (the Makefile reference step)'}")
+    if os.environ.get('CI', '').lower() == 'true':
+      pytest.fail(f"CI=true: {message}", pytrace=False)
+    pytest.skip(message)
+
+
 def pycocotools_keypoint_eval(gt, results, sigmas, img_ids=None):
   """Plain pycocotools keypoint evaluation (the reference the project's evaluation is tested against); returns the
   finished COCOeval (`.stats`: the 10 summary numbers). Inputs are not modified; nothing is printed."""
@@ -84,15 +101,14 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def real_data_dir(tmp_path_factory):
-  """The six training datasets prepared from the tiny official-format samples in ../shared/realdata (read there)
+  """The six training datasets prepared from the tiny official-format samples in $POSEBH_REALDATA (read there)
   into one tmp tfds data_dir, with a fake APT-36K raw layout (it has no sample): for end-to-end tests with
   `configs.common.data_config(sources='real')` (COCO and COCO-WholeBody get their `validation_det` split from the
   sample's detections). Returns {'data_dir': str, 'summaries': {prepare name: prepare summary}}."""
   from data_pipeline import prepare
-  from realdata_samples import REALDATA, SAMPLES, make_fake_apt36k
+  from realdata_samples import SAMPLES, make_fake_apt36k, require_realdata
 
-  if not os.path.isdir(REALDATA):
-    pytest.skip('shared real-data samples not available')
+  require_realdata()
   path = tmp_path_factory.mktemp('tfds_real')
   raw_apt36k = tmp_path_factory.mktemp('raw_apt36k')
   make_fake_apt36k(str(raw_apt36k))
