@@ -89,6 +89,20 @@ def losses(workdir) -> dict[int, float]:
   return {r['step']: r['train/loss'] for r in records if 'train/loss' in r}
 
 
+def train_loss_steps(workdir) -> list[int]:
+  """The steps of a workdir's metrics.jsonl train/loss rows, in file order (a resumed run appends its rows)."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [r['step'] for r in map(json.loads, f) if 'train/loss' in r]
+
+
+def assert_resumed(stdout: str, workdir, step: int, total: int) -> None:
+  """The run that printed `stdout` resumed from `workdir`'s checkpoint at `step` and trained only the steps
+  after it: it printed so, and metrics.jsonl has one train/loss row for each step 1..total, in order (a run that
+  silently restarted from step 0 gives the same losses but logs steps 1..step twice)."""
+  assert f'resumed from {workdir}/checkpoints at step {step}' in stdout, stdout[-2000:]
+  assert train_loss_steps(workdir) == list(range(1, total + 1))
+
+
 @pytest.fixture(scope='session')
 def data_dir(tmp_path_factory):
   """A tiny synthetic dataset built with the demo:tiny config's settings (shared by the e2e test files)."""
