@@ -3,9 +3,9 @@ the grain pipeline's scaling over `mp_prefetch` worker processes.
 
   python -m benchmarks.input_pipeline [--iterations=N] [--workers=1,2] [--steps=N] [--data_dir=DIR]
 
-Without `--data_dir`, the COCO, AIC, MPII and AP-10K samples of ../shared/realdata are prepared with the real
-tfds builders into a temporary directory (one record per instance, the original JPEG bytes), so both
-transforms see exactly what training sees; with `--data_dir`, the datasets prepared there are used.
+Without `--data_dir`, the COCO, AIC, MPII and AP-10K samples of $POSEBH_REALDATA (default ../shared/realdata) are
+prepared with the real tfds builders into a temporary directory (one record per instance, the original JPEG
+bytes), so both transforms see exactly what training sees; with `--data_dir`, the datasets prepared there are used.
 
 Printed, per worker process (one OpenCV thread, so img/s per core):
   (a) reference: full-size `cv2.imdecode`, `cv2.warpAffine`, Gaussian targets in a per-joint Python loop;
@@ -47,9 +47,8 @@ SAMPLES = {
 
 
 def default_realdata() -> str:
-    """../shared/realdata next to the repository, else /work/shared/realdata."""
-    path = os.path.normpath(os.path.join(REPO, '..', 'shared', 'realdata'))
-    return path if os.path.isdir(path) else '/work/shared/realdata'
+    """$POSEBH_REALDATA, default ../shared/realdata next to the repository (the tests' setting too)."""
+    return os.path.abspath(os.environ.get('POSEBH_REALDATA') or os.path.join(REPO, '..', 'shared', 'realdata'))
 
 
 def prepare_samples(data_dir: str, realdata: str, datasets=DATASETS) -> None:
@@ -285,6 +284,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir
         if not data_dir:
+            if not os.path.isdir(args.realdata):
+                parser.error(f'real-data samples not found at {args.realdata}; set POSEBH_REALDATA (or pass '
+                             '--realdata or --data_dir)')
             data_dir = tmp
             prepare_samples(data_dir, args.realdata, names)
         cfg = common.data_config('real', names)

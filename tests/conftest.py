@@ -39,6 +39,23 @@ def train(workdir, data_dir, *overrides, devices=1, config='configs/demo.py:tiny
   return result
 
 
+def require_reference(module_name: str, hint: str = ''):
+  """Imports a reference toolkit that tests compare against (xtcocotools, ...), installed best effort by the
+  Makefile's reference step. Where it does not import, the test is skipped, except under CI (CI=true), where a
+  missing reference fails the run instead of silently dropping the comparisons. `hint`: how to install it (default:
+  the requirements file). Returns the module."""
+  import importlib
+
+  try:
+    return importlib.import_module(module_name)
+  except (ImportError, ValueError) as err:  # ValueError: a wheel built against another numpy ABI
+    message = (f"reference toolkit {module_name} does not import ({err}); "
+               f"{hint or 'pip install -r requirements-reference.txt (the Makefile reference step)'}")
+    if os.environ.get('CI', '').lower() == 'true':
+      pytest.fail(f"CI=true: {message}", pytrace=False)
+    pytest.skip(message)
+
+
 def pycocotools_keypoint_eval(gt, results, sigmas, img_ids=None):
   """Plain pycocotools keypoint evaluation (the reference the project's evaluation is tested against); returns the
   finished COCOeval (`.stats`: the 10 summary numbers). Inputs are not modified; nothing is printed."""
@@ -72,6 +89,20 @@ def losses(workdir) -> dict[int, float]:
   return {r['step']: r['train/loss'] for r in records if 'train/loss' in r}
 
 
+def train_loss_steps(workdir) -> list[int]:
+  """The steps of a workdir's metrics.jsonl train/loss rows, in file order (a resumed run appends its rows)."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [r['step'] for r in map(json.loads, f) if 'train/loss' in r]
+
+
+def assert_resumed(stdout: str, workdir, step: int, total: int) -> None:
+  """The run that printed `stdout` resumed from `workdir`'s checkpoint at `step` and trained only the steps
+  after it: it printed so, and metrics.jsonl has one train/loss row for each step 1..total, in order (a run that
+  silently restarted from step 0 gives the same losses but logs steps 1..step twice)."""
+  assert f'resumed from {workdir}/checkpoints at step {step}' in stdout, stdout[-2000:]
+  assert train_loss_steps(workdir) == list(range(1, total + 1))
+
+
 @pytest.fixture(scope='session')
 def data_dir(tmp_path_factory):
   """A tiny synthetic dataset built with the demo:tiny config's settings (shared by the e2e test files)."""
@@ -84,15 +115,14 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def real_data_dir(tmp_path_factory):
-  """The six training datasets prepared from the tiny official-format samples in ../shared/realdata (read there)
+  """The six training datasets prepared from the tiny official-format samples in $POSEBH_REALDATA (read there)
   into one tmp tfds data_dir, with a fake APT-36K raw layout (it has no sample): for end-to-end tests with
   `configs.common.data_config(sources='real')` (COCO and COCO-WholeBody get their `validation_det` split from the
   sample's detections). Returns {'data_dir': str, 'summaries': {prepare name: prepare summary}}."""
   from data_pipeline import prepare
-  from realdata_samples import REALDATA, SAMPLES, make_fake_apt36k
+  from realdata_samples import SAMPLES, make_fake_apt36k, require_realdata
 
-  if not os.path.isdir(REALDATA):
-    pytest.skip('shared real-data samples not available')
+  require_realdata()
   path = tmp_path_factory.mktemp('tfds_real')
   raw_apt36k = tmp_path_factory.mktemp('raw_apt36k')
   make_fake_apt36k(str(raw_apt36k))

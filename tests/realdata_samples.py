@@ -1,6 +1,7 @@
-"""How to prepare each real-dataset builder from the tiny official-format samples in ../shared/realdata (read
-there, never copied), and fake raw layouts for the datasets without a sample (APT-36K, 3DPW). Shared by
-tests/test_builders_real.py and the session fixture in tests/conftest.py."""
+"""Where the tiny official-format real-data samples are (the one setting POSEBH_REALDATA, default ../shared/realdata
+next to the repository; read there, never copied), how to prepare each real-dataset builder from them, and fake
+raw layouts for the datasets without a sample (APT-36K, 3DPW). Shared by the real-data test files and the session
+fixture in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -9,11 +10,21 @@ import os
 import pickle
 
 import numpy as np
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REALDATA = os.path.normpath(os.path.join(REPO, '..', 'shared', 'realdata'))
-if not os.path.isdir(REALDATA):
-    REALDATA = '/work/shared/realdata'
+REALDATA = os.path.abspath(os.environ.get('POSEBH_REALDATA')
+                           or os.path.join(REPO, '..', 'shared', 'realdata'))
+MISSING = f'real-data samples not found at {REALDATA}; set POSEBH_REALDATA'
+# For tests that read the samples (the others in the same file run without them).
+needs_realdata = pytest.mark.skipif(not os.path.isdir(REALDATA), reason=MISSING)
+
+
+def require_realdata() -> str:
+    """Skips the calling test (or fixture) where the samples are missing; returns their directory."""
+    if not os.path.isdir(REALDATA):
+        pytest.skip(MISSING)
+    return REALDATA
 
 
 def _path(*parts):

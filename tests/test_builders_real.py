@@ -1,4 +1,4 @@
-"""Real-dataset tfds builders: each builder on its ../shared/realdata sample (or a tiny fake raw layout for
+"""Real-dataset tfds builders: each builder on its $POSEBH_REALDATA sample (or a tiny fake raw layout for
 APT-36K and 3DPW) against independent readings of the raw files (counts, keypoint values, boxes, image bytes),
 the normalised ground truth, every bad-input case (skipped and counted, or a one-line error naming file, record
 and field), the `prepare` CLI, and the data pipeline (data_config(sources='real')) on prepared real data."""
@@ -17,9 +17,9 @@ from data_pipeline import pipeline, prepare
 from data_pipeline.builders import animals, real
 from data_pipeline.errors import RawDataError
 from posebh_jax.skeletons import get_format
-from realdata_samples import REALDATA, SAMPLES, make_fake_3dpw
+from realdata_samples import REALDATA, SAMPLES, make_fake_3dpw, needs_realdata
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(REALDATA), reason='shared real-data samples not available')
+pytestmark = needs_realdata
 QUIET = dict(log=lambda line: None)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import pycocotools_keypoint_eval
-from realdata_samples import REALDATA
+from realdata_samples import REALDATA, needs_realdata
 from posebh_jax.evaluation import (
     SUMMARY_NAMES,
     WHOLEBODY_FIELDS,
@@ -25,8 +25,6 @@ COCO_GT = os.path.join(SAMPLES, "example_coco_val.json")
 COCO_PREDS = os.path.join(SAMPLES, "example_coco_preds.json")
 # Published COCO keypoint OKS sigmas.
 COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]) / 10
-
-pytestmark = pytest.mark.skipif(not os.path.isdir(SAMPLES), reason="shared real-data samples not available")
 
 
 def _load(path):
@@ -44,6 +42,7 @@ def _assert_matches(ours, stats):
     np.testing.assert_allclose([ours[name] for name in SUMMARY_NAMES], stats, atol=1e-12)
 
 
+@needs_realdata
 def test_coco_matches_direct_pycocotools_and_is_quiet(capsys):
     ours = evaluate_coco_keypoints(COCO_GT, COCO_PREDS, COCO_SIGMAS)
     assert capsys.readouterr().out == ""
@@ -52,6 +51,7 @@ def test_coco_matches_direct_pycocotools_and_is_quiet(capsys):
     print(f"example_coco_preds AP = {ours['AP']:.4f}")
 
 
+@needs_realdata
 def test_ground_truth_as_results_scores_one():
     gt = _load(COCO_GT)
     results = [
@@ -64,6 +64,7 @@ def test_ground_truth_as_results_scores_one():
     assert ours["AP .75"] == pytest.approx(1.0)
 
 
+@needs_realdata
 def test_inputs_not_modified_and_empty_results():
     gt, preds = _load(COCO_GT), _load(COCO_PREDS)
     gt_copy, preds_copy = copy.deepcopy(gt), copy.deepcopy(preds)
@@ -72,6 +73,7 @@ def test_inputs_not_modified_and_empty_results():
     assert evaluate_coco_keypoints(gt, [], COCO_SIGMAS) == {name: 0.0 for name in SUMMARY_NAMES}
 
 
+@needs_realdata
 def test_results_for_a_subset_of_images():
     gt, preds = _load(COCO_GT), _load(COCO_PREDS)
     first_image = preds[0]["image_id"]
@@ -83,6 +85,7 @@ def test_results_for_a_subset_of_images():
     _assert_matches(restricted, _direct_pycocotools(gt, subset, COCO_SIGMAS, img_ids=[first_image]))
 
 
+@needs_realdata
 def test_use_area_false_equals_box_area_rule():
     gt = _load(os.path.join(SAMPLES, "example_crowdpose_val.json"))
     preds = _load(os.path.join(SAMPLES, "example_crowdpose_preds.json"))
@@ -96,6 +99,7 @@ def test_use_area_false_equals_box_area_rule():
     _assert_matches(ours, _direct_pycocotools(with_area, preds, sigmas))
 
 
+@needs_realdata
 def test_wholebody_concatenates_all_parts():
     gt = _load(os.path.join(SAMPLES, "example_wholebody_val.json"))
     preds = _load(os.path.join(SAMPLES, "example_wholebody_preds.json"))
@@ -122,6 +126,7 @@ def test_wholebody_concatenates_all_parts():
     assert abs(naive[3] - ours["AP (M)"]) > 1e-3
 
 
+@needs_realdata
 def test_user_errors_have_clear_messages(tmp_path):
     gt, preds = _load(COCO_GT), _load(COCO_PREDS)
     with pytest.raises(FileNotFoundError, match="ground truth file not found"):
@@ -188,6 +193,7 @@ def test_registry_kinds_and_errors():
     assert get_evaluator("mpii")(gt, gt, np.ones((2, 16)), np.ones(2)) == {"PCKh": 100.0, "PCKh@0.1": 100.0}
 
 
+@needs_realdata
 def test_registry_sigmas_from_skeletons():
     pytest.importorskip("posebh_jax.skeletons")
     sizes = {"coco": 17, "aic": 14, "ap10k": 17, "apt36k": 17, "coco_wholebody": 133, "ochuman": 17,

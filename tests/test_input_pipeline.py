@@ -1,5 +1,5 @@
 """Input-pipeline speed work, checked for sameness: reduced-size JPEG decoding gives the same crop (geometry to a
-fraction of a pixel; pictures within a few gray levels on the ../shared/realdata photos) and identical targets;
+fraction of a pixel; pictures within a few gray levels on the $POSEBH_REALDATA photos) and identical targets;
 the vectorised heatmap targets equal a per-joint loop; the benchmark's reference transform computes what ours
 computes; `python -m benchmarks.input_pipeline` runs and prints its ratio line."""
 
@@ -24,13 +24,12 @@ from data_pipeline.transforms import (
     reduced_decode_matrix,
 )
 from posebh_jax.codecs import encode_msra, encode_udp
-from realdata_samples import REALDATA
+from realdata_samples import REALDATA, needs_realdata
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_WH = (192, 256)
 AUG = dict(scale_factor=0.5, rotation=40.0, rotation_prob=0.6, flip_prob=0.5, half_body_prob=0.3,
            half_body_min_keypoints=8)
-needs_realdata = pytest.mark.skipif(not os.path.isdir(REALDATA), reason='shared real-data samples not available')
 
 
 def _matrix(center, scale_wh, rotation=0.0, flip=False, use_udp=True):

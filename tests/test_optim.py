@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from posebh_jax import optim
 
@@ -82,10 +81,26 @@ def test_schedule_warmup_and_steps():
 
 
 def test_gradient_clipping_bounds_the_update_direction():
-  params = {'head': {'kernel': jnp.zeros((3,))}}
-  tx = optax.clip_by_global_norm(1.0)
-  updates, _ = tx.update({'head': {'kernel': jnp.array([3.0, 4.0, 0.0])}}, tx.init(params))
-  np.testing.assert_allclose(np.asarray(updates['head']['kernel']), [0.6, 0.8, 0.0], rtol=1e-6)
+  """config.optim.grad_clip clips the global norm (over all leaves) before Adam. With b1 = b2 = 0 and eps = 1, Adam's
+  first step is g / (|g| + 1) elementwise, which is not scale-invariant, so the clipped gradient shows in the update:
+  the gradient (3, 4, 0 | 12) has global norm 13 and is clipped to norm 1, i.e. divided by 13."""
+  params = {'head_a': {'final': {'kernel': jnp.zeros((3,)), 'bias': jnp.zeros((1,))}}}
+  grads = {'head_a': {'final': {'kernel': jnp.array([3.0, 4.0, 0.0]), 'bias': jnp.array([12.0])}}}
+  raw = np.array([3.0, 4.0, 0.0, 12.0])
+
+  def first_update(**overrides):
+    config = _config(lr=0.5, weight_decay=0.0, b1=0.0, b2=0.0, eps=1.0, layer_decay=1.0, **overrides)
+    tx, _, _ = optim.build_optimizer(config, params, depth=2, steps_per_epoch=1)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    return np.r_[np.asarray(updates['head_a']['final']['kernel']), np.asarray(updates['head_a']['final']['bias'])]
+
+  def adam_closed_form(g):
+    return -0.5 * g / (np.abs(g) + 1.0)
+
+  clipped = raw * 1.0 / np.linalg.norm(raw)  # global norm 13 -> 1
+  np.testing.assert_allclose(first_update(grad_clip=1.0), adam_closed_form(clipped), rtol=1e-6)
+  np.testing.assert_allclose(first_update(grad_clip=0.0), adam_closed_form(raw), rtol=1e-6)  # 0: no clipping
+  np.testing.assert_allclose(first_update(grad_clip=20.0), adam_closed_form(raw), rtol=1e-6)  # norm below the bound
 
 
 def test_cosine_schedule_closed_form():

@@ -1,5 +1,5 @@
 """Real data end to end: `configs/b16.py:runlocal,data=real` (with a tiny model) trains and evaluates on the six
-training datasets prepared from ../shared/realdata (the `real_data_dir` fixture), and the training-time
+training datasets prepared from $POSEBH_REALDATA (the `real_data_dir` fixture), and the training-time
 evaluation of real eval splits (species categories, several people per image, detector boxes with rescoring and
 OKS-NMS) agrees with the official metrics and with `python -m posebh_jax.evaluate --topdown`."""
 import json
@@ -15,9 +15,9 @@ from configs import b16, common
 from data_pipeline import pipeline
 from posebh_jax import evaluate as evaluate_lib
 from posebh_jax import evaluation, skeletons
-from realdata_samples import REALDATA
+from realdata_samples import REALDATA, needs_realdata
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(REALDATA), reason='shared real-data samples not available')
+pytestmark = needs_realdata
 
 CONFIG = 'configs/b16.py:runlocal,data=real'
 # The B/16 runlocal config shrunk to a model that compiles fast on CPU (64x48 crops, patch 8, width 32, one block,

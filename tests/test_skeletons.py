@@ -32,7 +32,7 @@ EXPECTED_COUNTS = {
 def _load(relpath):
     path = REALDATA / relpath
     if not path.exists():
-        pytest.skip(f'real sample {path} not available')
+        pytest.skip(f'real-data sample {path} not found; set POSEBH_REALDATA')
     with open(path) as f:
         return json.load(f)
 

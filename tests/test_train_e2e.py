@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 
+from conftest import assert_resumed
 from conftest import losses as _losses
 from conftest import run_module as _run
 from conftest import train as _train
@@ -101,15 +102,17 @@ def test_sharded_step_matches_one_device_along_the_run(data_dir):
 
 
 def test_resumed_run_matches_uninterrupted_run(tmp_path, data_dir):
+  """A run ended at its step-10 checkpoint and re-run to step 20 resumes there and gives the uninterrupted run's losses
+  bit for bit (same process layout, same programs: nothing may differ)."""
   common = ('--config.eval_every_steps=0', '--config.checkpoint_every_steps=10')
   full, resumed = tmp_path / 'full', tmp_path / 'resumed'
   _train(full, data_dir, '--config.total_steps=20', *common)
   _train(resumed, data_dir, '--config.total_steps=10', *common)
   second = _train(resumed, data_dir, '--config.total_steps=20', *common)
-  assert 'resumed' in second.stdout and 'done: step 20/20 in ' in second.stdout
+  assert 'done: step 20/20 in ' in second.stdout
+  assert_resumed(second.stdout, resumed, 10, 20)
   losses_full, losses_resumed = _losses(full), _losses(resumed)
-  for step in range(11, 21):
-    np.testing.assert_allclose(losses_resumed[step], losses_full[step], rtol=1e-6, err_msg=f'step {step}')
+  assert [losses_resumed[step] for step in range(11, 21)] == [losses_full[step] for step in range(11, 21)]
 
 
 def _error_line(result):

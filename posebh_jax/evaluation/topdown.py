@@ -49,14 +49,18 @@ def oks_iou(reference, others, reference_area: float, other_areas, sigmas) -> np
 
 
 def _descending(scores: np.ndarray) -> np.ndarray:
-    return np.argsort(-scores, kind="stable")
+    """Highest score first, ties as the reference top-down OKS-NMS (mmpose) orders them: `argsort()[::-1]`,
+    i.e. for equal scores the later instance first. Equal scores are common (GT boxes, saturated keypoint
+    scores) and the order decides which duplicate NMS keeps, which moves the AP."""
+    return np.argsort(scores)[::-1]
 
 
 def oks_nms(keypoints, scores, areas, sigmas, threshold: float = NMS_THRESHOLD) -> np.ndarray:
     """Greedy OKS-NMS of the instances of one image.
 
     `(N, K, 2+)` keypoints, `(N,)` scores and areas, `(K,)` sigmas. Returns the kept indices, highest score
-    first (ties: earlier index first); an instance is dropped when its OKS with a kept one is > `threshold`.
+    first (ties: later index first, as the reference's `argsort()[::-1]`); an instance is dropped when its OKS
+    with a kept one is > `threshold`.
     """
     keypoints = np.asarray(keypoints, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
@@ -169,7 +173,7 @@ def topdown_postprocess(results: Sequence[dict], format_name: Any, nms: str | No
                                              nms_threshold, max_dets)
             kept = indices[keep]
         else:
-            order = _descending(scores[indices])
+            order = np.argsort(-scores[indices], kind="stable")  # no reordering of ties, as without NMS upstream
             kept, kept_scores = indices[order], scores[indices][order]
         for i, score in zip(kept, kept_scores):
             res = {"image_id": image_id, "category_id": results[i].get("category_id", 1),
