@@ -209,7 +209,7 @@ def test_registry_sigmas_from_skeletons():
 def test_long_evaluation_reports_progress(capsys):
   """A dataset whose evaluation takes minutes (COCO val with 104k detections) prints a line every 30 s and a closing
   line; a short one (the demo's) prints nothing."""
-  from posebh_jax.evaluate import _Progress
+  from posebh_jax.tasks.heatmap import Progress as _Progress
   times = iter([0.0, 10.0, 31.0, 45.0, 62.0, 70.0])
   progress = _Progress('eval coco', total=400)
   progress.clock = lambda: next(times)

@@ -1,5 +1,5 @@
 """Method modes of the experiment configs: `method=posebh` / `method=transfer` of b16 and h16, and the demo's
-`transfer`; the expected numbers are METHOD.md §2's, written out here."""
+`transfer`; the expected numbers are docs/METHOD.md §2's, written out here."""
 import pytest
 
 from configs import b16, demo, h16

@@ -22,7 +22,7 @@ def _params():
 def _config(**overrides):
   config = ml_collections.ConfigDict(dict(
       lr=1e-3, weight_decay=0.1, b1=0.9, b2=0.999, eps=1e-8, grad_clip=0.0, layer_decay=0.5, warmup_steps=0,
-      warmup_ratio=0.001, decay_epochs=(), decay_factor=0.1, frozen=()))
+      warmup_ratio=0.001, decay_epochs=(), decay_factor=0.1, frozen=(), schedule='step', final_lr_ratio=0.0))
   config.update(overrides)
   return config
 

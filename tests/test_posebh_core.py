@@ -1,6 +1,6 @@
 """PoseBH core: embedding module, prototypes (Sinkhorn, momentum update, pixel labels, clustering), prototype losses
 and CSS, checked against NumPy loop references, the NumPy heatmap codecs, and hand-made cases where the reference
-implementation's bugs B1–B5 (METHOD.md §2) would give different answers."""
+implementation's bugs B1–B5 (docs/METHOD.md §2) would give different answers."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

@@ -3,7 +3,6 @@ training datasets prepared from $POSEBH_REALDATA (the `real_data_dir` fixture), 
 evaluation of real eval splits (species categories, several people per image, detector boxes with rescoring and
 OKS-NMS) agrees with the official metrics and with `python -m posebh_jax.evaluate --topdown`."""
 import json
-import os
 
 import numpy as np
 import pytest
@@ -14,8 +13,9 @@ from conftest import train as _train
 from configs import b16, common
 from data_pipeline import pipeline
 from posebh_jax import evaluate as evaluate_lib
+from posebh_jax.tasks import heatmap as heatmap_task
 from posebh_jax import evaluation, skeletons
-from realdata_samples import REALDATA, needs_realdata
+from realdata_samples import needs_realdata
 
 pytestmark = needs_realdata
 
@@ -72,7 +72,7 @@ def test_runlocal_on_real_data_trains_and_evaluates(tmp_path, real_data_dir, cap
                  f'--config.data.data_dir={data_dir}', *TINY])
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
   print(result.stdout)
-  # The table: one row per dataset with its headline metric, then the METHOD.md-style row.
+  # The table: one row per dataset with its headline metric, then the docs/METHOD.md-style row.
   lines = result.stdout.splitlines()
   header = next(i for i, line in enumerate(lines) if line.startswith('dataset'))
   rows = {line.split()[0]: line.split()[1] for line in lines[header + 1:header + 1 + len(DATASETS)]}
@@ -134,22 +134,22 @@ def test_ground_truth_predictions_score_perfectly(real_data_dir, tmp_path, capsy
     gt = _ground_truth(data, name)
     raw, by_instance = _perfect_instances(gt)
     results = evaluation.topdown_postprocess(raw, fmt, nms=evaluate_lib.dataset_nms(name))
-    metrics = evaluate_lib.Evaluator.metrics_for(name, fmt, gt, results, by_instance)
+    metrics = heatmap_task.metrics_for(fmt, gt, results, by_instance)
     if name == 'mpii':
       assert metrics['PCKh'] == pytest.approx(100.0) and metrics['PCKh@0.1'] == pytest.approx(100.0)
     assert metrics['AP'] == pytest.approx(1.0) and metrics['AR'] == pytest.approx(1.0), (name, metrics)
     if name == 'coco_wholebody':
       assert all(metrics[f'{part} AP'] == pytest.approx(1.0) for part in evaluation.WHOLEBODY_PARTS)
-    # The stored ground truth written as Evaluator.run writes it evaluates offline to the same numbers.
+    # The stored ground truth written as the heatmap task's evaluation writes it evaluates offline to the same numbers.
     gt_path, raw_path = tmp_path / f'{name}_gt.json', tmp_path / f'{name}_raw.json'
-    gt_path.write_text(json.dumps(evaluate_lib.Evaluator.gt_json(fmt, gt)))
+    gt_path.write_text(json.dumps(heatmap_task.gt_json(fmt, gt)))
     raw_path.write_text(json.dumps(raw))
     offline = _offline(capsys, name, gt_path, raw_path, '--topdown')
     assert offline == pytest.approx({m: metrics[m] for m in offline}, abs=1e-9), name
     if name in ('ap10k', 'apt36k'):  # a fixed category 1 loses the other species' animals
       assert len({r['category_id'] for r in raw}) > 1
       one = [dict(r, category_id=1) for r in results]
-      assert evaluate_lib.Evaluator.metrics_for(name, fmt, gt, one, by_instance)['AP'] < 0.9
+      assert heatmap_task.metrics_for(fmt, gt, one, by_instance)['AP'] < 0.9
 
 
 def _iou(box, boxes):
@@ -190,7 +190,7 @@ def test_detector_split_rescoring_and_oks_nms(name, real_data_dir, tmp_path, cap
     raw.append({'image_id': image_id, 'category_id': 1, 'keypoints': keypoints.reshape(-1).tolist(),
                 'bbox_score': float(gt['bbox_score'][row]), 'area': float(box[2] * box[3] * 1.25 ** 2)})
   results = evaluation.topdown_postprocess(raw, fmt, nms=evaluate_lib.dataset_nms(name, 'oks'))
-  metrics = evaluate_lib.Evaluator.metrics_for(name, fmt, gt, results, {})
+  metrics = heatmap_task.metrics_for(fmt, gt, results, {})
   assert 0.3 < metrics['AP'] <= 1.0
   # Several boxes per person; NMS keeps one of them (the highest box score) and drops the duplicates.
   owned = [o for o in owners if o is not None]
@@ -206,7 +206,7 @@ def test_detector_split_rescoring_and_oks_nms(name, real_data_dir, tmp_path, cap
   assert sorted(r['score'] for r, o in zip(results, kept) if o is not None) == pytest.approx(
       sorted(0.9 * score for score in best.values()))  # rescored: box score x mean keypoint score above 0.2
   gt_path, raw_path = tmp_path / 'gt.json', tmp_path / 'raw.json'
-  gt_path.write_text(json.dumps(evaluate_lib.Evaluator.gt_json(fmt, gt)))
+  gt_path.write_text(json.dumps(heatmap_task.gt_json(fmt, gt)))
   raw_path.write_text(json.dumps(raw))
   offline = _offline(capsys, name, gt_path, raw_path, '--topdown')
   assert offline == pytest.approx({m: metrics[m] for m in offline}, abs=1e-9)

@@ -1,4 +1,4 @@
-"""Domain transfer (METHOD.md §2): SMPL-24 keypoints derived from the synthetic 3D joints, the transfer objective
+"""Domain transfer (docs/METHOD.md §2): SMPL-24 keypoints derived from the synthetic 3D joints, the transfer objective
 (new prototypes only), and `configs/demo.py:tiny,transfer` end to end from a tiny PoseBH run."""
 import json
 import os
