@@ -9,6 +9,7 @@ milliseconds of one jit'd gradient evaluation (w.r.t. parameters and input; para
 embedding, as in training) and the ratio reference / ours (> 1: ours is faster), interleaving the two so that
 both see the same machine load.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,20 +24,22 @@ from posebh_jax.models import heatmap_head, vit
 
 # name: (examples, feature grid h, w, backbone width, head channels, image H, W)
 SHAPES = {
-    'demo': [(18, 8, 6, 192, 64, 128, 96), (6, 8, 6, 192, 64, 128, 96)],
-    'b16': [(8, 16, 12, 768, 256, 256, 192)],
+  'demo': [(18, 8, 6, 192, 64, 128, 96), (6, 8, 6, 192, 64, 128, 96)],
+  'b16': [(8, 16, 12, 768, 256, 256, 192)],
 }
 
 
 class _ReferenceUpsampler(nn.Module):
   """The deconvolution stack with flax's nn.ConvTranspose (timing reference)."""
+
   channels: int
 
   @nn.compact
   def __call__(self, x):
     for index in range(2):
-      x = nn.ConvTranspose(self.channels, (4, 4), strides=(2, 2), padding='SAME', use_bias=False,
-                           name=f'deconv_{index}')(x)
+      x = nn.ConvTranspose(
+        self.channels, (4, 4), strides=(2, 2), padding='SAME', use_bias=False, name=f'deconv_{index}'
+      )(x)
       x = nn.relu(nn.BatchNorm(use_running_average=False, name=f'bn_{index}')(x))
     return x
 
@@ -88,18 +91,25 @@ def main(argv=None) -> None:
       raise SystemExit(f'unknown --shapes entry {shape_name!r}; choose from {sorted(SHAPES)}')
     for n, h, w, width, channels, height, image_w in SHAPES[shape_name]:
       features = jax.random.normal(jax.random.key(1), (n, h, w, width))
-      ours, reference = _time_pair(_gradient_fn(_OurUpsampler(channels), features),
-                                   _gradient_fn(_ReferenceUpsampler(channels), features), args.repeats)
-      print(f'{shape_name}: deconvolution stack ({n}, {h}, {w}, {width}) -> {channels} ch: ours {ours:.1f} ms, '
-            f'nn.ConvTranspose {reference:.1f} ms, ratio {reference / ours:.2f}')
+      ours, reference = _time_pair(
+        _gradient_fn(_OurUpsampler(channels), features),
+        _gradient_fn(_ReferenceUpsampler(channels), features),
+        args.repeats,
+      )
+      print(
+        f'{shape_name}: deconvolution stack ({n}, {h}, {w}, {width}) -> {channels} ch: ours {ours:.1f} ms, '
+        f'nn.ConvTranspose {reference:.1f} ms, ratio {reference / ours:.2f}'
+      )
       images = jax.random.uniform(jax.random.key(2), (n, height, image_w, 3)) * 255
       ours, reference = _time_pair(
-          _gradient_fn(vit.PatchEmbed(width, 16, 2), images, wrt_input=False),  # images need no gradient
-          _gradient_fn(nn.Conv(width, (16, 16), strides=(16, 16), padding=[(2, 2), (2, 2)]), images,
-                       wrt_input=False),
-          args.repeats)
-      print(f'{shape_name}: patch embedding ({n}, {height}, {image_w}, 3) -> {width}: ours {ours:.1f} ms, '
-            f'nn.Conv {reference:.1f} ms, ratio {reference / ours:.2f}')
+        _gradient_fn(vit.PatchEmbed(width, 16, 2), images, wrt_input=False),  # images need no gradient
+        _gradient_fn(nn.Conv(width, (16, 16), strides=(16, 16), padding=[(2, 2), (2, 2)]), images, wrt_input=False),
+        args.repeats,
+      )
+      print(
+        f'{shape_name}: patch embedding ({n}, {height}, {image_w}, 3) -> {width}: ours {ours:.1f} ms, '
+        f'nn.Conv {reference:.1f} ms, ratio {reference / ours:.2f}'
+      )
 
 
 if __name__ == '__main__':

@@ -9,6 +9,7 @@ float32 rounding size). It prints the relative loss difference at every step, it
 that differ most at the end. Runs of the same config on 8 devices and on 1 drift about as far, because the sharded
 reductions round differently (README, "8 devices vs 1"); this measures the recipe's sensitivity without them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,9 @@ def perturbed(params, seed: int, size: float = PERTURBATION):
   """`params` with every element multiplied by (1 + size·ε), ε ~ N(0, 1) drawn from `seed`."""
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree.unflatten(treedef, [leaf * (1 + size * jax.random.normal(key, leaf.shape, leaf.dtype))
-                                      for leaf, key in zip(leaves, keys)])
+  return jax.tree.unflatten(
+    treedef, [leaf * (1 + size * jax.random.normal(key, leaf.shape, leaf.dtype)) for leaf, key in zip(leaves, keys)]
+  )
 
 
 def twin_losses(config, steps: int, perturbation: float = PERTURBATION):
@@ -77,8 +79,10 @@ def twin_losses(config, steps: int, perturbation: float = PERTURBATION):
     batches.close()
   first = traverse_util.flatten_dict(jax.device_get(state['params']))
   second = traverse_util.flatten_dict(jax.device_get(twin['params']))
-  moved = sorted(((float(np.abs(first[k] - second[k]).max() / (np.abs(first[k]).max() + 1e-12)), '/'.join(k))
-                  for k in first), reverse=True)
+  moved = sorted(
+    ((float(np.abs(first[k] - second[k]).max() / (np.abs(first[k]).max() + 1e-12)), '/'.join(k)) for k in first),
+    reverse=True,
+  )
   return np.array(losses), np.array(twin_losses_), moved
 
 
@@ -104,17 +108,23 @@ def main(argv=None) -> int:
   except (ValueError, KeyError, AttributeError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  print(f'{args.config} {" ".join(args.set)} batch {config.batch_size}: relative loss difference, run vs twin '
-        f'with parameters x (1 + {PERTURBATION:g} eps)')
+  print(
+    f'{args.config} {" ".join(args.set)} batch {config.batch_size}: relative loss difference, run vs twin '
+    f'with parameters x (1 + {PERTURBATION:g} eps)'
+  )
   for seed in (int(s) for s in args.seeds.split(',')):
     with config.unlocked():
       config.seed = seed
     losses, twin, moved = twin_losses(config, args.steps)
     relative = np.abs(losses - twin) / np.abs(losses)
-    print(f'seed {seed}: max {relative.max():.1e} (step {int(relative.argmax()) + 1}); loss {losses[0]:.4f} -> '
-          f'{losses[-1]:.4f}; per step: {" ".join(f"{r:.0e}" for r in relative)}')
-    print('  parameters that differ most at the end (max |diff| / max |value|): ' +
-          ', '.join(f'{path} {d:.1e}' for d, path in moved[:3]))
+    print(
+      f'seed {seed}: max {relative.max():.1e} (step {int(relative.argmax()) + 1}); loss {losses[0]:.4f} -> '
+      f'{losses[-1]:.4f}; per step: {" ".join(f"{r:.0e}" for r in relative)}'
+    )
+    print(
+      '  parameters that differ most at the end (max |diff| / max |value|): '
+      + ', '.join(f'{path} {d:.1e}' for d, path in moved[:3])
+    )
   return 0
 
 

@@ -38,6 +38,7 @@ Reported (printed, and written to DIR/synthetic_mdt.md and DIR/synthetic_mdt.jso
   Tables: per format (accuracy, and incons. over the pairs that include the format), per shared landmark and
   per pair of formats; the JSON also holds each head's error against its own format's ground truth ('error').
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,6 +75,7 @@ def _config_arg(tiny: bool, posebh: bool) -> str:
 def load_config(tiny: bool, posebh: bool = False, data_dir: str | None = None):
   """configs/demo.py[:tiny][,posebh] as `get_config` returns it, with `data.data_dir` set when given."""
   from configs import demo
+
   config = demo.get_config(_config_arg(tiny, posebh))
   if data_dir is not None:
     config.data.data_dir = data_dir
@@ -84,26 +86,46 @@ def run_plan(workdir: str, data_dir: str, tiny: bool, steps: int, extra_steps: i
   """{run: {'workdir', 'steps' (its total_steps), 'args' (the posebh_jax.main arguments)}} for the three runs."""
   common = [f'--config.data.data_dir={data_dir}', '--config.eval_every_steps=0']
   baseline_dir = os.path.join(workdir, 'baseline')
-  plan = {'baseline': {'workdir': baseline_dir, 'steps': steps,
-                       'config': f'{CONFIG_FILE}:{_config_arg(tiny, False)}'.rstrip(':'),
-                       'overrides': common + [f'--config.total_steps={steps}']}}
+  plan = {
+    'baseline': {
+      'workdir': baseline_dir,
+      'steps': steps,
+      'config': f'{CONFIG_FILE}:{_config_arg(tiny, False)}'.rstrip(':'),
+      'overrides': common + [f'--config.total_steps={steps}'],
+    }
+  }
   posebh_overrides = common + [f'--config.total_steps={extra_steps}', f'--config.init_from={baseline_dir}']
-  plan['posebh'] = {'workdir': os.path.join(workdir, 'posebh'), 'steps': extra_steps,
-                    'config': f'{CONFIG_FILE}:{_config_arg(tiny, True)}', 'overrides': posebh_overrides}
-  plan['continued'] = {'workdir': os.path.join(workdir, 'continued'), 'steps': extra_steps,
-                       'config': f'{CONFIG_FILE}:{_config_arg(tiny, True)}',
-                       'overrides': posebh_overrides + [f'--config.posebh.weights.{w}=0.0' for w in POSEBH_WEIGHTS]}
+  plan['posebh'] = {
+    'workdir': os.path.join(workdir, 'posebh'),
+    'steps': extra_steps,
+    'config': f'{CONFIG_FILE}:{_config_arg(tiny, True)}',
+    'overrides': posebh_overrides,
+  }
+  plan['continued'] = {
+    'workdir': os.path.join(workdir, 'continued'),
+    'steps': extra_steps,
+    'config': f'{CONFIG_FILE}:{_config_arg(tiny, True)}',
+    'overrides': posebh_overrides + [f'--config.posebh.weights.{w}=0.0' for w in POSEBH_WEIGHTS],
+  }
   for run in plan.values():
-    run['args'] = ['-m', 'posebh_jax.main', f'--config={run["config"]}', f'--workdir={run["workdir"]}',
-                   *run['overrides']]
+    run['args'] = [
+      '-m',
+      'posebh_jax.main',
+      f'--config={run["config"]}',
+      f'--workdir={run["workdir"]}',
+      *run['overrides'],
+    ]
   return plan
 
 
 def _latest_step(workdir: str) -> int | None:
   """The latest checkpoint step in `workdir`/checkpoints (the layout posebh_jax.checkpoint writes), or None."""
   directory = os.path.join(workdir, 'checkpoints')
-  steps = [int(d) for d in (os.listdir(directory) if os.path.isdir(directory) else [])
-           if d.isdigit() and os.path.isdir(os.path.join(directory, d, 'state'))]
+  steps = [
+    int(d)
+    for d in (os.listdir(directory) if os.path.isdir(directory) else [])
+    if d.isdigit() and os.path.isdir(os.path.join(directory, d, 'state'))
+  ]
   return max(steps) if steps else None
 
 
@@ -117,8 +139,9 @@ def _existing(name: str, run: dict) -> tuple[dict | None, int | None]:
       record = json.load(f)
   latest = _latest_step(run['workdir'])
   if (record is not None and record.get('args') != run['args']) or (record is None and latest is not None):
-    raise SystemExit(f'error: {run["workdir"]} holds a {name} run with other settings; pass another --workdir '
-                     'or delete it')
+    raise SystemExit(
+      f'error: {run["workdir"]} holds a {name} run with other settings; pass another --workdir or delete it'
+    )
   return record, latest
 
 
@@ -139,8 +162,15 @@ def ensure_run(name: str, run: dict) -> dict:
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])))
   start = time.perf_counter()
   # The trainer's lines, prefixed with the run's name (two runs may train at once, see --jobs).
-  process = subprocess.Popen([sys.executable] + run['args'], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, bufsize=1)
+  process = subprocess.Popen(
+    [sys.executable] + run['args'],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    bufsize=1,
+  )
   for line in process.stdout:
     with _PRINT_LOCK:
       print(f'  [{name}] {line.rstrip()}', flush=True)
@@ -169,8 +199,10 @@ def evaluate_runs(config, plan: dict[str, dict]) -> tuple[dict, dict, float]:
   counts = pipeline.composition(config.data, config.batch_size, sharding_lib.num_batch_groups(mesh))
   task = cross_format.share_predict_fns(trainer_lib.Trainer(config, mesh, steps_per_epoch=1, counts=counts))
   truth = cross_format.ground_truth_by_category(config.data)
-  _log('validation: ' + ', '.join(f'{c} {len(t["image_ids"])} persons in {"/".join(t["datasets"])}'
-                                  for c, t in truth.items()))
+  _log(
+    'validation: '
+    + ', '.join(f'{c} {len(t["image_ids"])} persons in {"/".join(t["datasets"])}' for c, t in truth.items())
+  )
   accuracy, consistency = {}, {}
   for name in RUNS:
     variables, step = cross_format.load_variables(task, plan[name]['workdir'])
@@ -186,6 +218,7 @@ def evaluate_runs(config, plan: dict[str, dict]) -> tuple[dict, dict, float]:
 
 
 # ----------------------------------------------------------------------------------------------- tables
+
 
 def _pct(value) -> str:
   return '-' if value is None or not math.isfinite(value) else f'{100 * value:.2f}'
@@ -208,15 +241,21 @@ def format_report(accuracy, consistency, settings) -> str:
   """The markdown report: accuracy and consistency per format, then per shared landmark, then per format pair."""
   labels = [f'{LABELS[r]} ({settings["total_steps"][r]})' for r in RUNS]
   categories = list(next(iter(consistency.values())))
-  lines = [f'# Synthetic multi-skeleton benchmark ({"tiny" if settings["tiny"] else "demo"})', '',
-           f'ViTPose++ baseline {settings["steps"]} steps; PoseBH and the baseline continued with PoseBH\'s '
-           f'schedule but zero PoseBH loss weights ("cont.") {settings["extra_steps"]} more steps each '
-           '(step counts in brackets). Validation split, flip test.', '',
-           'Consistency: distances in % of the person box diagonal, mean over (person, pair of formats sharing '
-           'the landmark); GT = |g_a - g_b| (the formats\' own disagreement), pred = |p_a - p_b|, incons. = '
-           '|(p_a - p_b) - (g_a - g_b)| (0: the heads reproduce the formats\' relation); a format\'s row averages '
-           'the pairs that include it. Accuracy: AP (OKS) or PCKh@0.5, in %.', '',
-           '## Per format', '']
+  lines = [
+    f'# Synthetic multi-skeleton benchmark ({"tiny" if settings["tiny"] else "demo"})',
+    '',
+    f'ViTPose++ baseline {settings["steps"]} steps; PoseBH and the baseline continued with PoseBH\'s '
+    f'schedule but zero PoseBH loss weights ("cont.") {settings["extra_steps"]} more steps each '
+    '(step counts in brackets). Validation split, flip test.',
+    '',
+    'Consistency: distances in % of the person box diagonal, mean over (person, pair of formats sharing '
+    'the landmark); GT = |g_a - g_b| (the formats\' own disagreement), pred = |p_a - p_b|, incons. = '
+    '|(p_a - p_b) - (g_a - g_b)| (0: the heads reproduce the formats\' relation); a format\'s row averages '
+    'the pairs that include it. Accuracy: AP (OKS) or PCKh@0.5, in %.',
+    '',
+    '## Per format',
+    '',
+  ]
   rows = []
   first = RUNS[0]
   for dataset in accuracy[first]:
@@ -231,11 +270,15 @@ def format_report(accuracy, consistency, settings) -> str:
         entry = consistency[r][category]['formats'].get(fmt)
         if entry is not None:
           per_format[i], gt = entry, entry['gt_dist']
-    rows.append([dataset, metric] + ['-' if v is None else f'{v:.1f}' for v in values]
-                + ['-' if delta is None else f'{delta:+.1f}', _pct(gt)]
-                + [_pct(p['inconsistency'] if p else None) for p in per_format])
-  lines += _table(['format', 'metric'] + labels + ['PoseBH - cont.', 'GT dist']
-                  + [f'incons. {LABELS[r]}' for r in RUNS], rows)
+    rows.append(
+      [dataset, metric]
+      + ['-' if v is None else f'{v:.1f}' for v in values]
+      + ['-' if delta is None else f'{delta:+.1f}', _pct(gt)]
+      + [_pct(p['inconsistency'] if p else None) for p in per_format]
+    )
+  lines += _table(
+    ['format', 'metric'] + labels + ['PoseBH - cont.', 'GT dist'] + [f'incons. {LABELS[r]}' for r in RUNS], rows
+  )
 
   def consistency_rows(key, describe):
     out = []
@@ -243,18 +286,28 @@ def format_report(accuracy, consistency, settings) -> str:
       entries = consistency[first][category][key]
       for name in entries:
         per_run = [consistency[r][category][key][name] for r in RUNS]
-        out.append([category, name] + describe(per_run[0]) + [str(per_run[0]['count']), _pct(per_run[0]['gt_dist'])]
-                   + [_pct(p['pred_dist']) for p in per_run] + [_pct(p['inconsistency']) for p in per_run])
+        out.append(
+          [category, name]
+          + describe(per_run[0])
+          + [str(per_run[0]['count']), _pct(per_run[0]['gt_dist'])]
+          + [_pct(p['pred_dist']) for p in per_run]
+          + [_pct(p['inconsistency']) for p in per_run]
+        )
       overall = [consistency[r][category]['overall'] for r in RUNS]
-      out.append([category, '**all**'] + describe({'formats': []}) + [str(overall[0]['count']),
-                                                                     _pct(overall[0]['gt_dist'])]
-                 + [_pct(p['pred_dist']) for p in overall] + [_pct(p['inconsistency']) for p in overall])
+      out.append(
+        [category, '**all**']
+        + describe({'formats': []})
+        + [str(overall[0]['count']), _pct(overall[0]['gt_dist'])]
+        + [_pct(p['pred_dist']) for p in overall]
+        + [_pct(p['inconsistency']) for p in overall]
+      )
     return out
 
   metric_header = ['n', 'GT dist'] + [f'pred {LABELS[r]}' for r in RUNS] + [f'incons. {LABELS[r]}' for r in RUNS]
   lines += ['', '## Per shared landmark', '']
-  lines += _table(['category', 'landmark', 'formats'] + metric_header,
-                  consistency_rows('groups', lambda e: ['/'.join(e['formats'])]))
+  lines += _table(
+    ['category', 'landmark', 'formats'] + metric_header, consistency_rows('groups', lambda e: ['/'.join(e['formats'])])
+  )
   lines += ['', '## Per format pair', '']
   lines += _table(['category', 'pair'] + metric_header, consistency_rows('format_pairs', lambda e: []))
   return '\n'.join(lines) + '\n'
@@ -275,18 +328,25 @@ def _jsonable(value):
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m benchmarks.synthetic_mdt', description=__doc__.split('\n\n')[0])
   parser.add_argument('--steps', type=int, default=None, help='baseline steps (default: the config\'s)')
-  parser.add_argument('--extra_steps', type=int, default=None,
-                      help='PoseBH and continued-baseline steps (default: the posebh config\'s)')
+  parser.add_argument(
+    '--extra_steps', type=int, default=None, help='PoseBH and continued-baseline steps (default: the posebh config\'s)'
+  )
   parser.add_argument('--workdir', default=None, help='default workdirs/synthetic_mdt[_tiny]')
   parser.add_argument('--data_dir', default=None, help='tfds data dir (default data/tfds, --tiny data/tfds_tiny)')
   parser.add_argument('--tiny', action='store_true', help='configs/demo.py:tiny (for tests)')
-  parser.add_argument('--jobs', type=int, default=1, choices=(1, 2),
-                      help='2: train PoseBH and the continued baseline at the same time (each then gets about '
-                           'half the cores; mostly helps when compilation dominates, as with --tiny)')
+  parser.add_argument(
+    '--jobs',
+    type=int,
+    default=1,
+    choices=(1, 2),
+    help='2: train PoseBH and the continued baseline at the same time (each then gets about '
+    'half the cores; mostly helps when compilation dominates, as with --tiny)',
+  )
   args = parser.parse_args(argv)
   # Given directories are relative to the current directory, the defaults to the repository.
-  workdir = os.path.abspath(args.workdir or os.path.join(
-      REPO, 'workdirs', 'synthetic_mdt_tiny' if args.tiny else 'synthetic_mdt'))
+  workdir = os.path.abspath(
+    args.workdir or os.path.join(REPO, 'workdirs', 'synthetic_mdt_tiny' if args.tiny else 'synthetic_mdt')
+  )
   data_dir = os.path.abspath(args.data_dir or os.path.join(REPO, 'data', 'tfds_tiny' if args.tiny else 'tfds'))
   os.chdir(REPO)  # the config paths are relative to the repository
   if REPO not in sys.path:
@@ -305,9 +365,15 @@ def main(argv=None) -> int:
 
   from data_pipeline import prepare
   from data_pipeline.builders import synthetic
+
   s = base_config.data.synthetic
-  params = synthetic.SyntheticParams(num_train_per_format=s.num_train_per_format, num_val=s.num_val,
-                                     image_size=tuple(s.image_size), difficulty=s.difficulty, seed=s.seed)
+  params = synthetic.SyntheticParams(
+    num_train_per_format=s.num_train_per_format,
+    num_val=s.num_val,
+    image_size=tuple(s.image_size),
+    difficulty=s.difficulty,
+    seed=s.seed,
+  )
   try:
     prepare.prepare_synthetic(data_dir, params, log=_log)
   except ValueError as e:
@@ -317,15 +383,22 @@ def main(argv=None) -> int:
   records = {'baseline': ensure_run('baseline', plan['baseline'])}
   for name in ('posebh', 'continued'):
     if not records['baseline']['reused'] and _latest_step(plan[name]['workdir']) is not None:
-      raise SystemExit(f'error: {plan[name]["workdir"]} was trained from an earlier baseline; delete it (or the '
-                       'whole --workdir) and run again')
+      raise SystemExit(
+        f'error: {plan[name]["workdir"]} was trained from an earlier baseline; delete it (or the '
+        'whole --workdir) and run again'
+      )
   with futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
     pending = {name: pool.submit(ensure_run, name, plan[name]) for name in ('posebh', 'continued')}
     records.update({name: future.result() for name, future in pending.items()})
   accuracy, consistency, eval_seconds = evaluate_runs(base_config, plan)
-  settings = {'tiny': args.tiny, 'steps': steps, 'extra_steps': extra_steps, 'data_dir': data_dir,
-              'total_steps': {'baseline': steps, 'continued': steps + extra_steps, 'posebh': steps + extra_steps},
-              'formats': {n: base_config.data.datasets[n].format for n in base_config.data.order}}
+  settings = {
+    'tiny': args.tiny,
+    'steps': steps,
+    'extra_steps': extra_steps,
+    'data_dir': data_dir,
+    'total_steps': {'baseline': steps, 'continued': steps + extra_steps, 'posebh': steps + extra_steps},
+    'formats': {n: base_config.data.datasets[n].format for n in base_config.data.order},
+  }
   report = format_report(accuracy, consistency, settings)
   print(report, flush=True)
   os.makedirs(workdir, exist_ok=True)
@@ -335,11 +408,23 @@ def main(argv=None) -> int:
   timing['eval'] = eval_seconds
   timing['total_this_invocation'] = time.perf_counter() - start
   with open(os.path.join(workdir, 'synthetic_mdt.json'), 'w') as f:
-    json.dump(_jsonable({'settings': settings, 'runs': {n: dict(records[n], workdir=plan[n]['workdir'])
-                                                          for n in RUNS},
-                         'accuracy': accuracy, 'consistency': consistency, 'seconds': timing}), f, indent=1)
-  _log(f'wrote {workdir}/synthetic_mdt.md and .json; seconds: '
-       + ', '.join(f'{k} {v:.0f}' for k, v in timing.items() if v is not None))
+    json.dump(
+      _jsonable(
+        {
+          'settings': settings,
+          'runs': {n: dict(records[n], workdir=plan[n]['workdir']) for n in RUNS},
+          'accuracy': accuracy,
+          'consistency': consistency,
+          'seconds': timing,
+        }
+      ),
+      f,
+      indent=1,
+    )
+  _log(
+    f'wrote {workdir}/synthetic_mdt.md and .json; seconds: '
+    + ', '.join(f'{k} {v:.0f}' for k, v in timing.items() if v is not None)
+  )
   return 0
 
 

@@ -12,6 +12,7 @@ Library kernels launched from a command buffer (cuBLAS GEMMs inside a CUDA graph
 summed as `library kernels`. Meant for accelerator traces: a CPU trace has no kernel streams, and most of its host
 threads' events (the runtime's, Python's) match no instruction (`unmatched kernels`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,9 @@ def hlo_op_names(hlo_text: str) -> dict[str, str]:
     while current not in op_names and current in aliases and current not in seen:
       seen.add(current)
       current = aliases[current]
-    return (op_names.get(current) or computation_op.get(calls.get(current, ''))
-            or computation_op.get(calls.get(name, '')))
+    return (
+      op_names.get(current) or computation_op.get(calls.get(current, '')) or computation_op.get(calls.get(name, ''))
+    )
 
   resolved = {name: resolve(name) for name in set(op_names) | set(aliases) | set(calls)}
   return {name: op_name for name, op_name in resolved.items() if op_name}
@@ -114,8 +116,9 @@ def read_hlo(trace_path: str, hlo_path: str = '') -> str:
   """The HLO text for a trace: `hlo_path`, else the file written beside the trace (`hlo_path_beside`)."""
   path = hlo_path or hlo_path_beside(trace_path)
   if not os.path.exists(path):
-    raise SystemExit(f'no HLO for {trace_path}: expected {path} (benchmarks.train_step --trace_dir writes it) '
-                     'or pass --hlo')
+    raise SystemExit(
+      f'no HLO for {trace_path}: expected {path} (benchmarks.train_step --trace_dir writes it) or pass --hlo'
+    )
   with gzip.open(path, 'rt') if path.endswith('.gz') else open(path) as f:
     return f.read()
 
@@ -123,17 +126,20 @@ def read_hlo(trace_path: str, hlo_path: str = '') -> str:
 def report(first: dict, second: dict | None = None, top: int = 30) -> str:
   """Lines of the table: per scope, ms per step (and, with `second`, its ms and the difference), sorted by
   time or by the size of the difference."""
+
   def total(table):
     return sum(ms for ms, _ in table.values())
+
   if second is None:
     lines = [f'total {total(first):.3f} ms per step']
     for key, (ms, count) in sorted(first.items(), key=lambda kv: -kv[1][0])[:top]:
       lines.append(f'{ms:8.3f} ms {count:6.0f}x  {key}')
     return '\n'.join(lines)
-  lines = [f'total {total(first):.3f} vs {total(second):.3f} ms per step (difference {total(first) - total(second):+.3f})',
-           f'{"diff ms":>9} {"first":>8} {"second":>8} {"kernels":>13}  scope']
-  keys = sorted(set(first) | set(second),
-                key=lambda k: -abs(first.get(k, (0.0, 0))[0] - second.get(k, (0.0, 0))[0]))
+  lines = [
+    f'total {total(first):.3f} vs {total(second):.3f} ms per step (difference {total(first) - total(second):+.3f})',
+    f'{"diff ms":>9} {"first":>8} {"second":>8} {"kernels":>13}  scope',
+  ]
+  keys = sorted(set(first) | set(second), key=lambda k: -abs(first.get(k, (0.0, 0))[0] - second.get(k, (0.0, 0))[0]))
   for key in keys[:top]:
     (ms_a, n_a), (ms_b, n_b) = first.get(key, (0.0, 0)), second.get(key, (0.0, 0))
     lines.append(f'{ms_a - ms_b:+9.3f} {ms_a:8.3f} {ms_b:8.3f} {n_a:6.0f}/{n_b:<6.0f}  {key}')

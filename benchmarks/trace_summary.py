@@ -4,6 +4,7 @@ streams), events and busy time per step and the costliest names.
 
   python -m benchmarks.trace_summary TRACE.json.gz [--steps=N] [--top=10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,10 +20,16 @@ def load_device_threads(path: str) -> dict[str, list[dict]]:
   with gzip.open(path, 'rt') if path.endswith('.gz') else open(path) as f:
     trace = json.load(f)
   events = trace['traceEvents'] if isinstance(trace, dict) else trace
-  processes = {e['pid']: e.get('args', {}).get('name', '') for e in events
-               if e.get('ph') == 'M' and e.get('name') == 'process_name'}
-  threads = {(e['pid'], e.get('tid')): e.get('args', {}).get('name', '') for e in events
-             if e.get('ph') == 'M' and e.get('name') == 'thread_name'}
+  processes = {
+    e['pid']: e.get('args', {}).get('name', '')
+    for e in events
+    if e.get('ph') == 'M' and e.get('name') == 'process_name'
+  }
+  threads = {
+    (e['pid'], e.get('tid')): e.get('args', {}).get('name', '')
+    for e in events
+    if e.get('ph') == 'M' and e.get('name') == 'thread_name'
+  }
   devices = {pid for pid, name in processes.items() if name.startswith('/device:')}
   grouped = collections.defaultdict(list)
   for e in events:
@@ -46,7 +53,9 @@ def summarise(path: str, steps: int, top: int = 10) -> str:
     if len(events) < steps or len(by_name) < 2:
       continue
     for name, (micros, count) in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]:
-      lines.append(f'    {micros / steps / 1e3:8.3f} ms {count / steps:5.0f}x {100 * micros / total:5.1f}%  {name[:80]}')
+      lines.append(
+        f'    {micros / steps / 1e3:8.3f} ms {count / steps:5.0f}x {100 * micros / total:5.1f}%  {name[:80]}'
+      )
   return '\n'.join(lines)
 
 

@@ -8,6 +8,7 @@ TFLOP/s per device, MFU (when the device peak is known) and the routing ratio. W
 also times PoseBH's stage-1 step (embedding module, prototypes, PHM/PPC/PPD, backbone frozen) and stage-2 step
 (CSS on: every head also runs on the other datasets' examples; CPS on) relative to the baseline step.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,6 +32,7 @@ from posebh_jax import trainer as trainer_lib
 def _config(variant: str, dtype: str, batch: int, datasets, remat: bool):
   if variant == 'demo':  # the demo model (configs/demo.py) at its own 128x96 input, for CPU comparisons
     from configs import demo
+
     base = demo.get_config('')
     config = common.base_config()
     config.model = base.model
@@ -51,9 +53,14 @@ def _config(variant: str, dtype: str, batch: int, datasets, remat: bool):
 
 def _random_batch(struct, seed=0):
   rng = np.random.RandomState(seed)
-  return {n: {'image': rng.randint(0, 255, s['image'].shape).astype(np.uint8),
-              'heatmaps': rng.rand(*s['heatmaps'].shape).astype(np.float32),
-              'target_weights': np.ones(s['target_weights'].shape, np.float32)} for n, s in struct.items()}
+  return {
+    n: {
+      'image': rng.randint(0, 255, s['image'].shape).astype(np.uint8),
+      'heatmaps': rng.rand(*s['heatmaps'].shape).astype(np.float32),
+      'target_weights': np.ones(s['target_weights'].shape, np.float32),
+    }
+    for n, s in struct.items()
+  }
 
 
 TRACE_STEPS = 3
@@ -108,30 +115,52 @@ def interleaved_times(runners, steps: int, rounds: int = 3, labels=()) -> list[f
     for index, runner in enumerate(runners):
       times[index].append(runner.run(steps))
   if labels:
-    print('  rounds (ms): ' + ' | '.join(f"{label} {' '.join(f'{t * 1e3:.1f}' for t in runs)}"
-                                         for label, runs in zip(labels, times)), flush=True)
+    print(
+      '  rounds (ms): '
+      + ' | '.join(f"{label} {' '.join(f'{t * 1e3:.1f}' for t in runs)}" for label, runs in zip(labels, times)),
+      flush=True,
+    )
   return [float(np.median(t)) for t in times]
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--variants', default='S/16,B/16', help="comma-separated: S/16, B/16, L/16, H/16, demo "
-                      "(the demo model at 128x96)")
-  parser.add_argument('--batch_per_device', type=int, default=0, help='0: 96 on an accelerator (16 per dataset), 6 on CPU')
+  parser.add_argument(
+    '--variants', default='S/16,B/16', help="comma-separated: S/16, B/16, L/16, H/16, demo (the demo model at 128x96)"
+  )
+  parser.add_argument(
+    '--batch_per_device', type=int, default=0, help='0: 96 on an accelerator (16 per dataset), 6 on CPU'
+  )
   parser.add_argument('--steps', type=int, default=0, help='timed steps; 0: 20 on an accelerator, 2 on CPU')
   parser.add_argument('--dtype', default='bfloat16')
   parser.add_argument('--remat', action='store_true')
-  parser.add_argument('--trace_dir', default='', help='also profile each timed step and write '
-                      '<trace_dir>/<variant>_<multi|plain|unstacked|no_experts>.trace.json.gz (and .hlo.txt.gz, its optimised HLO, '
-                      'for benchmarks.trace_attribution), printing its top kernels')
+  parser.add_argument(
+    '--trace_dir',
+    default='',
+    help='also profile each timed step and write '
+    '<trace_dir>/<variant>_<multi|plain|unstacked|no_experts>.trace.json.gz (and .hlo.txt.gz, its optimised HLO, '
+    'for benchmarks.trace_attribution), printing its top kernels',
+  )
   parser.add_argument('--rounds', type=int, default=3, help='timing rounds (runners taken in turn); the median')
-  parser.add_argument('--compare_unstacked', action='store_true', help='also time the multi-dataset step with '
-                      'model.stack_equal_datasets=never (experts and heads one dataset after another; the first then runs '
-                      'with =always)')
-  parser.add_argument('--compare_no_experts', action='store_true', help='also time the six-head step with a '
-                      'plain FFN (model.use_experts=False): the experts\' share of the routing cost')
-  parser.add_argument('--posebh', default=True, action=argparse.BooleanOptionalAction,
-                      help='also time the PoseBH stage-1 and stage-2 steps')
+  parser.add_argument(
+    '--compare_unstacked',
+    action='store_true',
+    help='also time the multi-dataset step with '
+    'model.stack_equal_datasets=never (experts and heads one dataset after another; the first then runs '
+    'with =always)',
+  )
+  parser.add_argument(
+    '--compare_no_experts',
+    action='store_true',
+    help='also time the six-head step with a '
+    'plain FFN (model.use_experts=False): the experts\' share of the routing cost',
+  )
+  parser.add_argument(
+    '--posebh',
+    default=True,
+    action=argparse.BooleanOptionalAction,
+    help='also time the PoseBH stage-1 and stage-2 steps',
+  )
   args = parser.parse_args()
   on_cpu = jax.devices()[0].platform == 'cpu'
   per_device = args.batch_per_device or (6 if on_cpu else 96)
@@ -144,8 +173,10 @@ def main():
   counts = {n: batch // len(names) for n in names}
   peak = flops_lib.device_peak_tflops()
   device = jax.devices()[0].device_kind
-  print(f'device: {device} ×{jax.device_count()} | batch {batch} ({per_device}/device) | 256x192 (demo: 128x96) | {args.dtype}'
-        f' | peak {peak or "unknown"} TFLOP/s')
+  print(
+    f'device: {device} ×{jax.device_count()} | batch {batch} ({per_device}/device) | 256x192 (demo: 128x96) | {args.dtype}'
+    f' | peak {peak or "unknown"} TFLOP/s'
+  )
   for variant in args.variants.split(','):
     config = _config(variant, args.dtype, batch, names, args.remat)
     plain = _config(variant, args.dtype, batch, ('coco',), args.remat)
@@ -171,24 +202,32 @@ def main():
     del runners
     tflops = flops / multi / 1e12 / jax.device_count()
     mfu = f'{100 * tflops / peak:.1f}%' if peak else 'n/a'
-    print(f'{variant}: multi-dataset step {multi * 1e3:.1f} ms, {batch / multi:.1f} img/s, '
-          f'{tflops:.2f} TFLOP/s/device, MFU {mfu} | plain ViT step {plain_time * 1e3:.1f} ms, '
-          f'{batch / plain_time:.1f} img/s | routing ratio {multi / plain_time:.3f}')
+    print(
+      f'{variant}: multi-dataset step {multi * 1e3:.1f} ms, {batch / multi:.1f} img/s, '
+      f'{tflops:.2f} TFLOP/s/device, MFU {mfu} | plain ViT step {plain_time * 1e3:.1f} ms, '
+      f'{batch / plain_time:.1f} img/s | routing ratio {multi / plain_time:.3f}'
+    )
     if args.compare_unstacked:
       unstacked_time = times['unstacked']
-      print(f'{variant}: one dataset after another (model.stack_equal_datasets=never) {unstacked_time * 1e3:.1f} ms, '
-            f'routing ratio {unstacked_time / plain_time:.3f}')
+      print(
+        f'{variant}: one dataset after another (model.stack_equal_datasets=never) {unstacked_time * 1e3:.1f} ms, '
+        f'routing ratio {unstacked_time / plain_time:.3f}'
+      )
     if args.compare_no_experts:
       heads_only = times['no_experts']
-      print(f'{variant}: six heads, plain FFN {heads_only * 1e3:.1f} ms, ratio to plain ViT {heads_only / plain_time:.3f}, '
-            f'multi-dataset / six heads {multi / heads_only:.3f} (the experts)')
+      print(
+        f'{variant}: six heads, plain FFN {heads_only * 1e3:.1f} ms, ratio to plain ViT {heads_only / plain_time:.3f}, '
+        f'multi-dataset / six heads {multi / heads_only:.3f} (the experts)'
+      )
     if args.posebh:
       posebh = _config(variant, args.dtype, batch, names, args.remat)
       posebh.posebh = common.posebh_config(enabled=True)
       for phase, label in ((0, 'stage 1 (prototypes, PHM/PPC/PPD)'), (1, 'stage 2 (+CSS, CPS)')):
         seconds = interleaved_times([StepRunner(posebh, counts, phase=phase)], steps, args.rounds)[0]
-        print(f'{variant}: PoseBH {label} step {seconds * 1e3:.1f} ms, {batch / seconds:.1f} img/s | '
-              f'ratio to the baseline step {seconds / multi:.3f}')
+        print(
+          f'{variant}: PoseBH {label} step {seconds * 1e3:.1f} ms, {batch / seconds:.1f} img/s | '
+          f'ratio to the baseline step {seconds / multi:.3f}'
+        )
 
 
 if __name__ == '__main__':

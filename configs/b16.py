@@ -12,6 +12,7 @@ Args (comma separated): variant=S/16|B/16|L/16|H/16, runlocal, data=real|synthet
   with runlocal),
   method=vitpose|posebh|transfer, target=smpl24|interhand (the transfer skeleton: 3DPW or InterHand2.6M).
 """
+
 import ml_collections
 
 from configs import common

@@ -1,4 +1,5 @@
 """Shared pieces of the experiment configs: every hyperparameter lives in the config, none in code."""
+
 from __future__ import annotations
 
 import ml_collections
@@ -10,19 +11,19 @@ CODECS = {'coco': 'udp', 'aic': 'msra', 'mpii': 'udp', 'ap10k': 'msra', 'apt36k'
 # train split, eval split). COCO and COCO-WholeBody are evaluated on detector boxes (docs/METHOD.md §1): their
 # `validation_det` split exists when prepared with `--det_json=<person detections>`; the others use GT boxes.
 REAL_SOURCES = {
-    'coco': ('coco_keypoints', 'train', 'validation_det'),
-    'aic': ('aic', 'train', 'validation'),
-    'mpii': ('mpii', 'train', 'validation'),
-    'ap10k': ('ap10k', 'train', 'validation'),
-    'apt36k': ('apt36k', 'train', 'validation'),
-    'coco_wholebody': ('coco_wholebody', 'train', 'validation_det'),
+  'coco': ('coco_keypoints', 'train', 'validation_det'),
+  'aic': ('aic', 'train', 'validation'),
+  'mpii': ('mpii', 'train', 'validation'),
+  'ap10k': ('ap10k', 'train', 'validation'),
+  'apt36k': ('apt36k', 'train', 'validation'),
+  'coco_wholebody': ('coco_wholebody', 'train', 'validation_det'),
 }
 VARIANTS = {
-    # variant: width, depth, heads, drop_path, expert_dim (P), layer_decay   (docs/METHOD.md §1)
-    'S/16': (384, 12, 12, 0.1, 192, 0.8),
-    'B/16': (768, 12, 12, 0.3, 192, 0.75),
-    'L/16': (1024, 24, 16, 0.5, 256, 0.8),
-    'H/16': (1280, 32, 16, 0.55, 320, 0.8),
+  # variant: width, depth, heads, drop_path, expert_dim (P), layer_decay   (docs/METHOD.md §1)
+  'S/16': (384, 12, 12, 0.1, 192, 0.8),
+  'B/16': (768, 12, 12, 0.3, 192, 0.75),
+  'L/16': (1024, 24, 16, 0.5, 256, 0.8),
+  'H/16': (1280, 32, 16, 0.55, 320, 0.8),
 }
 
 
@@ -31,14 +32,31 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   if variant not in VARIANTS:
     raise ValueError(f"unknown variant '{variant}'; choose one of {', '.join(VARIANTS)}")
   width, depth, heads, drop_path, expert_dim, _ = VARIANTS[variant]
-  return ml_collections.ConfigDict(dict(
-      variant=variant, width=width, depth=depth, num_heads=heads, mlp_ratio=4.0, patch_size=16, patch_padding=2,
-      drop_path=drop_path, expert_dim=expert_dim, use_experts=True, head_channels=256, head_num_deconv=2,
-      head_deconv_init_std=0.001, remat=depth > 12, scan=depth > 12, dtype='bfloat16', param_dtype='float32',
+  return ml_collections.ConfigDict(
+    dict(
+      variant=variant,
+      width=width,
+      depth=depth,
+      num_heads=heads,
+      mlp_ratio=4.0,
+      patch_size=16,
+      patch_padding=2,
+      drop_path=drop_path,
+      expert_dim=expert_dim,
+      use_experts=True,
+      head_channels=256,
+      head_num_deconv=2,
+      head_deconv_init_std=0.001,
+      remat=depth > 12,
+      scan=depth > 12,
+      dtype='bfloat16',
+      param_dtype='float32',
       # With equal per-dataset counts, run the experts as one batched matmul and the heads as one stacked
       # computation (same results; a GPU runs ~1/6 of the kernels) 'always', or one dataset after another
       # 'never'; 'auto': stacked on accelerators, not on the CPU (where it is slower; docs/MEASUREMENTS.md).
-      stack_equal_datasets='auto'))
+      stack_equal_datasets='auto',
+    )
+  )
 
 
 def data_config(sources: str = 'synthetic', datasets=TRAIN_DATASETS) -> ml_collections.ConfigDict:
@@ -51,10 +69,19 @@ def data_config(sources: str = 'synthetic', datasets=TRAIN_DATASETS) -> ml_colle
       tfds_name, train_split, eval_split = REAL_SOURCES[name]
     # `task` picks what the dataset trains and evaluates (posebh_jax/tasks): 'heatmap' = 2D top-down heatmaps.
     # `keypoints_from`: 'annotation' (the stored keypoints) or 'joints3d' (derived from the synthetic 3D joints).
-    entries[name] = dict(task='heatmap', tfds_name=tfds_name, train_split=train_split, eval_split=eval_split,
-                         format=name, weight=1.0, codec=CODECS[name], half_body=name != 'mpii',
-                         keypoints_from='annotation')
-  return ml_collections.ConfigDict(dict(
+    entries[name] = dict(
+      task='heatmap',
+      tfds_name=tfds_name,
+      train_split=train_split,
+      eval_split=eval_split,
+      format=name,
+      weight=1.0,
+      codec=CODECS[name],
+      half_body=name != 'mpii',
+      keypoints_from='annotation',
+    )
+  return ml_collections.ConfigDict(
+    dict(
       sources=sources,
       data_dir='data/tfds',
       order=tuple(datasets),
@@ -63,15 +90,17 @@ def data_config(sources: str = 'synthetic', datasets=TRAIN_DATASETS) -> ml_colle
       heatmap_size=(64, 48),
       sigma=2.0,
       bbox_padding=1.25,
-      aug=dict(scale_factor=0.5, rotation=40.0, rotation_prob=0.6, flip_prob=0.5, half_body_prob=0.3,
-               half_body_min_keypoints=8),
+      aug=dict(
+        scale_factor=0.5, rotation=40.0, rotation_prob=0.6, flip_prob=0.5, half_body_prob=0.3, half_body_min_keypoints=8
+      ),
       # Training decodes JPEGs with libjpeg's fast IDCT and upsampling (pixels within a gray level or two of the
       # exact decode, and faster; docs/MEASUREMENTS.md); evaluation always decodes exactly.
       fast_jpeg_decode=True,
       num_workers=2,
       prefetch_buffer_size=2,
       synthetic=dict(num_train_per_format=2000, num_val=300, image_size=(256, 256), difficulty=0.5, seed=0),
-  ))
+    )
+  )
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -80,28 +109,38 @@ def base_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.batch_size = 768  # global; ViTPose++ uses 128 per GPU on 8 GPUs with 6 datasets mixed
   config.optim = dict(
-      name='adamw', lr=1e-3, weight_decay=0.1, b1=0.9, b2=0.999, eps=1e-8, grad_clip=1.0, layer_decay=0.75,
-      warmup_steps=500, warmup_ratio=0.001, decay_epochs=(170, 200), decay_factor=0.1,
-      schedule='step',  # 'step' (decay_factor at decay_epochs, as ViTPose++) or 'cosine' (to final_lr_ratio × lr)
-      final_lr_ratio=0.0,
-      frozen=(),  # regexes over parameter paths ('backbone/.*') that receive no updates and no optimizer state
+    name='adamw',
+    lr=1e-3,
+    weight_decay=0.1,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    grad_clip=1.0,
+    layer_decay=0.75,
+    warmup_steps=500,
+    warmup_ratio=0.001,
+    decay_epochs=(170, 200),
+    decay_factor=0.1,
+    schedule='step',  # 'step' (decay_factor at decay_epochs, as ViTPose++) or 'cosine' (to final_lr_ratio × lr)
+    final_lr_ratio=0.0,
+    frozen=(),  # regexes over parameter paths ('backbone/.*') that receive no updates and no optimizer state
   )
   config.num_epochs = 210
   config.total_steps = -1  # > 0 overrides num_epochs
   config.mesh = dict(data=-1, fsdp=1, model=1)  # -1: filled with the remaining devices
   # Parameter axes and activation axes (activation_*) are named apart, so that each is sharded by its own rule.
   config.logical_axis_rules = (
-      ('activation_batch', ('data', 'fsdp')),
-      ('activation_seq', None),
-      ('activation_embed', None),
-      ('activation_mlp', 'model'),
-      ('embed', 'fsdp'),
-      ('mlp', 'model'),
-      ('qkv', 'model'),
-      ('channels', None),
-      ('expert', None),
-      ('seq', None),
-      ('layers', None),
+    ('activation_batch', ('data', 'fsdp')),
+    ('activation_seq', None),
+    ('activation_embed', None),
+    ('activation_mlp', 'model'),
+    ('embed', 'fsdp'),
+    ('mlp', 'model'),
+    ('qkv', 'model'),
+    ('channels', None),
+    ('expert', None),
+    ('seq', None),
+    ('layers', None),
   )
   config.log_every_steps = 50
   config.checkpoint_every_steps = 1000
@@ -133,7 +172,8 @@ def posebh_config(enabled: bool = False) -> ml_collections.ConfigDict:
   prototypes and adds CSS and the cluster-prototype (CPS) terms; stage 3 continues with every loss. The backbone
   trains from `backbone_thaw_epoch` on (the reference B and H configs: 90; the supplement's prose: 50).
   """
-  return ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(
+    dict(
       enabled=enabled,
       embed_dim=64,  # F
       embed_channels=256,  # upsampling layers of the embedding module
@@ -151,19 +191,20 @@ def posebh_config(enabled: bool = False) -> ml_collections.ConfigDict:
       stage_epochs=(50.0, 90.0),
       stage_lrs=(1e-3, 1e-4, 1e-5),
       backbone_thaw_epoch=90.0,
-  ))
+    )
+  )
 
 
 # Domain transfer (docs/METHOD.md §2): a new skeleton on top of a trained PoseBH model. Per target: its epochs, lr and
 # how long its new prototypes are momentum-updated (the rest of the run they are frozen).
 TRANSFER_TARGETS = {
-    'smpl24': dict(epochs=30, lr=1e-4, prototype_epochs=15),      # 3DPW (2D projections of the SMPL joints)
-    'interhand': dict(epochs=60, lr=5e-4, prototype_epochs=30),   # InterHand2.6M hands
+  'smpl24': dict(epochs=30, lr=1e-4, prototype_epochs=15),  # 3DPW (2D projections of the SMPL joints)
+  'interhand': dict(epochs=60, lr=5e-4, prototype_epochs=30),  # InterHand2.6M hands
 }
 # The real transfer datasets (data_pipeline/builders: `prepare 3dpw`, `prepare interhand`).
 TRANSFER_REAL_SOURCES = {
-    'smpl24': ('pw3d', 'train', 'validation'),
-    'interhand': ('interhand26m', 'train', 'validation'),
+  'smpl24': ('pw3d', 'train', 'validation'),
+  'interhand': ('interhand26m', 'train', 'validation'),
 }
 
 
@@ -176,7 +217,8 @@ def transfer_config(enabled: bool = False) -> ml_collections.ConfigDict:
   update run only on the new datasets' samples against their own prototypes, for `prototype_epochs`; after that
   the new prototypes are frozen too. Everything else trains with `config.optim`, except `frozen` (regexes).
   """
-  return ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(
+    dict(
       enabled=enabled,
       new_datasets=(),
       prototype_epochs=15.0,
@@ -184,11 +226,13 @@ def transfer_config(enabled: bool = False) -> ml_collections.ConfigDict:
       # (new dataset, old dataset) pairs: the new dataset's expert and the head layers whose shapes match start as
       # copies of the old dataset's (the head's last 1x1 conv has another K and stays fresh).
       init_like=(),
-  ))
+    )
+  )
 
 
-def add_transfer(config: ml_collections.ConfigDict, target: str, sources: str = 'real',
-                 rehearsal_weight: float = 0.1) -> ml_collections.ConfigDict:
+def add_transfer(
+  config: ml_collections.ConfigDict, target: str, sources: str = 'real', rehearsal_weight: float = 0.1
+) -> ml_collections.ConfigDict:
   """Turns `config` (a PoseBH config) into a domain-transfer config for skeleton `target` ('smpl24' | 'interhand').
 
   Sets docs/METHOD.md §2's epochs, lr and prototype epochs for the target, appends the target dataset to data.order
@@ -205,8 +249,9 @@ def add_transfer(config: ml_collections.ConfigDict, target: str, sources: str = 
   settings = TRANSFER_TARGETS[target]
   if config.data.sources == 'synthetic':
     if target != 'smpl24':
-      raise ValueError(f"the synthetic data has no '{target}' examples (only smpl24 can be derived from its 3D "
-                       'joints); use data=real')
+      raise ValueError(
+        f"the synthetic data has no '{target}' examples (only smpl24 can be derived from its 3D joints); use data=real"
+      )
     # The new skeleton on the COCO-annotated train images (disjoint from validation); keypoints from 3D joints.
     tfds_name, train_split, eval_split = 'posebh_synthetic', 'train_coco', 'validation'
     keypoints_from = 'joints3d'
@@ -214,14 +259,29 @@ def add_transfer(config: ml_collections.ConfigDict, target: str, sources: str = 
     (tfds_name, train_split, eval_split), keypoints_from = TRANSFER_REAL_SOURCES[target], 'annotation'
   for name in config.data.order:
     config.data.datasets[name].weight = rehearsal_weight
-  config.data.datasets[target] = ml_collections.ConfigDict(dict(
-      task='heatmap', tfds_name=tfds_name, train_split=train_split, eval_split=eval_split, format=target, weight=1.0,
-      codec='msra', half_body=target != 'interhand', keypoints_from=keypoints_from))
+  config.data.datasets[target] = ml_collections.ConfigDict(
+    dict(
+      task='heatmap',
+      tfds_name=tfds_name,
+      train_split=train_split,
+      eval_split=eval_split,
+      format=target,
+      weight=1.0,
+      codec='msra',
+      half_body=target != 'interhand',
+      keypoints_from=keypoints_from,
+    )
+  )
   config.data.order = tuple(config.data.order) + (target,)
   config.posebh.enabled = True
-  config.transfer.update(dict(enabled=True, new_datasets=(target,),
-                              prototype_epochs=float(settings['prototype_epochs']),
-                              init_like=((target, 'coco'),) if 'coco' in config.data.order else ()))
+  config.transfer.update(
+    dict(
+      enabled=True,
+      new_datasets=(target,),
+      prototype_epochs=float(settings['prototype_epochs']),
+      init_like=((target, 'coco'),) if 'coco' in config.data.order else (),
+    )
+  )
   config.num_epochs = settings['epochs']
   config.total_steps = -1
   config.optim.lr = settings['lr']

@@ -14,6 +14,7 @@ Sized for 2 CPU cores: 128×96 crops with patch 16 (8×6 tokens), width 192, dep
 generator's difficulty is low (near-frontal people, side-on animals, little clutter) and augmentation is light,
 because the demo trains for minutes, not days.
 """
+
 from configs import common
 
 
@@ -21,8 +22,9 @@ def _parse(arg: str) -> set[str]:
   flags = set(filter(None, (arg or '').split(',')))
   unknown = flags - {'tiny', 'posebh', 'transfer'}
   if unknown:
-    raise ValueError(f"unknown demo config argument(s) {sorted(unknown)}; use "
-                     "configs/demo.py[:tiny][,posebh|,transfer]")
+    raise ValueError(
+      f"unknown demo config argument(s) {sorted(unknown)}; use configs/demo.py[:tiny][,posebh|,transfer]"
+    )
   if 'transfer' in flags:  # the transfer run restores a PoseBH run of the same size
     flags.add('posebh')
   return flags
@@ -33,8 +35,22 @@ def get_config(arg: str = ''):
   flags = _parse(arg)
   config = common.base_config()
   config.model = common.model_config('S/16')
-  config.model.update(dict(variant='demo', width=192, depth=4, num_heads=4, patch_size=16, patch_padding=0,
-                           drop_path=0.0, expert_dim=48, head_channels=64, dtype='float32', remat=False, scan=False))
+  config.model.update(
+    dict(
+      variant='demo',
+      width=192,
+      depth=4,
+      num_heads=4,
+      patch_size=16,
+      patch_padding=0,
+      drop_path=0.0,
+      expert_dim=48,
+      head_channels=64,
+      dtype='float32',
+      remat=False,
+      scan=False,
+    )
+  )
   config.optim.layer_decay = 0.9
   config.optim.lr = 2e-3
   config.optim.weight_decay = 0.05

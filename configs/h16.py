@@ -1,4 +1,5 @@
 """ViTPose++-H/16 multi-dataset training (docs/METHOD.md §1); same arguments as configs/b16.py."""
+
 from configs import b16
 
 

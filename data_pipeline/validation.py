@@ -15,8 +15,9 @@ def validate_config(data_config) -> None:
   for name in order:
     if name not in data_config.datasets:
       known = ', '.join(sorted(data_config.datasets.keys()))
-      raise DataConfigError(f"unknown dataset '{name}' in config.data.order; known datasets in "
-                            f'config.data.datasets: {known}')
+      raise DataConfigError(
+        f"unknown dataset '{name}' in config.data.order; known datasets in config.data.datasets: {known}"
+      )
     entry = data_config.datasets[name]
     try:
       skeletons.get_format(entry.format)
@@ -27,15 +28,18 @@ def validate_config(data_config) -> None:
   for key in ('image_size', 'heatmap_size'):
     size = tuple(data_config[key])
     if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
-      raise DataConfigError(f'config.data.{key} must be (height, width) in pixels, two positive integers '
-                            f'(got {size})')
+      raise DataConfigError(f'config.data.{key} must be (height, width) in pixels, two positive integers (got {size})')
   if data_config.num_workers < 0 or data_config.sigma <= 0:
-    raise DataConfigError('config.data.num_workers must be >= 0 and config.data.sigma > 0 '
-                          f'(got {data_config.num_workers} and {data_config.sigma})')
+    raise DataConfigError(
+      'config.data.num_workers must be >= 0 and config.data.sigma > 0 '
+      f'(got {data_config.num_workers} and {data_config.sigma})'
+    )
   aug = data_config.aug
   for key in ('rotation_prob', 'flip_prob', 'half_body_prob'):
     if not 0 <= aug[key] <= 1:
       raise DataConfigError(f'config.data.aug.{key} is a probability in [0, 1] (got {aug[key]})')
   if not 0 <= aug.scale_factor < 1 or aug.rotation < 0:
-    raise DataConfigError('config.data.aug.scale_factor must be in [0, 1) (crops scaled by 1 ± it) and rotation '
-                          f'>= 0 (degrees, ±) (got {aug.scale_factor} and {aug.rotation})')
+    raise DataConfigError(
+      'config.data.aug.scale_factor must be in [0, 1) (crops scaled by 1 ± it) and rotation '
+      f'>= 0 (degrees, ±) (got {aug.scale_factor} and {aug.rotation})'
+    )

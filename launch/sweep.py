@@ -5,6 +5,7 @@
 A sweep file defines `get_sweep()` returning `(base_config_spec, [ {config_key: value, ...}, ... ])`. Each point
 gets its own workdir named from its overrides, so re-running the sweep resumes unfinished points.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,13 @@ def commands(config_spec: str, points, workdir_root: str, python: str) -> list[l
   """One argv per point: `python -m posebh_jax.main --config=... --workdir=ROOT/<point> --config.k=v ...`."""
   out = []
   for overrides in points:
-    argv = [python, '-m', 'posebh_jax.main', f'--config={config_spec}',
-            f'--workdir={os.path.join(workdir_root, point_name(overrides))}']
+    argv = [
+      python,
+      '-m',
+      'posebh_jax.main',
+      f'--config={config_spec}',
+      f'--workdir={os.path.join(workdir_root, point_name(overrides))}',
+    ]
     argv += [f'--config.{k}={v}' for k, v in sorted(overrides.items())]
     out.append(argv)
   return out

@@ -1,4 +1,5 @@
 """Orbax checkpoints of the train state together with the grain data-iterator state."""
+
 from __future__ import annotations
 
 import contextlib
@@ -56,8 +57,10 @@ class Checkpointer:
         elif path not in have:
           differences.append(f'{collection}/{path} of this config\'s model is not saved')
         elif have[path] != want[path]:
-          differences.append(f'{collection}/{path} is saved as {have[path][0]} {have[path][1]}, this config has '
-                             f'{want[path][0]} {want[path][1]}')
+          differences.append(
+            f'{collection}/{path} is saved as {have[path][0]} {have[path][1]}, this config has '
+            f'{want[path][0]} {want[path][1]}'
+          )
     return differences
 
   def wait(self):
@@ -72,8 +75,10 @@ def _shapes_by_path(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
   """{'backbone/block_0/attn/qkv/kernel': (shape, dtype name)} for arrays, ShapeDtypeStructs or orbax metadata."""
   is_leaf = lambda x: hasattr(x, 'shape') and hasattr(x, 'dtype')
   flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
-  return {'/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path): (tuple(leaf.shape), str(leaf.dtype))
-          for path, leaf in flat}
+  return {
+    '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path): (tuple(leaf.shape), str(leaf.dtype))
+    for path, leaf in flat
+  }
 
 
 def abstract_with_shardings(abstract_tree: Any, shardings: Any) -> Any:
@@ -90,11 +95,15 @@ def resolve_checkpoint(path: str) -> tuple[str, int]:
   base = os.path.basename(path.rstrip('/'))
   if base.isdigit() and os.path.isdir(os.path.join(path, 'state')):
     return os.path.dirname(path), int(base)
-  steps = [int(d) for d in (os.listdir(path) if os.path.isdir(path) else []) if d.isdigit()
-           and os.path.isdir(os.path.join(path, d, 'state'))]
+  steps = [
+    int(d)
+    for d in (os.listdir(path) if os.path.isdir(path) else [])
+    if d.isdigit() and os.path.isdir(os.path.join(path, d, 'state'))
+  ]
   if not steps:
-    raise FileNotFoundError(f'no checkpoint under {path} (expected a workdir, its checkpoints/ directory or '
-                            'checkpoints/<step>)')
+    raise FileNotFoundError(
+      f'no checkpoint under {path} (expected a workdir, its checkpoints/ directory or checkpoints/<step>)'
+    )
   return path, max(steps)
 
 
@@ -107,8 +116,11 @@ def read_state(path: str) -> tuple[dict, int]:
     metadata = manager.item_metadata(step)['state']
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     # Saved shardings may name devices this process lacks (another topology): restore onto one device instead.
-    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata,
-                            is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'))
+    abstract = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+      metadata,
+      is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'),
+    )
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
   return restored['state'], step
 

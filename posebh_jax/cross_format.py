@@ -10,6 +10,7 @@ consistency of a trained model (`posebh_jax.evaluation.consistency`).
 The predictions are the evaluator's: the dataset's eval transform (GT box crop), `Task.predict_fn` (flip test
 per `config.eval_flip`), the dataset codec's decoding, mapped back to image px.
 """
+
 from __future__ import annotations
 
 import functools
@@ -71,8 +72,10 @@ def predict_split(task, variables, name: str, flip: bool | None = None) -> tuple
     ids.append(np.asarray(batch['image_id'], np.int64)[valid])
     keypoints.append(np.concatenate([image_xy, np.asarray(scores, np.float64)[..., None]], axis=-1)[valid])
   k = task.num_keypoints[name]
-  return (np.concatenate(ids) if ids else np.zeros(0, np.int64),
-          np.concatenate(keypoints) if keypoints else np.zeros((0, k, 3)))
+  return (
+    np.concatenate(ids) if ids else np.zeros(0, np.int64),
+    np.concatenate(keypoints) if keypoints else np.zeros((0, k, 3)),
+  )
 
 
 def ground_truth_by_category(data_config, names=None) -> dict[str, dict]:
@@ -101,8 +104,10 @@ def ground_truth_by_category(data_config, names=None) -> dict[str, dict]:
     truths = {n: pipeline.eval_ground_truth(data_config, n) for n in members}
     for n, t in truths.items():
       if len(set(int(i) for i in t['image_ids'])) != len(t['image_ids']):
-        raise ValueError(f'{n}: several persons per eval image; cross-format consistency pairs the heads\' '
-                         'predictions by image id, which needs one person per image (the synthetic split)')
+        raise ValueError(
+          f'{n}: several persons per eval image; cross-format consistency pairs the heads\' '
+          'predictions by image id, which needs one person per image (the synthetic split)'
+        )
     common = [int(i) for i in truths[members[0]]['image_ids']]
     for n in members[1:]:
       present = set(int(i) for i in truths[n]['image_ids'])
@@ -115,8 +120,12 @@ def ground_truth_by_category(data_config, names=None) -> dict[str, dict]:
     first = truths[members[0]]
     position = {int(i): p for p, i in enumerate(first['image_ids'])}
     boxes = np.asarray([first['annotations'][position[i]]['bbox'] for i in common], np.float64).reshape(-1, 4)
-    out[category] = {'datasets': list(members), 'image_ids': np.asarray(common, np.int64), 'keypoints': keypoints,
-                     'norm': np.hypot(boxes[:, 2], boxes[:, 3])}
+    out[category] = {
+      'datasets': list(members),
+      'image_ids': np.asarray(common, np.int64),
+      'keypoints': keypoints,
+      'norm': np.hypot(boxes[:, 2], boxes[:, 3]),
+    }
   return out
 
 

@@ -5,6 +5,7 @@
 which prints one JSON object of summary metrics, and the results table that `--mode=eval` prints. The in-training
 evaluator is `posebh_jax.evaluator`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,17 +20,22 @@ from posebh_jax.evaluation.registry import NMS_CHOICES, dataset_nms
 
 # docs/METHOD.md's results table: (column title, dataset name, metric).
 METHOD_TABLE_COLUMNS = (
-    ('COCO AP', 'coco', 'AP'), ('test-dev', 'coco_test_dev', 'AP'), ('OCHuman', 'ochuman', 'AP'),
-    ('MPII PCKh', 'mpii', 'PCKh'), ('AIC AP', 'aic', 'AP'), ('AP-10K', 'ap10k', 'AP'), ('APT-36K', 'apt36k', 'AP'),
-    ('WholeBody', 'coco_wholebody', 'AP'),
+  ('COCO AP', 'coco', 'AP'),
+  ('test-dev', 'coco_test_dev', 'AP'),
+  ('OCHuman', 'ochuman', 'AP'),
+  ('MPII PCKh', 'mpii', 'PCKh'),
+  ('AIC AP', 'aic', 'AP'),
+  ('AP-10K', 'ap10k', 'AP'),
+  ('APT-36K', 'apt36k', 'AP'),
+  ('WholeBody', 'coco_wholebody', 'AP'),
 )
 _HEADLINE = ('PCKh', 'AUC', 'AP')  # the official metric first (MPII, InterHand also report OKS AP)
 _DETAILS = (  # (metric that identifies the family, details shown after the headline)
-    ('PCKh', ('PCKh@0.1', 'AP')),
-    ('AUC', ('PCK', 'EPE', 'AP')),
-    ('AP (E)', ('AP .5', 'AP .75', 'AR', 'AP (E)', 'AP (M)', 'AP (H)')),
-    ('body AP', ('body AP', 'foot AP', 'face AP', 'lefthand AP', 'righthand AP', 'AR')),
-    ('AP', ('AP .5', 'AP .75', 'AP (M)', 'AP (L)', 'AR')),
+  ('PCKh', ('PCKh@0.1', 'AP')),
+  ('AUC', ('PCK', 'EPE', 'AP')),
+  ('AP (E)', ('AP .5', 'AP .75', 'AR', 'AP (E)', 'AP (M)', 'AP (H)')),
+  ('body AP', ('body AP', 'foot AP', 'face AP', 'lefthand AP', 'righthand AP', 'AR')),
+  ('AP', ('AP .5', 'AP .75', 'AP (M)', 'AP (L)', 'AR')),
 )
 
 
@@ -65,8 +71,12 @@ def format_table(results: dict[str, float], model: str = 'this run') -> str:
     lines.append(name.ljust(16) + headline.ljust(8) + _shown(headline, metrics[headline]).rjust(7) + '   ' + others)
   titles = [title for title, _, _ in METHOD_TABLE_COLUMNS]
   values = [_shown(metric, rows.get(name, {}).get(metric)) for _, name, metric in METHOD_TABLE_COLUMNS]
-  lines += ['', '| model | ' + ' | '.join(titles) + ' |', '|---' * (len(titles) + 1) + '|',
-            f'| {model} | ' + ' | '.join(values) + ' |']
+  lines += [
+    '',
+    '| model | ' + ' | '.join(titles) + ' |',
+    '|---' * (len(titles) + 1) + '|',
+    f'| {model} | ' + ' | '.join(values) + ' |',
+  ]
   return '\n'.join(lines)
 
 
@@ -74,16 +84,24 @@ def main(argv=None) -> int:
   """Offline evaluation of a COCO-format result file with the dataset's official protocol; prints one JSON
   object of the summary metrics. Returns the exit status (2 with a one-line message for a user error)."""
   parser = argparse.ArgumentParser(prog='python -m posebh_jax.evaluate', description=__doc__.split('\n\n')[0])
-  parser.add_argument('--dataset', required=True,
-                      help=f'dataset name, one of: {", ".join(evaluation.list_evaluators())}')
+  parser.add_argument(
+    '--dataset', required=True, help=f'dataset name, one of: {", ".join(evaluation.list_evaluators())}'
+  )
   parser.add_argument('--gt', required=True, help='COCO-format ground truth json')
   parser.add_argument('--results', required=True, help='COCO-format results json')
-  parser.add_argument('--topdown', action='store_true',
-                      help='results are raw top-down instances (keypoints with per-keypoint scores, bbox_score, '
-                           'area or bbox): apply rescoring and OKS-NMS first')
-  parser.add_argument('--nms', default=None, choices=NMS_CHOICES,
-                      help='NMS of --topdown: OKS-NMS 0.9, soft-OKS-NMS or none; default as training-time '
-                           'evaluation with config.eval_nms=oks: oks for OKS-AP datasets, none for PCKh / PCK ones')
+  parser.add_argument(
+    '--topdown',
+    action='store_true',
+    help='results are raw top-down instances (keypoints with per-keypoint scores, bbox_score, '
+    'area or bbox): apply rescoring and OKS-NMS first',
+  )
+  parser.add_argument(
+    '--nms',
+    default=None,
+    choices=NMS_CHOICES,
+    help='NMS of --topdown: OKS-NMS 0.9, soft-OKS-NMS or none; default as training-time '
+    'evaluation with config.eval_nms=oks: oks for OKS-AP datasets, none for PCKh / PCK ones',
+  )
   args = parser.parse_args(argv)
   try:
     evaluator = evaluation.get_evaluator(args.dataset)
@@ -97,8 +115,11 @@ def main(argv=None) -> int:
     print('error: ' + ' '.join(str(e).split()), file=sys.stderr)
     return 2
   except (KeyError, TypeError, IndexError, AttributeError) as e:
-    print(f'error: {args.gt} / {args.results} are not COCO-format keypoint files for {args.dataset} '
-          f'({type(e).__name__}: {e}); check their layout', file=sys.stderr)
+    print(
+      f'error: {args.gt} / {args.results} are not COCO-format keypoint files for {args.dataset} '
+      f'({type(e).__name__}: {e}); check their layout',
+      file=sys.stderr,
+    )
     return 2
   print(json.dumps({name: float(value) for name, value in metrics.items()}))
   return 0

@@ -1,4 +1,5 @@
 """The in-training evaluator: every eval dataset of the config evaluated by its task on a train state."""
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,15 @@ class Evaluator:
       return sharding_lib.fetch_global(predict(variables, sharding_lib.put_global(images, trainer.batch_sharding)))
 
     batch_size = self.config.eval_batch_size - self.config.eval_batch_size % trainer.groups or trainer.groups
-    return tasks.EvalContext(config=self.config, name=name, predict=predict_host, batch_size=batch_size,
-                             workdir=self.workdir, step=step, write_files=jax.process_index() == 0)
+    return tasks.EvalContext(
+      config=self.config,
+      name=name,
+      predict=predict_host,
+      batch_size=batch_size,
+      workdir=self.workdir,
+      step=step,
+      write_files=jax.process_index() == 0,
+    )
 
   def run(self, state, step: int) -> dict[str, float]:
     """Evaluates `state` on every eval dataset; returns {'eval/<dataset>/<metric>': value}."""
@@ -80,5 +88,6 @@ def validate_config(config) -> None:
   if config.eval_batch_size < 1:
     raise UserError(f'config.eval_batch_size must be at least 1 (got {config.eval_batch_size})')
   if config.eval_every_steps < 0:
-    raise UserError(f'config.eval_every_steps must be >= 0 (0: no evaluation during training; got '
-                    f'{config.eval_every_steps})')
+    raise UserError(
+      f'config.eval_every_steps must be >= 0 (0: no evaluation during training; got {config.eval_every_steps})'
+    )

@@ -1,4 +1,5 @@
 """Analytic model FLOPs and device peaks for TFLOP/s and MFU."""
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -7,9 +8,18 @@ import jax
 
 # Dense bf16 peak TFLOP/s per device (vendor datasheets).
 PEAK_TFLOPS_BF16 = {
-    'H200': 989.0, 'H100': 989.0, 'A100': 312.0, 'L4': 121.0, 'A10': 125.0, 'V100': 125.0,
-    'TPU v6 lite': 918.0, 'TPU v5p': 459.0, 'TPU v5 lite': 197.0, 'TPU v5': 459.0, 'TPU v4': 275.0,
-    'TPU v3': 123.0,
+  'H200': 989.0,
+  'H100': 989.0,
+  'A100': 312.0,
+  'L4': 121.0,
+  'A10': 125.0,
+  'V100': 125.0,
+  'TPU v6 lite': 918.0,
+  'TPU v5p': 459.0,
+  'TPU v5 lite': 197.0,
+  'TPU v5': 459.0,
+  'TPU v4': 275.0,
+  'TPU v3': 123.0,
 }
 
 
@@ -37,13 +47,15 @@ def token_grid(model_config, image_size_hw) -> tuple[int, int]:
   return tuple((s + pad - model_config.patch_size) // model_config.patch_size + 1 for s in image_size_hw)
 
 
-def train_flops_per_batch(model_config, image_size_hw, counts: Mapping[str, int],
-                          head_flops: Mapping[str, float]) -> float:
+def train_flops_per_batch(
+  model_config, image_size_hw, counts: Mapping[str, int], head_flops: Mapping[str, float]
+) -> float:
   """Training FLOPs (forward + backward ≈ 3× forward) of one global batch with the given per-dataset counts;
   `head_flops` holds each dataset's head forward FLOPs per example (the head spec's `forward_flops`)."""
   grid = token_grid(model_config, image_size_hw)
-  backbone = vit_forward_flops(model_config.width, model_config.depth, model_config.mlp_ratio, grid[0] * grid[1],
-                               model_config.patch_size)
+  backbone = vit_forward_flops(
+    model_config.width, model_config.depth, model_config.mlp_ratio, grid[0] * grid[1], model_config.patch_size
+  )
   total = 0.0
   for name, count in counts.items():
     total += count * (backbone + head_flops[name])

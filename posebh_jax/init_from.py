@@ -4,6 +4,7 @@ Backbone, heads (by dataset name), embedding module and prototypes (by dataset n
 dataset name too, so a run that adds a dataset (domain transfer) starts from the old ones. Everything else stays
 freshly initialised. A parameter of another shape ends the run with one line naming it.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,23 +47,31 @@ def load_initial_weights(trainer, state, path: str):
     for key, value in target_flat.items():
       top = key[0]
       group = 'backbone' if top == 'backbone' else top
-      if key not in source_flat and top.startswith('head_') and top[len('head_'):] in like:
-        key_like = (f'head_{like[top[len("head_"):]]}',) + key[1:]
+      if key not in source_flat and top.startswith('head_') and top[len('head_') :] in like:
+        key_like = (f'head_{like[top[len("head_") :]]}',) + key[1:]
         if key_like in source_flat and np.shape(source_flat[key_like]) == np.shape(value):
           source_flat[key] = source_flat[key_like]
-      expert_axis = (_dataset_axis(np.shape(value), np.shape(source_flat[key]), len(trainer.names),
-                                   len(source_names))
-                     if key in source_flat and key[-1] in ('expert_kernel', 'expert_bias') else None)
+      expert_axis = (
+        _dataset_axis(np.shape(value), np.shape(source_flat[key]), len(trainer.names), len(source_names))
+        if key in source_flat and key[-1] in ('expert_kernel', 'expert_bias')
+        else None
+      )
       if key in source_flat and np.shape(source_flat[key]) == np.shape(value):
         out[key] = np.asarray(source_flat[key], value.dtype)
         loaded.add(group)
       elif expert_axis is not None:
-        out[key] = _map_dataset_axis(np.array(value), np.asarray(source_flat[key]), expert_axis,
-                                     tuple(like.get(n, n) for n in trainer.names), source_names)
+        out[key] = _map_dataset_axis(
+          np.array(value),
+          np.asarray(source_flat[key]),
+          expert_axis,
+          tuple(like.get(n, n) for n in trainer.names),
+          source_names,
+        )
         loaded.add(group)
       elif key in source_flat:
-        mismatched.append(f'{what}/{"/".join(key)} is {tuple(np.shape(source_flat[key]))} there and '
-                          f'{tuple(np.shape(value))} here')
+        mismatched.append(
+          f'{what}/{"/".join(key)} is {tuple(np.shape(source_flat[key]))} there and {tuple(np.shape(value))} here'
+        )
         out[key] = value
       else:
         out[key] = value
@@ -73,9 +82,12 @@ def load_initial_weights(trainer, state, path: str):
   params = merge(state['params'], source.get('params'), 'params')
   batch_stats = merge(state['batch_stats'], source.get('batch_stats'), 'batch_stats')
   if mismatched:
-    raise UserError(f'config.init_from: {path} holds another architecture than this config builds '
-                    f'({mismatched[0]}' + (f'; {len(mismatched) - 1} more differ' if len(mismatched) > 1 else '')
-                    + '); init_from copies weights of the same shapes: set the model keys as in that run')
+    raise UserError(
+      f'config.init_from: {path} holds another architecture than this config builds '
+      f'({mismatched[0]}'
+      + (f'; {len(mismatched) - 1} more differ' if len(mismatched) > 1 else '')
+      + '); init_from copies weights of the same shapes: set the model keys as in that run'
+    )
   extra = sharding_lib.fetch_global(state['extra'])
   source_extra = source.get('extra') or {}
   if 'prototypes' in extra and 'prototypes' in source_extra:
@@ -88,19 +100,22 @@ def load_initial_weights(trainer, state, path: str):
         a, b = trainer.keypoint_offsets[name], source_offsets[name]
         k = trainer.num_keypoints[name]
         if b + k <= source_extra['prototypes'].shape[0]:
-          protos[a:a + k] = np.asarray(source_extra['prototypes'])[b:b + k]
+          protos[a : a + k] = np.asarray(source_extra['prototypes'])[b : b + k]
           copied.append(name)
     extra = dict(extra, prototypes=protos, cluster_prototypes=protos.copy())
     loaded.add(f'prototypes of {",".join(copied)}')
   new_state = dict(state, params=params, batch_stats=batch_stats, extra=extra)
-  _print(f'init_from {path} (step {source_step}): loaded {", ".join(sorted(loaded)) or "nothing"}; '
-         f'fresh: {", ".join(sorted(fresh - loaded)) or "nothing"}'
-         + (f'; partly fresh: {", ".join(sorted(fresh & loaded))}' if fresh & loaded else ''))
+  _print(
+    f'init_from {path} (step {source_step}): loaded {", ".join(sorted(loaded)) or "nothing"}; '
+    f'fresh: {", ".join(sorted(fresh - loaded)) or "nothing"}'
+    + (f'; partly fresh: {", ".join(sorted(fresh & loaded))}' if fresh & loaded else '')
+  )
   with trainer.activate():
     placed = jax.device_put(new_state, trainer.state_shardings)
     # Adam moments start at zero either way; re-initialising keeps them consistent with the loaded params.
-    return jax.jit(lambda st: dict(st, opt_state=trainer.tx.init(st['params'])),
-                   out_shardings=trainer.state_shardings)(placed)
+    return jax.jit(lambda st: dict(st, opt_state=trainer.tx.init(st['params'])), out_shardings=trainer.state_shardings)(
+      placed
+    )
 
 
 def _run_keypoint_counts(workdir: str, names, known: dict[str, int]) -> dict[str, int]:

@@ -1,4 +1,5 @@
 """Metric writers (metrics.jsonl, TensorBoard without TensorFlow, console) and a throughput chronometer."""
+
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ class MetricWriter:
       os.makedirs(workdir, exist_ok=True)
       try:
         from tensorboardX import SummaryWriter
+
         self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
       except ImportError:  # TensorBoard output is optional
         self._tb = None
@@ -82,10 +84,10 @@ class Chrono:
     steps = max(self._window_steps, 1)
     step_time = elapsed / steps
     out = {
-        'perf/step_time_s': step_time,
-        'perf/img_per_s': self.examples_per_step / step_time,
-        'perf/img_per_s_per_device': self.examples_per_step / step_time / jax.device_count(),
-        'perf/data_wait_fraction': min(self._data_wait / elapsed, 1.0),
+      'perf/step_time_s': step_time,
+      'perf/img_per_s': self.examples_per_step / step_time,
+      'perf/img_per_s_per_device': self.examples_per_step / step_time / jax.device_count(),
+      'perf/data_wait_fraction': min(self._data_wait / elapsed, 1.0),
     }
     if self.flops_per_step:
       tflops = self.flops_per_step / step_time / 1e12 / jax.device_count()
@@ -102,9 +104,12 @@ class Chrono:
 def format_progress(step: int, total: int, scalars: Mapping[str, float]) -> str:
   """One console line: step, loss, img/s, data wait, MFU, ETA."""
   eta = scalars.get('perf/eta_s', float('nan'))
-  parts = [f'step {step}/{total}', f"loss {scalars.get('train/loss', float('nan')):.6g}",
-           f"{scalars.get('perf/img_per_s', 0):.1f} img/s",
-           f"data-wait {100 * scalars.get('perf/data_wait_fraction', 0):.0f}%"]
+  parts = [
+    f'step {step}/{total}',
+    f"loss {scalars.get('train/loss', float('nan')):.6g}",
+    f"{scalars.get('perf/img_per_s', 0):.1f} img/s",
+    f"data-wait {100 * scalars.get('perf/data_wait_fraction', 0):.0f}%",
+  ]
   if 'perf/mfu' in scalars:
     parts.append(f"MFU {100 * scalars['perf/mfu']:.1f}%")
   elif 'perf/tflops_per_device' in scalars:
@@ -118,8 +123,9 @@ HUGEPAGE_TUNABLE = 'glibc.malloc.hugetlb=1'
 THP_MODE_FILE = '/sys/kernel/mm/transparent_hugepage/enabled'
 
 
-def cpu_allocator_hint(backend: str, environ: Mapping[str, str] | None = None,
-                       thp_mode_file: str = THP_MODE_FILE) -> str | None:
+def cpu_allocator_hint(
+  backend: str, environ: Mapping[str, str] | None = None, thp_mode_file: str = THP_MODE_FILE
+) -> str | None:
   """A one-line hint when a CPU run would page-fault through XLA's temporaries every step, else None.
 
   XLA's CPU runtime allocates the step's temporary buffer (hundreds of MiB for the demo) afresh on every
@@ -138,5 +144,7 @@ def cpu_allocator_hint(backend: str, environ: Mapping[str, str] | None = None,
     return None
   if '[madvise]' not in mode:
     return None
-  return (f'hint: on CPU, start with GLIBC_TUNABLES={HUGEPAGE_TUNABLE} for faster steps (XLA maps its temporary '
-          'buffer every step; huge pages save most of its page faults); `make demo` sets it')
+  return (
+    f'hint: on CPU, start with GLIBC_TUNABLES={HUGEPAGE_TUNABLE} for faster steps (XLA maps its temporary '
+    'buffer every step; huge pages save most of its page faults); `make demo` sets it'
+  )

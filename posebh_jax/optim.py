@@ -1,4 +1,5 @@
 """AdamW with layer-wise lr decay, gradient clipping, warmup + step schedule and frozen parameter groups."""
+
 from __future__ import annotations
 
 import re
@@ -22,15 +23,18 @@ def check_frozen_patterns(section: str, patterns: Sequence[str]) -> None:
     try:
       re.compile(pattern)
     except (re.error, TypeError) as e:
-      raise UserError(f'config.{section}.frozen: {pattern!r} is not a regular expression ({e}); patterns are '
-                      "searched in parameter paths such as 'backbone/block_0/attn/qkv/kernel'") from None
+      raise UserError(
+        f'config.{section}.frozen: {pattern!r} is not a regular expression ({e}); patterns are '
+        "searched in parameter paths such as 'backbone/block_0/attn/qkv/kernel'"
+      ) from None
 
 
 def validate_config(optim_config) -> None:
   """Checks `config.optim`; raises UserError (one line) naming the key and what to do."""
   if not optim_config.lr > 0:
-    raise UserError(f'config.optim.lr must be > 0 (got {optim_config.lr}); to keep parameters fixed use '
-                    'config.optim.frozen')
+    raise UserError(
+      f'config.optim.lr must be > 0 (got {optim_config.lr}); to keep parameters fixed use config.optim.frozen'
+    )
   if optim_config.schedule not in SCHEDULES:
     raise UserError(f"config.optim.schedule is '{optim_config.schedule}'; use one of {', '.join(SCHEDULES)}")
   if optim_config.warmup_steps < 0:
@@ -38,9 +42,16 @@ def validate_config(optim_config) -> None:
   check_frozen_patterns('optim', optim_config.frozen)
 
 
-def learning_rate_schedule(base_lr: float, warmup_steps: int, warmup_ratio: float,
-                           decay_steps: Sequence[int], decay_factor: float, kind: str = 'step',
-                           total_steps: int = 0, final_ratio: float = 0.0) -> Callable[[jax.Array], jax.Array]:
+def learning_rate_schedule(
+  base_lr: float,
+  warmup_steps: int,
+  warmup_ratio: float,
+  decay_steps: Sequence[int],
+  decay_factor: float,
+  kind: str = 'step',
+  total_steps: int = 0,
+  final_ratio: float = 0.0,
+) -> Callable[[jax.Array], jax.Array]:
   """Linear warmup from `base_lr * warmup_ratio` to `base_lr` over `warmup_steps`, then either (kind 'step')
   ×decay_factor at each step in `decay_steps`, or (kind 'cosine') a half cosine from `base_lr` down to
   `base_lr * final_ratio` at `total_steps`. Returns step → lr (float32)."""
@@ -56,7 +67,7 @@ def learning_rate_schedule(base_lr: float, warmup_steps: int, warmup_ratio: floa
       done = jnp.clip((step - warmup_steps).astype(jnp.float32) / max(total_steps - warmup_steps, 1), 0.0, 1.0)
       return base_lr * warm * (final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + jnp.cos(jnp.pi * done)))
     drops = jnp.sum(step >= boundaries) if decay_steps else 0
-    return base_lr * warm * decay_factor ** drops
+    return base_lr * warm * decay_factor**drops
 
   return schedule
 
@@ -83,8 +94,11 @@ def layer_ids(params, depth: int) -> Any:
 def lr_multipliers(params, depth: int, layer_decay: float, frozen_mask) -> Any:
   """Per-parameter lr scale = layer_decay^(depth + 1 − layer_id) (heads 1); 0 for frozen parameters."""
   ids = layer_ids(params, depth)
-  return jax.tree.map(lambda i, frozen: np.float32(0.0) if frozen else
-                      (layer_decay ** (depth + 1 - np.asarray(i))).astype(np.float32), ids, frozen_mask)
+  return jax.tree.map(
+    lambda i, frozen: np.float32(0.0) if frozen else (layer_decay ** (depth + 1 - np.asarray(i))).astype(np.float32),
+    ids,
+    frozen_mask,
+  )
 
 
 def weight_decay_mask(params) -> Any:
@@ -101,9 +115,11 @@ def frozen_mask(params, patterns: Sequence[str]) -> Any:
   example = next(iter(paths.values()), '')
   for pattern, regex in zip(patterns, compiled):
     if not any(regex.search(text) for text in paths.values()):
-      raise UserError(f"frozen parameter pattern {pattern!r} (config.optim.frozen, config.transfer.frozen) matches "
-                      f"no parameter of this model; patterns are regexes searched in paths such as '{example}', "
-                      "e.g. '^backbone/' or '^head_coco/'")
+      raise UserError(
+        f"frozen parameter pattern {pattern!r} (config.optim.frozen, config.transfer.frozen) matches "
+        f"no parameter of this model; patterns are regexes searched in paths such as '{example}', "
+        "e.g. '^backbone/' or '^head_coco/'"
+      )
   return traverse_util.unflatten_dict({path: any(c.search(text) for c in compiled) for path, text in paths.items()})
 
 
@@ -121,8 +137,9 @@ def scale_by_tree(multipliers) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def build_optimizer(optim_config, params, depth: int, steps_per_epoch: int, total_steps: int = 0,
-                    schedule_start: int = 0):
+def build_optimizer(
+  optim_config, params, depth: int, steps_per_epoch: int, total_steps: int = 0, schedule_start: int = 0
+):
   """AdamW (decoupled weight decay, torch semantics: decay scaled by the group's lr) with layer-wise lr decay.
 
   Frozen parameters (config regexes) keep no Adam moments (`optax.masked`) and get zero updates.
@@ -134,17 +151,22 @@ def build_optimizer(optim_config, params, depth: int, steps_per_epoch: int, tota
   trainable = jax.tree.map(lambda f: not f, frozen)
   decay = jax.tree.map(lambda d, t: bool(d and t), weight_decay_mask(params), trainable)
   schedule = learning_rate_schedule(
-      optim_config.lr, optim_config.warmup_steps, optim_config.warmup_ratio,
-      [int(e * steps_per_epoch) for e in optim_config.decay_epochs], optim_config.decay_factor,
-      kind=optim_config.schedule, total_steps=total_steps,
-      final_ratio=optim_config.final_lr_ratio)
+    optim_config.lr,
+    optim_config.warmup_steps,
+    optim_config.warmup_ratio,
+    [int(e * steps_per_epoch) for e in optim_config.decay_epochs],
+    optim_config.decay_factor,
+    kind=optim_config.schedule,
+    total_steps=total_steps,
+    final_ratio=optim_config.final_lr_ratio,
+  )
 
   tx = optax.chain(
-      optax.clip_by_global_norm(optim_config.grad_clip) if optim_config.grad_clip > 0 else optax.identity(),
-      optax.masked(optax.scale_by_adam(optim_config.b1, optim_config.b2, optim_config.eps), trainable),
-      optax.add_decayed_weights(optim_config.weight_decay, mask=decay),
-      scale_by_tree(lr_multipliers(params, depth, optim_config.layer_decay, frozen)),
-      optax.scale_by_learning_rate(schedule),
+    optax.clip_by_global_norm(optim_config.grad_clip) if optim_config.grad_clip > 0 else optax.identity(),
+    optax.masked(optax.scale_by_adam(optim_config.b1, optim_config.b2, optim_config.eps), trainable),
+    optax.add_decayed_weights(optim_config.weight_decay, mask=decay),
+    scale_by_tree(lr_multipliers(params, depth, optim_config.layer_decay, frozen)),
+    optax.scale_by_learning_rate(schedule),
   )
   global_schedule = (lambda step: schedule(step - schedule_start)) if schedule_start else schedule
   return tx, global_schedule, frozen

@@ -1,5 +1,6 @@
 """Preemption: SIGTERM / SIGINT become a request to checkpoint and stop at a step boundary, agreed on by every
 process of a multi-process job."""
+
 from __future__ import annotations
 
 import os

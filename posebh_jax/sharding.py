@@ -1,4 +1,5 @@
 """Device mesh from the config, parameter shardings from logical axis rules, global batches from local data."""
+
 from __future__ import annotations
 
 import math
@@ -25,12 +26,16 @@ def mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tuple[int, .
   known = math.prod(s for s in sizes if s != -1)
   if unknown:
     if num_devices % known:
-      raise UserError(f'config.mesh {dict(mesh_config)}: the fixed axes ({known} devices) do not divide the '
-                      f'{num_devices} devices; set config.mesh sizes whose product divides {num_devices}')
+      raise UserError(
+        f'config.mesh {dict(mesh_config)}: the fixed axes ({known} devices) do not divide the '
+        f'{num_devices} devices; set config.mesh sizes whose product divides {num_devices}'
+      )
     sizes[unknown[0]] = num_devices // known
   if math.prod(sizes) != num_devices:
-    raise UserError(f'config.mesh {dict(mesh_config)} has {math.prod(sizes)} devices but {num_devices} are '
-                    'available; set one axis to -1 (e.g. --config.mesh.data=-1)')
+    raise UserError(
+      f'config.mesh {dict(mesh_config)} has {math.prod(sizes)} devices but {num_devices} are '
+      'available; set one axis to -1 (e.g. --config.mesh.data=-1)'
+    )
   return tuple(sizes)
 
 

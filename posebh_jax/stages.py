@@ -6,6 +6,7 @@ phases: the new datasets' prototypes are momentum-updated in the first and froze
 reference runs each stage as a new run from the previous checkpoint) and its own compiled step; within a phase
 nothing recompiles.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,6 +33,7 @@ class Phase:
       samples against their own prototype rows; empty = every dataset (PoseBH stages).
     embedding_frozen: the embedding module gets no updates and its BatchNorm runs in inference mode.
   """
+
   index: int
   start_step: int
   end_step: int
@@ -49,13 +51,17 @@ class Phase:
     if not self.posebh:
       return f'steps {self.start_step}-{self.end_step}'
     if self.prototype_datasets:
-      return (f"transfer, steps {self.start_step}-{self.end_step}: frozen {', '.join(self.frozen)}, prototypes of "
-              f"{', '.join(self.prototype_datasets)} {'momentum-updated' if self.update_prototypes else 'frozen'} "
-              '(the others frozen), losses heads+PHM+PPC+PPD on the new datasets')
+      return (
+        f"transfer, steps {self.start_step}-{self.end_step}: frozen {', '.join(self.frozen)}, prototypes of "
+        f"{', '.join(self.prototype_datasets)} {'momentum-updated' if self.update_prototypes else 'frozen'} "
+        '(the others frozen), losses heads+PHM+PPC+PPD on the new datasets'
+      )
     losses = ['heads', 'PHM', 'PPC', 'PPD'] + (['CSS'] if self.css else []) + (['CPS'] if self.cps else [])
     frozen = ', '.join(self.frozen) or 'nothing'
-    return (f'stage {self.stage + 1}, steps {self.start_step}-{self.end_step}: lr {self.lr:g}, frozen {frozen}, '
-            f"prototypes {'momentum-updated' if self.update_prototypes else 'frozen'}, losses {'+'.join(losses)}")
+    return (
+      f'stage {self.stage + 1}, steps {self.start_step}-{self.end_step}: lr {self.lr:g}, frozen {frozen}, '
+      f"prototypes {'momentum-updated' if self.update_prototypes else 'frozen'}, losses {'+'.join(losses)}"
+    )
 
 
 def plan_phases(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int) -> list[Phase]:
@@ -68,8 +74,10 @@ def plan_phases(config: ml_collections.ConfigDict, steps_per_epoch: int, total_s
     return [Phase(0, 0, total_steps, frozen=base_frozen)]
   stage_epochs = tuple(float(e) for e in posebh.stage_epochs)
   if len(stage_epochs) != 2 or not 0 <= stage_epochs[0] <= stage_epochs[1]:
-    raise UserError(f'config.posebh.stage_epochs must be two increasing epochs (stage 2 and 3 starts), got '
-                    f'{tuple(posebh.stage_epochs)}')
+    raise UserError(
+      f'config.posebh.stage_epochs must be two increasing epochs (stage 2 and 3 starts), got '
+      f'{tuple(posebh.stage_epochs)}'
+    )
   if len(posebh.stage_lrs) != 3 or min(posebh.stage_lrs) <= 0:
     raise UserError(f'config.posebh.stage_lrs must be three positive learning rates, got {tuple(posebh.stage_lrs)}')
   to_step = lambda epoch: min(total_steps, int(round(epoch * steps_per_epoch)))
@@ -82,8 +90,20 @@ def plan_phases(config: ml_collections.ConfigDict, steps_per_epoch: int, total_s
       continue
     stage = max(i for i, s in enumerate(stage_starts) if s <= start)
     frozen = base_frozen + (() if start >= thaw else ('^backbone/',)) + (('^head_',) if stage == 0 else ())
-    phases.append(Phase(len(phases), start, end, stage=stage, lr=float(posebh.stage_lrs[stage]), frozen=frozen,
-                        posebh=True, update_prototypes=stage == 0, css=stage >= 1, cps=stage >= 1))
+    phases.append(
+      Phase(
+        len(phases),
+        start,
+        end,
+        stage=stage,
+        lr=float(posebh.stage_lrs[stage]),
+        frozen=frozen,
+        posebh=True,
+        update_prototypes=stage == 0,
+        css=stage >= 1,
+        cps=stage >= 1,
+      )
+    )
   return phases
 
 
@@ -94,12 +114,15 @@ def plan_transfer(config: ml_collections.ConfigDict, steps_per_epoch: int, total
   transfer, posebh = config.transfer, config.posebh
   new = tuple(transfer.new_datasets)
   if not posebh.enabled:
-    raise UserError('config.transfer needs config.posebh.enabled (the embedding module and prototypes of the '
-                    'PoseBH run in config.init_from)')
+    raise UserError(
+      'config.transfer needs config.posebh.enabled (the embedding module and prototypes of the '
+      'PoseBH run in config.init_from)'
+    )
   missing = [n for n in new if n not in tuple(config.data.order)]
   if not new or missing:
-    raise UserError(f'config.transfer.new_datasets {new} must name datasets of config.data.order '
-                    f'{tuple(config.data.order)}')
+    raise UserError(
+      f'config.transfer.new_datasets {new} must name datasets of config.data.order {tuple(config.data.order)}'
+    )
   if transfer.prototype_epochs < 0:
     raise UserError(f'config.transfer.prototype_epochs must be >= 0 (got {transfer.prototype_epochs})')
   frozen = tuple(config.optim.frozen) + ('^embedding/',) + tuple(transfer.frozen)
@@ -107,8 +130,18 @@ def plan_transfer(config: ml_collections.ConfigDict, steps_per_epoch: int, total
   phases = []
   for start, end, update in ((0, cut, True), (cut, total_steps, False)):
     if start < end:
-      phases.append(Phase(len(phases), start, end, frozen=frozen, posebh=True, update_prototypes=update,
-                          prototype_datasets=new, embedding_frozen=True))
+      phases.append(
+        Phase(
+          len(phases),
+          start,
+          end,
+          frozen=frozen,
+          posebh=True,
+          update_prototypes=update,
+          prototype_datasets=new,
+          embedding_frozen=True,
+        )
+      )
   return phases
 
 

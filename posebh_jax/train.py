@@ -5,6 +5,7 @@
 what differs per kind of dataset in `posebh_jax.tasks`, `config.init_from` in `posebh_jax.init_from`, and the
 preemption handling in `posebh_jax.preemption`.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,12 +47,19 @@ def validate_config(config: ml_collections.ConfigDict):
     raise UserError(f'config.batch_size must be positive (got {config.batch_size})')
   for key in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
     if config[key] < 1:
-      raise UserError(f'config.{key} must be at least 1 (got {config[key]})'
-                      + ('; a run keeps its newest checkpoints, so that a crash loses at most '
-                         'checkpoint_every_steps steps' if key == 'keep_checkpoints' else ''))
+      raise UserError(
+        f'config.{key} must be at least 1 (got {config[key]})'
+        + (
+          '; a run keeps its newest checkpoints, so that a crash loses at most checkpoint_every_steps steps'
+          if key == 'keep_checkpoints'
+          else ''
+        )
+      )
   if config.total_steps <= 0 and config.num_epochs <= 0:
-    raise UserError(f'nothing to train: config.total_steps is {config.total_steps} and config.num_epochs '
-                    f'{config.num_epochs}; set one of them > 0 (total_steps wins when > 0)')
+    raise UserError(
+      f'nothing to train: config.total_steps is {config.total_steps} and config.num_epochs '
+      f'{config.num_epochs}; set one of them > 0 (total_steps wins when > 0)'
+    )
   if not isinstance(config.seed, int) or config.seed < 0:
     raise UserError(f'config.seed must be an integer >= 0 (got {config.seed!r})')
   optim.validate_config(config.optim)
@@ -69,8 +77,10 @@ def check_restorable(checkpointer, step: int, trainer: Trainer, workdir: str, ru
   more = f'; {len(differences) - 1} more differ' if len(differences) > 1 else ''
   changes = workdir_lib.config_changes(run_config, trainer.config)
   since = f'; the config changed since that run: {", ".join(changes[:4])}' if changes else ''
-  raise UserError(f'{workdir}/checkpoints/{step} holds another model than this config builds ({differences[0]}{more})'
-                  f'{since}; use a new --workdir, or the config that run used')
+  raise UserError(
+    f'{workdir}/checkpoints/{step} holds another model than this config builds ({differences[0]}{more})'
+    f'{since}; use a new --workdir, or the config that run used'
+  )
 
 
 class TrainingDiverged(UserError):
@@ -84,12 +94,16 @@ def _check_finite(step: int, values: dict, checkpointer, workdir: str):
     return
   checkpointer.wait()  # an asynchronous save of an earlier step may still be in flight
   last_checkpoint = checkpointer.latest_step()
-  resume = (f'the last checkpoint is step {last_checkpoint} in {workdir}/checkpoints (nothing later was saved)'
-            if last_checkpoint is not None else 'no checkpoint was saved')
+  resume = (
+    f'the last checkpoint is step {last_checkpoint} in {workdir}/checkpoints (nothing later was saved)'
+    if last_checkpoint is not None
+    else 'no checkpoint was saved'
+  )
   raise TrainingDiverged(
-      f'training diverged at step {step}: train/loss {loss}, train/grad_norm {grad_norm} at lr '
-      f'{float(values["train/lr"]):.3g}; {resume}; lower --config.optim.lr or lengthen --config.optim.warmup_steps '
-      'and re-run the same command')
+    f'training diverged at step {step}: train/loss {loss}, train/grad_norm {grad_norm} at lr '
+    f'{float(values["train/lr"]):.3g}; {resume}; lower --config.optim.lr or lengthen --config.optim.warmup_steps '
+    'and re-run the same command'
+  )
 
 
 def _print(message: str):
@@ -113,8 +127,9 @@ class _TrainLoop:
   def __init__(self, config, trainer: Trainer, workdir: str, train_iter, checkpointer, state, total_steps: int):
     self.config, self.trainer, self.workdir, self.train_iter = config, trainer, workdir, train_iter
     self.checkpointer, self.state, self.total_steps = checkpointer, state, total_steps
-    self.chrono = metrics_lib.Chrono(total_steps, config.batch_size, trainer.flops_per_batch(),
-                                     flops_lib.device_peak_tflops(config.device_peak_tflops))
+    self.chrono = metrics_lib.Chrono(
+      total_steps, config.batch_size, trainer.flops_per_batch(), flops_lib.device_peak_tflops(config.device_peak_tflops)
+    )
     self.writer = metrics_lib.MetricWriter(workdir)
     self.evaluator = evaluator_lib.Evaluator(config, trainer, workdir)
     self.batch_struct = trainer.batch_structure()
@@ -128,9 +143,15 @@ class _TrainLoop:
     compile_start = time.perf_counter()
     compiled = self.trainer.compile_train_step(self.batch_struct)
     memory = compiled.memory_analysis()
-    _print(f'compiled train step in {time.perf_counter() - compile_start:.1f}s'
-           + (f' | temp {memory.temp_size_in_bytes / 2**30:.2f} GiB, args '
-              f'{memory.argument_size_in_bytes / 2**30:.2f} GiB per device' if memory is not None else ''))
+    _print(
+      f'compiled train step in {time.perf_counter() - compile_start:.1f}s'
+      + (
+        f' | temp {memory.temp_size_in_bytes / 2**30:.2f} GiB, args '
+        f'{memory.argument_size_in_bytes / 2**30:.2f} GiB per device'
+        if memory is not None
+        else ''
+      )
+    )
     self.step_fn = compiled
 
   def flush_pending(self):
@@ -214,8 +235,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh, counts, steps_per_epoch, trainer = _build(config)
   groups = trainer.groups
   total_steps = trainer.total_steps
-  _print(f'mesh {dict(mesh.shape)} | batch {config.batch_size} = {counts} | {steps_per_epoch} steps/epoch | '
-         f'{total_steps} steps')
+  _print(
+    f'mesh {dict(mesh.shape)} | batch {config.batch_size} = {counts} | {steps_per_epoch} steps/epoch | '
+    f'{total_steps} steps'
+  )
   note = pipeline.mixture_note(config.data, config.batch_size, groups, counts)
   if note:
     _print(note)
@@ -223,9 +246,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if hint:
     _print(hint)
 
-  train_iter = pipeline.make_train_iterator(config.data, config.batch_size, groups, jax.process_index(),
-                                            jax.process_count(), seed=config.seed,
-                                            transforms=trainer.train_transforms())
+  train_iter = pipeline.make_train_iterator(
+    config.data,
+    config.batch_size,
+    groups,
+    jax.process_index(),
+    jax.process_count(),
+    seed=config.seed,
+    transforms=trainer.train_transforms(),
+  )
   # Closed explicitly, also on failure: left to the garbage collector, grain's worker processes are killed only
   # after their join timeout (see data_pipeline.pipeline._WORKER_JOIN_TIMEOUT_S).
   try:
@@ -263,12 +292,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       evals = [r for r in metrics_lib.read_metrics(workdir) if any(k.startswith('eval/') for k in r)]
       last_eval = {k: v for k, v in evals[-1].items() if k.startswith('eval/')} if evals else {}
       if evals:
-        _print(f"already trained to step {start_step}; its evaluation at step {evals[-1]['step']}: "
-               f'{loop.evaluator.summary(last_eval)}')
+        _print(
+          f"already trained to step {start_step}; its evaluation at step {evals[-1]['step']}: "
+          f'{loop.evaluator.summary(last_eval)}'
+        )
     if step >= total_steps:
       minutes, seconds = divmod(int(round(time.perf_counter() - run_start)), 60)
-      _print(f'done: step {step}/{total_steps} in {minutes}m{seconds:02d}s | metrics {workdir}/metrics.jsonl | '
-             f'results {workdir}/eval | pictures {workdir}/viz')
+      _print(
+        f'done: step {step}/{total_steps} in {minutes}m{seconds:02d}s | metrics {workdir}/metrics.jsonl | '
+        f'results {workdir}/eval | pictures {workdir}/viz'
+      )
     return last_eval
   finally:
     train_iter.close()

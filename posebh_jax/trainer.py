@@ -8,6 +8,7 @@ time predictions come from `posebh_jax.tasks`; PoseBH's prototype objective is a
 `step(state, batch) -> (state, metrics)` is pure; the state is one pytree (a dict):
   step (int32), params, batch_stats, opt_state, extra (non-gradient state, e.g. prototypes), rng (key data).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,8 +35,9 @@ from posebh_jax.posebh.transfer import transfer_objective
 class Trainer:
   """Model, optimizer phases, shardings and the step functions of one run."""
 
-  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, steps_per_epoch: int,
-               counts: Mapping[str, int]):
+  def __init__(
+    self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, steps_per_epoch: int, counts: Mapping[str, int]
+  ):
     """Args: the run's `config`, the device `mesh`, `steps_per_epoch`, and the global per-dataset example counts
     of a train batch (`pipeline.composition`)."""
     self.config = config
@@ -49,10 +51,15 @@ class Trainer:
     self.counts = dict(counts)
     self.posebh = config.posebh.enabled
     self.head_specs = {n: task.head_spec() for n, task in self.tasks.items()}
-    self.model = pose_model.build_model(config.model, self.names, num_groups=self.groups, posebh_config=config.posebh,
-                                        head_specs=[self.head_specs[n] for n in self.names])
+    self.model = pose_model.build_model(
+      config.model,
+      self.names,
+      num_groups=self.groups,
+      posebh_config=config.posebh,
+      head_specs=[self.head_specs[n] for n in self.names],
+    )
     self.steps_per_epoch = steps_per_epoch
-    self.total_steps = (config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch)
+    self.total_steps = config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
     self.phases = stages.plan_phases(config, steps_per_epoch, self.total_steps)
     # Global keypoint index: datasets in config order, each a contiguous block (214 for the six datasets).
     self.keypoint_offsets, offset = {}, 0
@@ -99,8 +106,7 @@ class Trainer:
   def _init_variables(self, rng):
     image_h, image_w = self.config.data.image_size
     dummy = {n: jnp.zeros((self.groups, image_h, image_w, 3), jnp.uint8) for n in self.names}
-    return self.model.init({'params': rng, 'dropout': rng}, dummy, train=False,
-                           method=pose_model.PoseModel.init_all)
+    return self.model.init({'params': rng, 'dropout': rng}, dummy, train=False, method=pose_model.PoseModel.init_all)
 
   def use_phase(self, index: int):
     """Makes phase `index` current: its optimizer, lr schedule, frozen mask, abstract state and shardings."""
@@ -111,28 +117,40 @@ class Trainer:
         overrides.update(lr=phase.lr, decay_epochs=(), schedule='step')
       optim_config = ml_collections.ConfigDict({**self.config.optim.to_dict(), **overrides})
       # A staged phase restarts its warmup at its first step.
-      tx, schedule, frozen = optim.build_optimizer(optim_config, self.abstract_params, self.config.model.depth,
-                                                   self.steps_per_epoch, self.total_steps,
-                                                   schedule_start=phase.start_step if phase.lr is not None else 0)
+      tx, schedule, frozen = optim.build_optimizer(
+        optim_config,
+        self.abstract_params,
+        self.config.model.depth,
+        self.steps_per_epoch,
+        self.total_steps,
+        schedule_start=phase.start_step if phase.lr is not None else 0,
+      )
       self.phase, self.tx, self.schedule, self.frozen = phase, tx, schedule, frozen
       with self.activate():
         abstract_state = jax.eval_shape(self._init_state, jax.random.key(0))
       replicated = sharding_lib.replicated(self.mesh)
       # Frozen parameters have MaskedNode placeholders (no state) in the optimizer state; keep them as they are.
       masked = lambda x: isinstance(x, optax.MaskedNode)
-      opt_shardings = optax.tree_map_params(tx, lambda leaf, s: leaf if masked(leaf) else s,
-                                            abstract_state['opt_state'], self.param_shardings,
-                                            transform_non_params=lambda _: replicated, is_leaf=masked)
+      opt_shardings = optax.tree_map_params(
+        tx,
+        lambda leaf, s: leaf if masked(leaf) else s,
+        abstract_state['opt_state'],
+        self.param_shardings,
+        transform_non_params=lambda _: replicated,
+        is_leaf=masked,
+      )
       shardings = {
-          'step': replicated, 'params': self.param_shardings,
-          'batch_stats': jax.tree.map(lambda _: replicated, abstract_state['batch_stats']),
-          'opt_state': opt_shardings,
-          'extra': jax.tree.map(lambda _: replicated, abstract_state['extra']),
-          'rng': replicated,
+        'step': replicated,
+        'params': self.param_shardings,
+        'batch_stats': jax.tree.map(lambda _: replicated, abstract_state['batch_stats']),
+        'opt_state': opt_shardings,
+        'extra': jax.tree.map(lambda _: replicated, abstract_state['extra']),
+        'rng': replicated,
       }
       self._phase_setups[index] = (phase, tx, schedule, frozen, abstract_state, shardings)
-    (self.phase, self.tx, self.schedule, self.frozen, self.abstract_state,
-     self.state_shardings) = self._phase_setups[index]
+    (self.phase, self.tx, self.schedule, self.frozen, self.abstract_state, self.state_shardings) = self._phase_setups[
+      index
+    ]
     return self.phase
 
   def _init_state(self, rng):
@@ -140,12 +158,12 @@ class Trainer:
     variables = nn.unbox(self._init_variables(params_rng))
     params = variables['params']
     return {
-        'step': jnp.zeros((), jnp.int32),
-        'params': params,
-        'batch_stats': variables.get('batch_stats', {}),
-        'opt_state': self.tx.init(params),
-        'extra': self._init_extra(jax.random.fold_in(state_rng, 1)),
-        'rng': jax.random.key_data(state_rng),
+      'step': jnp.zeros((), jnp.int32),
+      'params': params,
+      'batch_stats': variables.get('batch_stats', {}),
+      'opt_state': self.tx.init(params),
+      'extra': self._init_extra(jax.random.fold_in(state_rng, 1)),
+      'rng': jax.random.key_data(state_rng),
     }
 
   def _init_extra(self, rng):
@@ -180,7 +198,8 @@ class Trainer:
       if phase.cps and not previous.cps:
         rng = jax.random.fold_in(jax.random.wrap_key_data(state['rng']), 7919)
         extra['cluster_prototypes'] = proto_lib.cluster_prototypes(
-            extra['prototypes'], cfg.num_clusters, cfg.cluster_iterations, cfg.cluster_temperature, rng)[0]
+          extra['prototypes'], cfg.num_clusters, cfg.cluster_iterations, cfg.cluster_temperature, rng
+        )[0]
       return dict(state, opt_state=tx.init(state['params']), extra=extra)
 
     with self.activate():
@@ -207,44 +226,57 @@ class Trainer:
       # Frozen groups get no gradient at all, so XLA prunes their backward pass.
       params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, self.frozen)
       if not phase.posebh:
-        outputs, updates = self.model.apply(variables(params), images, train=True, rngs={'dropout': step_rng},
-                                            mutable=['batch_stats'])
+        outputs, updates = self.model.apply(
+          variables(params), images, train=True, rngs={'dropout': step_rng}, mutable=['batch_stats']
+        )
         total, per_dataset, terms = self.task_losses(outputs, batch)
         return total, (per_dataset, terms, updates['batch_stats'], state['extra'])
       # PoseBH: the heads' task losses plus the prototype objective (domain transfer: new datasets' prototypes only).
       objective = transfer_objective if phase.prototype_datasets else posebh_objective
-      outputs, updates = self.model.apply(variables(params), images, train=True, cross=phase.css,
-                                          frozen_embedding=phase.embedding_frozen,
-                                          rngs={'dropout': step_rng}, mutable=['batch_stats'],
-                                          method=pose_model.PoseModel.posebh_outputs)
+      outputs, updates = self.model.apply(
+        variables(params),
+        images,
+        train=True,
+        cross=phase.css,
+        frozen_embedding=phase.embedding_frozen,
+        rngs={'dropout': step_rng},
+        mutable=['batch_stats'],
+        method=pose_model.PoseModel.posebh_outputs,
+      )
       head_total, per_dataset, terms = self.task_losses(outputs['heatmaps'], batch)
-      extra_total, posebh_terms, extra = objective(outputs, batch, state['extra'], phase, self.config.posebh,
-                                                   self.keypoint_offsets, self.num_keypoints)
+      extra_total, posebh_terms, extra = objective(
+        outputs, batch, state['extra'], phase, self.config.posebh, self.keypoint_offsets, self.num_keypoints
+      )
       return head_total + extra_total, (per_dataset, {**terms, **posebh_terms}, updates['batch_stats'], extra)
 
-    (loss, (per_dataset, terms, batch_stats, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state['params'])
+    (loss, (per_dataset, terms, batch_stats, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
     # Flax keeps running statistics in float32; a float64 model computes them in float64.
     batch_stats = jax.tree.map(lambda new, old: new.astype(old.dtype), batch_stats, state['batch_stats'])
     updates, opt_state = self.tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
-    metrics = {'train/loss': loss, 'train/grad_norm': optax.tree.norm(grads),
-               'train/lr': self.schedule(state['step'])}
+    metrics = {'train/loss': loss, 'train/grad_norm': optax.tree.norm(grads), 'train/lr': self.schedule(state['step'])}
     metrics.update({f'train/loss_{name}': value for name, value in per_dataset.items()})
-    metrics.update({f'train/loss_{name}' if name != 'css_kept' else 'train/css_kept': value
-                    for name, value in terms.items()})
-    new_state = dict(state, step=state['step'] + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
-                     extra=extra)
+    metrics.update(
+      {f'train/loss_{name}' if name != 'css_kept' else 'train/css_kept': value for name, value in terms.items()}
+    )
+    new_state = dict(
+      state, step=state['step'] + 1, params=params, batch_stats=batch_stats, opt_state=opt_state, extra=extra
+    )
     return new_state, metrics
 
   def compile_train_step(self, example_batch):
     """jit with explicit shardings and donated state, lowered and compiled once before the loop."""
     batch_shardings = jax.tree.map(lambda _: self.batch_sharding, example_batch)
-    step = jax.jit(self.train_step, in_shardings=(self.state_shardings, batch_shardings),
-                   out_shardings=(self.state_shardings, sharding_lib.replicated(self.mesh)), donate_argnums=(0,))
+    step = jax.jit(
+      self.train_step,
+      in_shardings=(self.state_shardings, batch_shardings),
+      out_shardings=(self.state_shardings, sharding_lib.replicated(self.mesh)),
+      donate_argnums=(0,),
+    )
     abstract_state = checkpoint_lib.abstract_with_shardings(self.abstract_state, self.state_shardings)
-    abstract_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.batch_sharding),
-                                  example_batch)
+    abstract_batch = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.batch_sharding), example_batch
+    )
     with self.activate():
       return step.lower(abstract_state, abstract_batch).compile()
 

@@ -1,5 +1,6 @@
 """The run directory's own files besides checkpoints and metrics: `config.json` written at start, read back to
 compare a resumed run's config with the one that started it, and by `init_from` to learn a source run's datasets."""
+
 from __future__ import annotations
 
 import json
@@ -40,6 +41,9 @@ def config_changes(before: dict | None, config) -> list[str]:
     return []
   after = json.loads(config.to_json_best_effort())
   flat_before, flat_after = traverse_util.flatten_dict(before, sep='.'), traverse_util.flatten_dict(after, sep='.')
-  changed = [f'{key}: {flat_before.get(key)!r} -> {flat_after.get(key)!r}'
-             for key in sorted(set(flat_before) | set(flat_after)) if flat_before.get(key) != flat_after.get(key)]
+  changed = [
+    f'{key}: {flat_before.get(key)!r} -> {flat_after.get(key)!r}'
+    for key in sorted(set(flat_before) | set(flat_after))
+    if flat_before.get(key) != flat_after.get(key)
+  ]
   return sorted(changed, key=lambda line: not line.startswith('model.'))

@@ -1,5 +1,6 @@
 """Shared fixtures and helpers of the end-to-end tests, which run `python -m ...` in subprocesses so that the
 device count (XLA_FLAGS) can differ between runs."""
+
 import atexit
 import json
 import os
@@ -27,14 +28,22 @@ def run_module(args, devices: int = 1, timeout: int = 600):
   """Runs `python <args>` from the repository root on `devices` simulated CPU devices; returns the result."""
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
   env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
-  return subprocess.run([sys.executable] + args, cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=timeout)
+  return subprocess.run([sys.executable] + args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def train(workdir, data_dir, *overrides, devices=1, config='configs/demo.py:tiny'):
   """`posebh_jax.main` with `config` on `data_dir`; asserts success and returns the result."""
-  result = run_module(['-m', 'posebh_jax.main', f'--config={config}', f'--workdir={workdir}',
-                       f'--config.data.data_dir={data_dir}', *overrides], devices=devices)
+  result = run_module(
+    [
+      '-m',
+      'posebh_jax.main',
+      f'--config={config}',
+      f'--workdir={workdir}',
+      f'--config.data.data_dir={data_dir}',
+      *overrides,
+    ],
+    devices=devices,
+  )
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
   return result
 
@@ -49,8 +58,10 @@ def require_reference(module_name: str, hint: str = ''):
   try:
     return importlib.import_module(module_name)
   except (ImportError, ValueError) as err:  # ValueError: a wheel built against another numpy ABI
-    message = (f"reference toolkit {module_name} does not import ({err}); "
-               f"{hint or 'pip install -r requirements-reference.txt (the Makefile reference step)'}")
+    message = (
+      f"reference toolkit {module_name} does not import ({err}); "
+      f"{hint or 'pip install -r requirements-reference.txt (the Makefile reference step)'}"
+    )
     if os.environ.get('CI', '').lower() == 'true':
       pytest.fail(f"CI=true: {message}", pytrace=False)
     pytest.skip(message)
@@ -107,8 +118,9 @@ def assert_resumed(stdout: str, workdir, step: int, total: int) -> None:
 def data_dir(tmp_path_factory):
   """A tiny synthetic dataset built with the demo:tiny config's settings (shared by the e2e test files)."""
   path = tmp_path_factory.mktemp('tfds')
-  result = run_module(['-m', 'data_pipeline.prepare', 'synthetic', f'--data_dir={path}',
-                       '--config=configs/demo.py:tiny'])
+  result = run_module(
+    ['-m', 'data_pipeline.prepare', 'synthetic', f'--data_dir={path}', '--config=configs/demo.py:tiny']
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   return str(path)
 
@@ -128,8 +140,10 @@ def real_data_dir(tmp_path_factory):
   make_fake_apt36k(str(raw_apt36k))
   options = {name: SAMPLES[name] for name in ('coco_keypoints', 'aic', 'mpii', 'ap10k', 'coco_wholebody')}
   options['apt36k'] = dict(manual_dir=str(raw_apt36k))
-  summaries = {name: prepare.prepare_real(name, data_dir=str(path), log=lambda line: None, **kwargs)
-               for name, kwargs in options.items()}
+  summaries = {
+    name: prepare.prepare_real(name, data_dir=str(path), log=lambda line: None, **kwargs)
+    for name, kwargs in options.items()
+  }
   return {'data_dir': str(path), 'summaries': summaries}
 
 
@@ -138,6 +152,7 @@ def posebh_workdir(tmp_path_factory, data_dir):
   """A 2-step tiny PoseBH run (configs/demo.py:tiny,posebh; no eval), shared by the picture and domain-transfer
   tests."""
   workdir = tmp_path_factory.mktemp('posebh_run')
-  train(workdir, data_dir, '--config.total_steps=2', '--config.eval_every_steps=0',
-        config='configs/demo.py:tiny,posebh')
+  train(
+    workdir, data_dir, '--config.total_steps=2', '--config.eval_every_steps=0', config='configs/demo.py:tiny,posebh'
+  )
   return str(workdir)

@@ -1,5 +1,6 @@
 """Benchmark helpers that need no accelerator: the profiler-trace summary on a hand-made perfetto trace, the
 rounding-sensitivity twin runs."""
+
 import gzip
 import json
 
@@ -11,18 +12,20 @@ from benchmarks import trace_summary
 
 def _trace(path):
   events = [
-      {'ph': 'M', 'name': 'process_name', 'pid': 1, 'args': {'name': '/device:GPU:0'}},
-      {'ph': 'M', 'name': 'thread_name', 'pid': 1, 'tid': 7, 'args': {'name': 'Stream #14(Compute)'}},
-      {'ph': 'M', 'name': 'process_name', 'pid': 2, 'args': {'name': '/host:CPU'}},
-      {'ph': 'M', 'name': 'thread_name', 'pid': 2, 'tid': 3, 'args': {'name': 'python3'}},
-      {'ph': 'X', 'name': 'PjitFunction(jit(train_step))', 'pid': 2, 'tid': 3, 'ts': 0, 'dur': 9000},
+    {'ph': 'M', 'name': 'process_name', 'pid': 1, 'args': {'name': '/device:GPU:0'}},
+    {'ph': 'M', 'name': 'thread_name', 'pid': 1, 'tid': 7, 'args': {'name': 'Stream #14(Compute)'}},
+    {'ph': 'M', 'name': 'process_name', 'pid': 2, 'args': {'name': '/host:CPU'}},
+    {'ph': 'M', 'name': 'thread_name', 'pid': 2, 'tid': 3, 'args': {'name': 'python3'}},
+    {'ph': 'X', 'name': 'PjitFunction(jit(train_step))', 'pid': 2, 'tid': 3, 'ts': 0, 'dur': 9000},
   ]
   # Two steps: each runs gemm twice (300 us each) and one reduce (400 us).
   for step in range(2):
     base = step * 2000
-    events += [{'ph': 'X', 'name': 'gemm', 'pid': 1, 'tid': 7, 'ts': base, 'dur': 300},
-               {'ph': 'X', 'name': 'gemm', 'pid': 1, 'tid': 7, 'ts': base + 400, 'dur': 300},
-               {'ph': 'X', 'name': 'input_reduce_fusion', 'pid': 1, 'tid': 7, 'ts': base + 800, 'dur': 400}]
+    events += [
+      {'ph': 'X', 'name': 'gemm', 'pid': 1, 'tid': 7, 'ts': base, 'dur': 300},
+      {'ph': 'X', 'name': 'gemm', 'pid': 1, 'tid': 7, 'ts': base + 400, 'dur': 300},
+      {'ph': 'X', 'name': 'input_reduce_fusion', 'pid': 1, 'tid': 7, 'ts': base + 800, 'dur': 400},
+    ]
   with gzip.open(path, 'wt') as f:
     json.dump({'traceEvents': events}, f)
 
@@ -55,19 +58,24 @@ ENTRY %main.9 (p: f32[8,4]) -> f32[4] {
 
 
 def _kernel_trace(path, kernels):
-  events = [{'ph': 'M', 'name': 'process_name', 'pid': 1, 'args': {'name': '/device:GPU:0'}},
-            {'ph': 'M', 'name': 'thread_name', 'pid': 1, 'tid': 7, 'args': {'name': 'Stream #14(Compute)'}},
-            {'ph': 'M', 'name': 'thread_name', 'pid': 1, 'tid': 8, 'args': {'name': 'XLA Ops'}},
-            # An 'XLA Ops' thread repeats the kernels' time: only the stream threads are counted.
-            {'ph': 'X', 'name': 'loop_add_fusion.3', 'pid': 1, 'tid': 8, 'ts': 0, 'dur': 5000}]
-  events += [{'ph': 'X', 'name': name, 'pid': 1, 'tid': 7, 'ts': 10 * i, 'dur': dur, 'args': {'hlo_op': op}}
-             for i, (name, dur, op) in enumerate(kernels)]
+  events = [
+    {'ph': 'M', 'name': 'process_name', 'pid': 1, 'args': {'name': '/device:GPU:0'}},
+    {'ph': 'M', 'name': 'thread_name', 'pid': 1, 'tid': 7, 'args': {'name': 'Stream #14(Compute)'}},
+    {'ph': 'M', 'name': 'thread_name', 'pid': 1, 'tid': 8, 'args': {'name': 'XLA Ops'}},
+    # An 'XLA Ops' thread repeats the kernels' time: only the stream threads are counted.
+    {'ph': 'X', 'name': 'loop_add_fusion.3', 'pid': 1, 'tid': 8, 'ts': 0, 'dur': 5000},
+  ]
+  events += [
+    {'ph': 'X', 'name': name, 'pid': 1, 'tid': 7, 'ts': 10 * i, 'dur': dur, 'args': {'hlo_op': op}}
+    for i, (name, dur, op) in enumerate(kernels)
+  ]
   with gzip.open(path, 'wt') as f:
     json.dump({'traceEvents': events}, f)
 
 
 def test_trace_attribution_maps_kernels_to_model_scopes_and_diffs_two_steps(tmp_path):
   from benchmarks import trace_attribution
+
   names = trace_attribution.hlo_op_names(_HLO)
   assert names['loop_add_fusion.3'] == 'jvp(PoseModel)/PoseModel.features/backbone/block_11/add'
   assert names['loop_add_fusion.4'] == names['loop_add_fusion.3']  # through deduplicated_name
@@ -75,17 +83,28 @@ def test_trace_attribution_maps_kernels_to_model_scopes_and_diffs_two_steps(tmp_
   assert names['input_reduce_fusion.7'].endswith('head_coco/bn_0/reduce_sum')
   first, second = str(tmp_path / 'a.trace.json.gz'), str(tmp_path / 'b.trace.json.gz')
   # Two steps; kernels named like the trace names them (`_7` for `.7`), a cuBLAS kernel, one unknown.
-  _kernel_trace(first, [('loop_add_fusion_3', 100, ''), ('loop_add_fusion_4', 300, ''),
-                        ('input_reduce_fusion_7', 200, ''), ('nvjet_sm90_tst_128x160', 1000, 'command_buffer_1'),
-                        ('memcpy32_post', 50, '')] * 2)
+  _kernel_trace(
+    first,
+    [
+      ('loop_add_fusion_3', 100, ''),
+      ('loop_add_fusion_4', 300, ''),
+      ('input_reduce_fusion_7', 200, ''),
+      ('nvjet_sm90_tst_128x160', 1000, 'command_buffer_1'),
+      ('memcpy32_post', 50, ''),
+    ]
+    * 2,
+  )
   _kernel_trace(second, [('loop_add_fusion_3', 100, ''), ('nvjet_sm90_tst_128x160', 1000, '')] * 2)
   hlo_path = str(tmp_path / 'a.hlo.txt.gz')
   with gzip.open(hlo_path, 'wt') as f:
     f.write(_HLO)
   table = trace_attribution.attribute(first, trace_attribution.read_hlo(first), steps=2)
-  assert table == {'jvp(PoseModel)/PoseModel.features/backbone/block_N/add': (0.4, 2.0),
-                   'transpose(jvp(PoseModel))/PoseModel._own_heads/head_*/bn_0/reduce_sum': (0.2, 1.0),
-                   trace_attribution.LIBRARY: (1.0, 1.0), trace_attribution.UNKNOWN: (0.05, 1.0)}
+  assert table == {
+    'jvp(PoseModel)/PoseModel.features/backbone/block_N/add': (0.4, 2.0),
+    'transpose(jvp(PoseModel))/PoseModel._own_heads/head_*/bn_0/reduce_sum': (0.2, 1.0),
+    trace_attribution.LIBRARY: (1.0, 1.0),
+    trace_attribution.UNKNOWN: (0.05, 1.0),
+  }
   other = trace_attribution.attribute(second, _HLO, steps=2)
   lines = trace_attribution.report(table, other).splitlines()
   assert lines[0].startswith('total 1.650 vs 1.100 ms per step (difference +0.550)')
@@ -99,6 +118,7 @@ def test_rounding_sensitivity_perturbation_has_the_stated_size():
   import numpy as np
 
   from benchmarks.rounding_sensitivity import perturbed
+
   params = {'a': np.full((200, 300), 2.0, np.float32), 'b': {'c': np.full((5000,), -0.5, np.float32)}}
   out = jax.device_get(perturbed(params, seed=0, size=1e-3))
   for before, after in ((params['a'], out['a']), (params['b']['c'], out['b']['c'])):
@@ -111,6 +131,7 @@ def test_rounding_sensitivity_unperturbed_twin_repeats_the_run_bitwise(data_dir)
   """With no perturbation the twin is the same run: a deterministic step gives identical losses and parameters."""
   from benchmarks.rounding_sensitivity import set_override, twin_losses
   from configs import demo
+
   config = demo.get_config('tiny')
   with config.unlocked():
     set_override(config, f'data.data_dir={data_dir}')

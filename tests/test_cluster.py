@@ -1,5 +1,6 @@
 """What jobs on a cluster rely on: several processes training as one (jax.distributed, here over localhost with
 gloo collectives on CPU) and preemption (SIGTERM) checkpointing at a step boundary and resuming."""
+
 import os
 import re
 import signal
@@ -22,9 +23,17 @@ def _free_port() -> int:
 
 
 def _launch_two_processes(args, env, port):
-  return [subprocess.Popen([sys.executable, *args, f'--coordinator_address=localhost:{port}', '--num_processes=2',
-                            f'--process_id={index}'], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True) for index in range(2)]
+  return [
+    subprocess.Popen(
+      [sys.executable, *args, f'--coordinator_address=localhost:{port}', '--num_processes=2', f'--process_id={index}'],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for index in range(2)
+  ]
 
 
 def _finish(processes, timeout=400):
@@ -50,14 +59,31 @@ def test_two_processes_match_one_process_and_stop_together_on_sigterm(tmp_path, 
   `jax.device_get`, which fails for an array with shards on another process (measured: the evaluation ended the
   run with a RuntimeError); the pair's predictions are byte-identical to the one process's."""
   total = 20
-  _train(tmp_path / 'source', data_dir, '--config.total_steps=2', '--config.eval_every_steps=0',
-         '--config.model.dtype=float64', '--config.model.param_dtype=float64')
-  common = ['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--config.data.data_dir={data_dir}',
-            f'--config.total_steps={total}', f'--config.eval_every_steps={total}', '--config.log_every_steps=1',
-            '--config.checkpoint_every_steps=1000', '--config.model.dtype=float64',
-            '--config.model.param_dtype=float64', "--config.eval_datasets=('coco', 'mpii')",
-            f'--config.init_from={tmp_path / "source"}', '--config.mesh.data=1', '--config.mesh.fsdp=2',
-            f'--workdir={tmp_path / "two"}']
+  _train(
+    tmp_path / 'source',
+    data_dir,
+    '--config.total_steps=2',
+    '--config.eval_every_steps=0',
+    '--config.model.dtype=float64',
+    '--config.model.param_dtype=float64',
+  )
+  common = [
+    '-m',
+    'posebh_jax.main',
+    '--config=configs/demo.py:tiny',
+    f'--config.data.data_dir={data_dir}',
+    f'--config.total_steps={total}',
+    f'--config.eval_every_steps={total}',
+    '--config.log_every_steps=1',
+    '--config.checkpoint_every_steps=1000',
+    '--config.model.dtype=float64',
+    '--config.model.param_dtype=float64',
+    "--config.eval_datasets=('coco', 'mpii')",
+    f'--config.init_from={tmp_path / "source"}',
+    '--config.mesh.data=1',
+    '--config.mesh.fsdp=2',
+    f'--workdir={tmp_path / "two"}',
+  ]
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1')
   processes = _launch_two_processes(common, env, _free_port())
   head = []
@@ -90,11 +116,25 @@ def test_two_processes_match_one_process_and_stop_together_on_sigterm(tmp_path, 
 
 def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, data_dir):
   """A preempted job (SIGTERM) checkpoints at the next step boundary and exits 0; re-running resumes there."""
-  args = [sys.executable, '-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={tmp_path}',
-          f'--config.data.data_dir={data_dir}', '--config.eval_every_steps=0', '--config.checkpoint_every_steps=1000']
+  args = [
+    sys.executable,
+    '-m',
+    'posebh_jax.main',
+    '--config=configs/demo.py:tiny',
+    f'--workdir={tmp_path}',
+    f'--config.data.data_dir={data_dir}',
+    '--config.eval_every_steps=0',
+    '--config.checkpoint_every_steps=1000',
+  ]
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1')
-  process = subprocess.Popen(args + ['--config.total_steps=100000'], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True)
+  process = subprocess.Popen(
+    args + ['--config.total_steps=100000'],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.DEVNULL,
+    text=True,
+  )
   try:
     for line in process.stdout:
       if line.startswith('step 2/'):
@@ -113,10 +153,21 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, data_
 
 def test_incomplete_multi_process_flags_are_one_line_error(tmp_path):
   from conftest import run_module
-  result = run_module(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={tmp_path}',
-                       '--num_processes=2', '--process_id=0'])
+
+  result = run_module(
+    [
+      '-m',
+      'posebh_jax.main',
+      '--config=configs/demo.py:tiny',
+      f'--workdir={tmp_path}',
+      '--num_processes=2',
+      '--process_id=0',
+    ]
+  )
   assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-2000:]
   lines = [line for line in result.stderr.splitlines() if line.startswith('error:')]
-  assert lines == ['error: cannot join the multi-process run: coordinator_address should be defined; pass '
-                   "--coordinator_address=HOST:PORT (process 0's), --num_processes=N and --process_id=0..N-1 to "
-                   'every process, or start it under SLURM or on TPU VMs, where they are read from the environment']
+  assert lines == [
+    'error: cannot join the multi-process run: coordinator_address should be defined; pass '
+    "--coordinator_address=HOST:PORT (process 0's), --num_processes=N and --process_id=0..N-1 to "
+    'every process, or start it under SLURM or on TPU VMs, where they are read from the environment'
+  ]

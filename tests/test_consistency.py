@@ -1,4 +1,5 @@
 """Cross-format consistency (posebh_jax/evaluation/consistency.py) against hand-computed cases."""
+
 import math
 
 import numpy as np
@@ -22,8 +23,9 @@ def test_two_formats_closed_form():
   # Image 1 (norm 20): heads coincide where the formats are 10 px apart.
   pred = {'a': [[[0, 0]], [[10, 0]]], 'b': [[[3, 4]], [[10, 0]]]}
   gt = {'a': _gt([[[0, 0]], [[0, 0]]]), 'b': _gt([[[0, 0]], [[6, 8]]])}
-  out = cross_format_consistency({k: np.array(v, float) for k, v in pred.items()}, gt, np.array([10., 20.]),
-                                 groups=KNEE)
+  out = cross_format_consistency(
+    {k: np.array(v, float) for k, v in pred.items()}, gt, np.array([10.0, 20.0]), groups=KNEE
+  )
   o = out['overall']
   assert o['count'] == 2
   assert o['pred_dist'] == pytest.approx((0.5 + 0.0) / 2)
@@ -41,9 +43,9 @@ def test_two_formats_closed_form():
 
 def test_direction_matters_only_for_inconsistency():
   # The heads are 5 px apart, the formats 5 px apart the other way: same distance, opposite offset.
-  pred = {'a': np.array([[[0., 0.]]]), 'b': np.array([[[3., 4.]]])}
+  pred = {'a': np.array([[[0.0, 0.0]]]), 'b': np.array([[[3.0, 4.0]]])}
   gt = {'a': _gt([[[0, 0]]]), 'b': _gt([[[-3, -4]]])}
-  o = cross_format_consistency(pred, gt, np.array([1.]), groups=KNEE)['overall']
+  o = cross_format_consistency(pred, gt, np.array([1.0]), groups=KNEE)['overall']
   assert o['pred_dist'] == pytest.approx(5) and o['gt_dist'] == pytest.approx(5)
   assert o['abs_gap'] == pytest.approx(0)
   assert o['inconsistency'] == pytest.approx(10)
@@ -64,13 +66,17 @@ def test_shared_error_is_consistent_and_perfect_prediction_is_zero():
 
 
 def test_unlabelled_and_zero_norm_are_skipped_and_empty_is_nan():
-  pred = {'a': np.array([[[0., 0.]], [[0., 0.]], [[0., 0.]]]), 'b': np.array([[[1., 0.]], [[2., 0.]], [[4., 0.]]])}
+  pred = {
+    'a': np.array([[[0.0, 0.0]], [[0.0, 0.0]], [[0.0, 0.0]]]),
+    'b': np.array([[[1.0, 0.0]], [[2.0, 0.0]], [[4.0, 0.0]]]),
+  }
   gt = {'a': _gt(np.zeros((3, 1, 2)), [[1], [0], [1]]), 'b': _gt(np.zeros((3, 1, 2)), [[1], [1], [1]])}
-  out = cross_format_consistency(pred, gt, np.array([1., 1., 0.]), groups=KNEE)
+  out = cross_format_consistency(pred, gt, np.array([1.0, 1.0, 0.0]), groups=KNEE)
   assert out['overall']['count'] == 1  # image 1: a unlabelled; image 2: norm 0
   assert out['overall']['pred_dist'] == pytest.approx(1.0)
-  none = cross_format_consistency(pred, {k: v * np.array([1, 1, 0]) for k, v in gt.items()}, np.ones(3),
-                                  groups=KNEE)['overall']
+  none = cross_format_consistency(pred, {k: v * np.array([1, 1, 0]) for k, v in gt.items()}, np.ones(3), groups=KNEE)[
+    'overall'
+  ]
   assert none['count'] == 0 and all(math.isnan(none[k]) for k in ('pred_dist', 'gt_dist', 'inconsistency'))
 
 
@@ -80,7 +86,7 @@ def test_three_formats_average_over_pairs():
   pred['b'][0, 0] = (6, 0)
   pred['c'][0, 2] = (0, 8)
   gt = {f: _gt(np.zeros(p.shape)) for f, p in pred.items()}
-  out = cross_format_consistency(pred, gt, np.array([2.]), groups=groups)
+  out = cross_format_consistency(pred, gt, np.array([2.0]), groups=groups)
   # pairs a~b 6, a~c 8, b~c 10 px; norm 2
   assert out['overall']['count'] == 3
   assert out['overall']['pred_dist'] == pytest.approx((3 + 4 + 5) / 3)
@@ -88,8 +94,7 @@ def test_three_formats_average_over_pairs():
   assert out['formats']['a']['pred_dist'] == pytest.approx((3 + 4) / 2)
   assert out['formats']['c']['count'] == 2
   # a head missing from the predictions drops its pairs
-  two = cross_format_consistency({k: pred[k] for k in 'ab'}, {k: gt[k] for k in 'ab'}, np.array([2.]),
-                                 groups=groups)
+  two = cross_format_consistency({k: pred[k] for k in 'ab'}, {k: gt[k] for k in 'ab'}, np.array([2.0]), groups=groups)
   assert two['overall']['count'] == 1 and two['groups']['x']['formats'] == ['a', 'b']
 
 
@@ -123,10 +128,21 @@ def test_default_groups_come_from_the_registry():
   pred = {'coco': np.zeros((n, 17, 3)), 'mpii': np.zeros((n, 16, 3))}
   gt = {'coco': _gt(np.zeros((n, 17, 2))), 'mpii': _gt(np.zeros((n, 16, 2)))}
   pred['mpii'][:, 4, :2] = (3, 4)  # MPII's left_knee (COCO's is index 13)
-  out = cross_format_consistency(pred, gt, np.full(n, 10.))
-  assert set(out['groups']) == {'left_shoulder', 'right_shoulder', 'left_elbow', 'right_elbow', 'left_wrist',
-                                'right_wrist', 'left_hip', 'right_hip', 'left_knee', 'right_knee', 'left_ankle',
-                                'right_ankle'}
+  out = cross_format_consistency(pred, gt, np.full(n, 10.0))
+  assert set(out['groups']) == {
+    'left_shoulder',
+    'right_shoulder',
+    'left_elbow',
+    'right_elbow',
+    'left_wrist',
+    'right_wrist',
+    'left_hip',
+    'right_hip',
+    'left_knee',
+    'right_knee',
+    'left_ankle',
+    'right_ankle',
+  }
   assert out['groups']['left_knee']['pred_dist'] == pytest.approx(0.5)
   assert out['groups']['right_knee']['pred_dist'] == 0
   assert out['overall']['count'] == 12 * n

@@ -1,4 +1,5 @@
 """Analytic FLOPs against XLA's own count of the compiled forward pass."""
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -8,10 +9,27 @@ from posebh_jax.models import pose_model
 
 
 def test_analytic_forward_flops_match_xla_cost_analysis():
-  config = ml_collections.ConfigDict(dict(
-      width=192, depth=2, num_heads=4, mlp_ratio=4.0, patch_size=16, patch_padding=2, drop_path=0.0, expert_dim=16,
-      use_experts=True, head_channels=64, head_num_deconv=2, head_deconv_init_std=0.001, remat=False, scan=False,
-      dtype='float32', param_dtype='float32', stack_equal_datasets='auto'))
+  config = ml_collections.ConfigDict(
+    dict(
+      width=192,
+      depth=2,
+      num_heads=4,
+      mlp_ratio=4.0,
+      patch_size=16,
+      patch_padding=2,
+      drop_path=0.0,
+      expert_dim=16,
+      use_experts=True,
+      head_channels=64,
+      head_num_deconv=2,
+      head_deconv_init_std=0.001,
+      remat=False,
+      scan=False,
+      dtype='float32',
+      param_dtype='float32',
+      stack_equal_datasets='auto',
+    )
+  )
   model = pose_model.build_model(config, ['a', 'b'], [17, 14])
   images = {'a': jnp.zeros((2, 128, 96, 3), jnp.uint8), 'b': jnp.zeros((2, 128, 96, 3), jnp.uint8)}
   variables = model.init(jax.random.key(0), images)
@@ -20,7 +38,9 @@ def test_analytic_forward_flops_match_xla_cost_analysis():
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   xla_flops = cost['flops']
   grid = flops.token_grid(config, (128, 96))
-  head_flops = {name: spec.forward_flops(config.width, grid) for name, spec in zip(model.dataset_names, model.head_specs)}
+  head_flops = {
+    name: spec.forward_flops(config.width, grid) for name, spec in zip(model.dataset_names, model.head_specs)
+  }
   analytic = flops.train_flops_per_batch(config, (128, 96), {'a': 2, 'b': 2}, head_flops) / 3.0
   # XLA also counts normalisation, softmax and activation flops, which the analytic count leaves out.
   assert 0.85 * xla_flops <= analytic <= 1.05 * xla_flops, (analytic, xla_flops)

@@ -1,4 +1,5 @@
 """The CPU allocator hint, and the page faults it is about: XLA's per-step temporaries with and without huge pages."""
+
 import json
 import os
 import subprocess
@@ -13,8 +14,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _thp_file(tmp_path, mode: str) -> str:
   path = tmp_path / 'enabled'
-  path.write_text({'always': '[always] madvise never\n', 'madvise': 'always [madvise] never\n',
-                   'never': 'always madvise [never]\n'}[mode])
+  path.write_text(
+    {'always': '[always] madvise never\n', 'madvise': 'always [madvise] never\n', 'never': 'always madvise [never]\n'}[
+      mode
+    ]
+  )
   return str(path)
 
 
@@ -53,8 +57,9 @@ def _faults_per_call(tunables: str | None) -> float:
   env['JAX_PLATFORMS'] = 'cpu'
   if tunables:
     env['GLIBC_TUNABLES'] = tunables
-  out = subprocess.run([sys.executable, '-c', _FAULTS_PER_CALL], env=env, cwd=REPO, capture_output=True,
-                       text=True, check=True)
+  out = subprocess.run(
+    [sys.executable, '-c', _FAULTS_PER_CALL], env=env, cwd=REPO, capture_output=True, text=True, check=True
+  )
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -1,4 +1,5 @@
 """init_from bookkeeping: where each dataset's prototype rows sit in the source run."""
+
 import json
 
 from posebh_jax import skeletons
@@ -11,8 +12,11 @@ def test_source_only_datasets_keep_their_prototype_rows(tmp_path):
   datasets = {name: {'format': name} for name in ('coco', 'aic', 'mpii')}
   (tmp_path / 'config.json').write_text(json.dumps({'data': {'order': list(datasets), 'datasets': datasets}}))
   counts = _run_keypoint_counts(str(tmp_path), ('coco', 'aic', 'mpii'), {'coco': 17, 'mpii': 16})
-  assert counts == {name: skeletons.get_format(name).num_keypoints for name in datasets} == \
-      {'coco': 17, 'aic': 14, 'mpii': 16}
+  assert (
+    counts
+    == {name: skeletons.get_format(name).num_keypoints for name in datasets}
+    == {'coco': 17, 'aic': 14, 'mpii': 16}
+  )
 
 
 def test_dataset_with_a_renamed_format_and_missing_config(tmp_path):

@@ -1,4 +1,5 @@
 """The cluster launch scripts, run against stand-ins for SLURM's commands (no SLURM here)."""
+
 import os
 import re
 import signal
@@ -25,13 +26,34 @@ def test_slurm_script_checkpoints_and_requeues_at_the_time_limit(tmp_path, data_
     (bin_dir / name).chmod(0o755)
   log = tmp_path / 'scontrol.log'
   env = {k: v for k, v in os.environ.items() if not k.startswith('SLURM_')}
-  env.update(PATH=f'{bin_dir}:{env["PATH"]}', SLURM_JOB_ID='4242', SCONTROL_LOG=str(log), PYTHON=sys.executable,
-             PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  env.update(
+    PATH=f'{bin_dir}:{env["PATH"]}',
+    SLURM_JOB_ID='4242',
+    SCONTROL_LOG=str(log),
+    PYTHON=sys.executable,
+    PYTHONPATH=REPO,
+    JAX_PLATFORMS='cpu',
+    XLA_FLAGS='--xla_force_host_platform_device_count=1',
+  )
   workdir = tmp_path / 'run'
-  args = ['bash', 'launch/slurm.sbatch', 'configs/demo.py:tiny', str(workdir), f'--config.data.data_dir={data_dir}',
-          '--config.eval_every_steps=0', '--config.checkpoint_every_steps=1000']
-  job = subprocess.Popen(args + ['--config.total_steps=100000'], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+  args = [
+    'bash',
+    'launch/slurm.sbatch',
+    'configs/demo.py:tiny',
+    str(workdir),
+    f'--config.data.data_dir={data_dir}',
+    '--config.eval_every_steps=0',
+    '--config.checkpoint_every_steps=1000',
+  ]
+  job = subprocess.Popen(
+    args + ['--config.total_steps=100000'],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.DEVNULL,
+    text=True,
+    start_new_session=True,
+  )
   try:
     for line in job.stdout:
       if line.startswith('step 2/'):
@@ -49,8 +71,9 @@ def test_slurm_script_checkpoints_and_requeues_at_the_time_limit(tmp_path, data_
   assert 'requeueing job 4242' in rest and log.read_text() == 'requeue 4242\n'
   assert sorted(os.listdir(workdir / 'checkpoints')) == [str(stopped)]
   # The requeued job: the same script and arguments (a shorter run here), resumed, finishing without a requeue.
-  again = subprocess.run(args + [f'--config.total_steps={stopped + 2}'], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=300)
+  again = subprocess.run(
+    args + [f'--config.total_steps={stopped + 2}'], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+  )
   assert again.returncode == 0, again.stderr[-2000:]
   assert f'at step {stopped}' in again.stdout and f'done: step {stopped + 2}/{stopped + 2}' in again.stdout
   assert log.read_text() == 'requeue 4242\n' and sorted(_losses(workdir))[-1] == stopped + 2

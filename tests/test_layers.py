@@ -1,5 +1,6 @@
 """The package graph: the import-linter contracts in pyproject.toml hold, name every top-level module of the
 library, and catch a deliberately added upward import."""
+
 import os
 import shutil
 import subprocess
@@ -14,8 +15,9 @@ _PACKAGES = ('posebh_jax', 'data_pipeline', 'configs', 'launch', 'benchmarks')
 def _lint_imports(root):
   """Runs import-linter on the tree at `root` (its pyproject.toml); returns the finished process."""
   lint = os.path.join(os.path.dirname(sys.executable), 'lint-imports')
-  return subprocess.run([lint, '--no-cache'], cwd=root, env=dict(os.environ, PYTHONPATH=root), capture_output=True,
-                        text=True, timeout=300)
+  return subprocess.run(
+    [lint, '--no-cache'], cwd=root, env=dict(os.environ, PYTHONPATH=root), capture_output=True, text=True, timeout=300
+  )
 
 
 def _layers():
@@ -32,10 +34,12 @@ def test_contracts_hold():
 
 
 def test_every_top_level_module_of_the_library_is_in_a_layer():
-  modules = {f'posebh_jax.{name[:-3] if name.endswith(".py") else name}'
-             for name in os.listdir(os.path.join(REPO, 'posebh_jax'))
-             if (name.endswith('.py') and name != '__init__.py')
-             or os.path.isfile(os.path.join(REPO, 'posebh_jax', name, '__init__.py'))}
+  modules = {
+    f'posebh_jax.{name[:-3] if name.endswith(".py") else name}'
+    for name in os.listdir(os.path.join(REPO, 'posebh_jax'))
+    if (name.endswith('.py') and name != '__init__.py')
+    or os.path.isfile(os.path.join(REPO, 'posebh_jax', name, '__init__.py'))
+  }
   assert modules - _layers() == set(), 'add these modules to a layer of the contract in pyproject.toml'
 
 

@@ -1,5 +1,6 @@
 """Method modes of the experiment configs: `method=posebh` / `method=transfer` of b16 and h16, and the demo's
 `transfer`; the expected numbers are docs/METHOD.md §2's, written out here."""
+
 import pytest
 
 from configs import b16, demo, h16
@@ -69,8 +70,10 @@ def test_bad_method_argument():
     b16.get_config('methods=posebh')
 
 
-@pytest.mark.parametrize('target, tfds_name, epochs, lr, proto_epochs', [
-    ('smpl24', 'pw3d', 30, 1e-4, 15.0), ('interhand', 'interhand26m', 60, 5e-4, 30.0)])
+@pytest.mark.parametrize(
+  'target, tfds_name, epochs, lr, proto_epochs',
+  [('smpl24', 'pw3d', 30, 1e-4, 15.0), ('interhand', 'interhand26m', 60, 5e-4, 30.0)],
+)
 def test_transfer_mode_has_method_values(target, tfds_name, epochs, lr, proto_epochs):
   config = b16.get_config(f'method=transfer,target={target}')
   _assert_locked(config)
@@ -85,9 +88,18 @@ def test_transfer_mode_has_method_values(target, tfds_name, epochs, lr, proto_ep
   assert all(config.data.datasets[n].weight < entry.weight for n in TRAIN)
   phases = stages.plan_phases(config, steps_per_epoch=10, total_steps=epochs * 10)
   assert [(p.start_step, p.end_step, p.update_prototypes) for p in phases] == [
-      (0, int(proto_epochs * 10), True), (int(proto_epochs * 10), epochs * 10, False)]
-  assert all('^embedding/' in p.frozen and p.embedding_frozen and p.prototype_datasets == (target,) and p.lr is None
-             and not p.css and not p.cps for p in phases)
+    (0, int(proto_epochs * 10), True),
+    (int(proto_epochs * 10), epochs * 10, False),
+  ]
+  assert all(
+    '^embedding/' in p.frozen
+    and p.embedding_frozen
+    and p.prototype_datasets == (target,)
+    and p.lr is None
+    and not p.css
+    and not p.cps
+    for p in phases
+  )
 
 
 def test_synthetic_transfer_is_smpl24_only():

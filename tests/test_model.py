@@ -1,4 +1,5 @@
 """Model: MoE routing by dataset slices (and stacked), model split equality, logical sharding annotations."""
+
 import functools
 import json
 
@@ -13,10 +14,27 @@ from posebh_jax.models import composition, heatmap_head, moe, pose_model, vit
 
 
 def _model_config(**overrides):
-  config = ml_collections.ConfigDict(dict(
-      width=32, depth=2, num_heads=2, mlp_ratio=4.0, patch_size=16, patch_padding=2, drop_path=0.0, expert_dim=8,
-      use_experts=True, head_channels=16, head_num_deconv=2, head_deconv_init_std=0.001, remat=False, scan=False,
-      dtype='float32', param_dtype='float32', stack_equal_datasets='auto'))
+  config = ml_collections.ConfigDict(
+    dict(
+      width=32,
+      depth=2,
+      num_heads=2,
+      mlp_ratio=4.0,
+      patch_size=16,
+      patch_padding=2,
+      drop_path=0.0,
+      expert_dim=8,
+      use_experts=True,
+      head_channels=16,
+      head_num_deconv=2,
+      head_deconv_init_std=0.001,
+      remat=False,
+      scan=False,
+      dtype='float32',
+      param_dtype='float32',
+      stack_equal_datasets='auto',
+    )
+  )
   config.update(overrides)
   return config
 
@@ -32,7 +50,8 @@ def _randomise(variables, seed=1):
   leaves, tree = jax.tree.flatten(variables['params'])
   keys = jax.random.split(jax.random.key(seed), len(leaves))
   variables['params'] = jax.tree.unflatten(
-      tree, [0.2 * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
+    tree, [0.2 * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
+  )
   return variables
 
 
@@ -89,8 +108,12 @@ def test_moe_ffn_equals_dense_reference():
   shared = h @ p['fc2']['kernel'] + p['fc2']['bias']
   # grouped layout (groups=2, per group: 1 of a then 1 of b): rows 0,1 are group 0 and rows 2,3 group 1.
   dataset_of_row = [0, 1, 0, 1]
-  expected = np.stack([np.concatenate([shared[i], h[i] @ p['expert_kernel'][d] + p['expert_bias'][d]], -1)
-                       for i, d in enumerate(dataset_of_row)])
+  expected = np.stack(
+    [
+      np.concatenate([shared[i], h[i] @ p['expert_kernel'][d] + p['expert_bias'][d]], -1)
+      for i, d in enumerate(dataset_of_row)
+    ]
+  )
   np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -183,13 +206,20 @@ def test_stacked_heads_and_batched_experts_equal_one_dataset_after_another():
   variables['batch_stats'] = jax.tree.map(lambda x: x + 0.5, nn.unbox(variables['batch_stats']))
 
   def loss_and_stats(model, params):
-    outputs, updates = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, images, train=True,
-                                   mutable=['batch_stats'], rngs={'dropout': jax.random.key(2)})
+    outputs, updates = model.apply(
+      {'params': params, 'batch_stats': variables['batch_stats']},
+      images,
+      train=True,
+      mutable=['batch_stats'],
+      rngs={'dropout': jax.random.key(2)},
+    )
     return sum(jnp.sum(jnp.sin(out)) for out in outputs.values()), (outputs, updates['batch_stats'])
 
   # Compiled: run op by op, these two forward-backward passes took ~50 s of per-primitive compilation.
-  results = [jax.jit(jax.value_and_grad(functools.partial(loss_and_stats, model), has_aux=True))(variables['params'])
-             for model in (stacked, loop)]
+  results = [
+    jax.jit(jax.value_and_grad(functools.partial(loss_and_stats, model), has_aux=True))(variables['params'])
+    for model in (stacked, loop)
+  ]
   (_, (out_stacked, stats_stacked)), grads_stacked = results[0]
   (_, (out_loop, stats_loop)), grads_loop = results[1]
   for name in names:
@@ -282,6 +312,7 @@ def test_head_deconv_init_std_sets_the_deconvolution_kernels_scale(std):
 
 def test_float64_model_without_64_bit_mode_is_a_user_error():
   from posebh_jax.errors import UserError
+
   assert not jax.config.jax_enable_x64  # the test process runs in JAX's default 32-bit mode
   with pytest.raises(UserError, match='JAX_ENABLE_X64=1'):
     pose_model.build_model(_model_config(dtype='float64', param_dtype='float64'), ('coco',), (17,), num_groups=1)

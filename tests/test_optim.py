@@ -1,4 +1,5 @@
 """Optimizer: layer-wise lr decay, weight-decay mask, frozen groups without state, schedule."""
+
 import pytest
 import jax
 import jax.numpy as jnp
@@ -10,19 +11,36 @@ from posebh_jax import optim
 
 def _params():
   return {
-      'backbone': {'patch_embed': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones((2,))},
-                   'pos_embed': jnp.ones((1, 3, 2)),
-                   'block_0': {'mlp': {'fc1': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones((2,))}}},
-                   'block_1': {'mlp': {'fc1': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones((2,))}}},
-                   'norm': {'scale': jnp.ones((2,))}},
-      'head_a': {'final': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones((2,))}},
+    'backbone': {
+      'patch_embed': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones((2,))},
+      'pos_embed': jnp.ones((1, 3, 2)),
+      'block_0': {'mlp': {'fc1': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones((2,))}}},
+      'block_1': {'mlp': {'fc1': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones((2,))}}},
+      'norm': {'scale': jnp.ones((2,))},
+    },
+    'head_a': {'final': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones((2,))}},
   }
 
 
 def _config(**overrides):
-  config = ml_collections.ConfigDict(dict(
-      lr=1e-3, weight_decay=0.1, b1=0.9, b2=0.999, eps=1e-8, grad_clip=0.0, layer_decay=0.5, warmup_steps=0,
-      warmup_ratio=0.001, decay_epochs=(), decay_factor=0.1, frozen=(), schedule='step', final_lr_ratio=0.0))
+  config = ml_collections.ConfigDict(
+    dict(
+      lr=1e-3,
+      weight_decay=0.1,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      grad_clip=0.0,
+      layer_decay=0.5,
+      warmup_steps=0,
+      warmup_ratio=0.001,
+      decay_epochs=(),
+      decay_factor=0.1,
+      frozen=(),
+      schedule='step',
+      final_lr_ratio=0.0,
+    )
+  )
   config.update(overrides)
   return config
 
@@ -35,13 +53,13 @@ def test_layer_decay_scales_first_adam_step():
   updates, _ = tx.update(grads, tx.init(params), params)
   adam_step = 1.0 / (1.0 + 1e-8 / 0.3)  # m/(sqrt(v)+eps) after one step with bias correction
   expect = {
-      ('backbone', 'patch_embed', 'kernel'): 1e-3 * 0.5 ** 3 * (adam_step + 0.1),
-      ('backbone', 'patch_embed', 'bias'): 1e-3 * 0.5 ** 3 * adam_step,
-      ('backbone', 'pos_embed'): 1e-3 * 0.5 ** 3 * adam_step,
-      ('backbone', 'block_0', 'mlp', 'fc1', 'kernel'): 1e-3 * 0.5 ** 2 * (adam_step + 0.1),
-      ('backbone', 'block_1', 'mlp', 'fc1', 'bias'): 1e-3 * 0.5 * adam_step,
-      ('backbone', 'norm', 'scale'): 1e-3 * adam_step,
-      ('head_a', 'final', 'kernel'): 1e-3 * (adam_step + 0.1),
+    ('backbone', 'patch_embed', 'kernel'): 1e-3 * 0.5**3 * (adam_step + 0.1),
+    ('backbone', 'patch_embed', 'bias'): 1e-3 * 0.5**3 * adam_step,
+    ('backbone', 'pos_embed'): 1e-3 * 0.5**3 * adam_step,
+    ('backbone', 'block_0', 'mlp', 'fc1', 'kernel'): 1e-3 * 0.5**2 * (adam_step + 0.1),
+    ('backbone', 'block_1', 'mlp', 'fc1', 'bias'): 1e-3 * 0.5 * adam_step,
+    ('backbone', 'norm', 'scale'): 1e-3 * adam_step,
+    ('head_a', 'final', 'kernel'): 1e-3 * (adam_step + 0.1),
   }
   for path, value in expect.items():
     leaf = updates
@@ -71,8 +89,9 @@ def test_scanned_blocks_get_per_layer_multipliers():
 
 
 def test_schedule_warmup_and_steps():
-  schedule = optim.learning_rate_schedule(1.0, warmup_steps=10, warmup_ratio=0.001, decay_steps=[20, 30],
-                                          decay_factor=0.1)
+  schedule = optim.learning_rate_schedule(
+    1.0, warmup_steps=10, warmup_ratio=0.001, decay_steps=[20, 30], decay_factor=0.1
+  )
   np.testing.assert_allclose(float(schedule(0)), 0.001, rtol=1e-6)
   np.testing.assert_allclose(float(schedule(5)), 0.001 + 0.999 * 0.5, rtol=1e-6)
   np.testing.assert_allclose(float(schedule(15)), 1.0, rtol=1e-6)
@@ -104,8 +123,16 @@ def test_gradient_clipping_bounds_the_update_direction():
 
 
 def test_cosine_schedule_closed_form():
-  schedule = optim.learning_rate_schedule(2.0, warmup_steps=10, warmup_ratio=0.0, decay_steps=[], decay_factor=0.1,
-                                          kind='cosine', total_steps=110, final_ratio=0.1)
+  schedule = optim.learning_rate_schedule(
+    2.0,
+    warmup_steps=10,
+    warmup_ratio=0.0,
+    decay_steps=[],
+    decay_factor=0.1,
+    kind='cosine',
+    total_steps=110,
+    final_ratio=0.1,
+  )
   assert float(schedule(5)) == pytest.approx(1.0)
   assert float(schedule(10)) == pytest.approx(2.0)
   assert float(schedule(60)) == pytest.approx(2.0 * (0.1 + 0.9 * 0.5))
@@ -121,6 +148,7 @@ def test_unknown_schedule_is_an_error():
 def test_frozen_pattern_that_matches_nothing_is_a_user_error():
   """A mistyped pattern would freeze nothing and train everything without a word."""
   from posebh_jax.errors import UserError
+
   params = _params()
   with pytest.raises(UserError, match="frozen parameter pattern '\\^backbone/blocks_' .* matches no parameter"):
     optim.build_optimizer(_config(frozen=('^head_', '^backbone/blocks_')), params, depth=2, steps_per_epoch=1)

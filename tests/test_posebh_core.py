@@ -1,6 +1,7 @@
 """PoseBH core: embedding module, prototypes (Sinkhorn, momentum update, pixel labels, clustering), prototype losses
 and CSS, checked against NumPy loop references, the NumPy heatmap codecs, and hand-made cases where the reference
 implementation's bugs B1–B5 (docs/METHOD.md §2) would give different answers."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -20,8 +21,7 @@ def _unit(x, axis=-1):
 
 def _udp_maps(centers, amplitudes, height, width):
   """NumPy UDP Gaussians (σ=2) at heatmap-px centres (K, 2), scaled by amplitudes (K,) → (H, W, K)."""
-  maps, _ = codec.encode_udp(np.asarray(centers, np.float64), np.ones(len(centers)), (width, height),
-                             (width, height))
+  maps, _ = codec.encode_udp(np.asarray(centers, np.float64), np.ones(len(centers)), (width, height), (width, height))
   return np.transpose(maps * np.asarray(amplitudes, np.float32)[:, None, None], (1, 2, 0))
 
 
@@ -35,9 +35,22 @@ def test_embedding_shape_dtype_and_param_count():
   variables = nn.unbox(variables)
   assert out.shape == (2, 8, 12, f) and out.dtype == jnp.float32
   bn = lambda ch: 2 * ch
-  expected = (16 * d * c + bn(c) + 16 * c * c + bn(c)  # two deconv 4×4 (no bias) + BN
-              + 9 * c * hid + bn(hid) + 9 * hid * hid + bn(hid) + c * hid + bn(hid)  # residual block + shortcut
-              + 9 * hid * hid + bn(hid) + hid * f + f)  # conv3×3 + BN, conv1×1 with bias
+  expected = (
+    16 * d * c
+    + bn(c)
+    + 16 * c * c
+    + bn(c)  # two deconv 4×4 (no bias) + BN
+    + 9 * c * hid
+    + bn(hid)
+    + 9 * hid * hid
+    + bn(hid)
+    + c * hid
+    + bn(hid)  # residual block + shortcut
+    + 9 * hid * hid
+    + bn(hid)
+    + hid * f
+    + f
+  )  # conv3×3 + BN, conv1×1 with bias
   count = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(variables['params']))
   assert count == expected
   stats = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(variables['batch_stats']))
@@ -51,9 +64,14 @@ def test_init_prototypes_unit_norm_and_after_momentum_updates():
   np.testing.assert_allclose(np.linalg.norm(protos, axis=-1), 1.0, atol=1e-6)
   rng = np.random.RandomState(0)
   for _ in range(5):
-    protos = P.momentum_update(protos, jnp.asarray(rng.randn(30, 8), jnp.float32),
-                               jnp.asarray(rng.randint(0, 5, 30)), jnp.asarray(rng.randint(0, 3, 30)),
-                               jnp.asarray(rng.rand(30), jnp.float32), momentum=0.5)
+    protos = P.momentum_update(
+      protos,
+      jnp.asarray(rng.randn(30, 8), jnp.float32),
+      jnp.asarray(rng.randint(0, 5, 30)),
+      jnp.asarray(rng.randint(0, 3, 30)),
+      jnp.asarray(rng.rand(30), jnp.float32),
+      momentum=0.5,
+    )
   np.testing.assert_allclose(np.linalg.norm(protos, axis=-1), 1.0, atol=1e-6)
 
 
@@ -79,8 +97,16 @@ def test_momentum_update_matches_numpy_loop():
   assignment = rng.randint(0, m, p)
   weights = rng.rand(p).astype(np.float32) * (rng.rand(p) > 0.3)
   weights[(classes == 0) & (assignment == 1)] = 0.0  # (0, 1) has pixels, all of zero weight
-  got = np.asarray(P.momentum_update(jnp.asarray(protos), jnp.asarray(emb), jnp.asarray(classes),
-                                     jnp.asarray(assignment), jnp.asarray(weights), momentum=0.7))
+  got = np.asarray(
+    P.momentum_update(
+      jnp.asarray(protos),
+      jnp.asarray(emb),
+      jnp.asarray(classes),
+      jnp.asarray(assignment),
+      jnp.asarray(weights),
+      momentum=0.7,
+    )
+  )
   want = _np_momentum_update(protos, emb, classes, assignment, weights, 0.7)
   np.testing.assert_allclose(got, want, atol=1e-5)
   np.testing.assert_array_equal(got[3], protos[3])
@@ -117,8 +143,9 @@ def test_sinkhorn_matches_per_class_numpy_loop(kappa):
   want = _np_sinkhorn(scores, classes, valid, num_classes, kappa, 3)
   got = np.asarray(P.sinkhorn(jnp.asarray(scores), jnp.asarray(classes), jnp.asarray(valid), num_classes, kappa))
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
-  assign = np.asarray(P.sinkhorn_assign(jnp.asarray(scores), jnp.asarray(classes), jnp.asarray(valid),
-                                        num_classes, kappa))
+  assign = np.asarray(
+    P.sinkhorn_assign(jnp.asarray(scores), jnp.asarray(classes), jnp.asarray(valid), num_classes, kappa)
+  )
   np.testing.assert_array_equal(assign[valid], want[valid].argmax(1))
   assert assign.dtype == np.int32
   # The balancing matters here: the plain argmax of the scores differs for some pixel.
@@ -127,8 +154,9 @@ def test_sinkhorn_matches_per_class_numpy_loop(kappa):
   scores2, classes2 = scores.copy(), classes.copy()
   scores2[~valid] = rng.rand(int((~valid).sum()), m) * 5
   classes2[~valid] = 0
-  assign2 = np.asarray(P.sinkhorn_assign(jnp.asarray(scores2), jnp.asarray(classes2), jnp.asarray(valid),
-                                         num_classes, kappa))
+  assign2 = np.asarray(
+    P.sinkhorn_assign(jnp.asarray(scores2), jnp.asarray(classes2), jnp.asarray(valid), num_classes, kappa)
+  )
   np.testing.assert_array_equal(assign2[valid], assign[valid])
 
 
@@ -162,9 +190,13 @@ def test_assign_pixels_b2_mask_compares_global_classes():
   gt_b = np.array([[[[0.8, 0.1], [0.6, 0.0]]]], np.float32)  # (1, 1, 2, K=2)
   emb_a = np.zeros((1, 1, 2, 4), np.float32) + eye[1]
   gt_a = np.array([[[[0.0, 0.5], [0.0, 0.0]]]], np.float32)
-  out = P.assign_pixels(protos, {'a': jnp.asarray(emb_a), 'b': jnp.asarray(emb_b)},
-                        {'a': jnp.asarray(gt_a), 'b': jnp.asarray(gt_b)},
-                        {'a': jnp.ones((1, 2)), 'b': jnp.ones((1, 2))}, {'a': 0, 'b': 2})
+  out = P.assign_pixels(
+    protos,
+    {'a': jnp.asarray(emb_a), 'b': jnp.asarray(emb_b)},
+    {'a': jnp.asarray(gt_a), 'b': jnp.asarray(gt_b)},
+    {'a': jnp.ones((1, 2)), 'b': jnp.ones((1, 2))},
+    {'a': 0, 'b': 2},
+  )
   b = out['b']
   np.testing.assert_array_equal(b.global_class, [[[2, 2]]])
   np.testing.assert_array_equal(b.local_class, [[[0, 0]]])
@@ -181,8 +213,10 @@ def test_assign_pixels_sinkhorn_is_joint_over_datasets_and_update():
   j, m, f = 5, 3, 6
   protos = P.init_prototypes(jax.random.key(2), j, m, f)
   emb = {'a': rng.randn(2, 3, 4, f).astype(np.float32), 'b': rng.randn(1, 3, 4, f).astype(np.float32)}
-  gt = {'a': rng.rand(2, 3, 4, 2).astype(np.float32) * (rng.rand(2, 3, 4, 1) > 0.3),
-        'b': rng.rand(1, 3, 4, 3).astype(np.float32)}
+  gt = {
+    'a': rng.rand(2, 3, 4, 2).astype(np.float32) * (rng.rand(2, 3, 4, 1) > 0.3),
+    'b': rng.rand(1, 3, 4, 3).astype(np.float32),
+  }
   tw = {'a': np.ones((2, 2), np.float32), 'b': np.array([[1, 0, 1]], np.float32)}
   offsets = {'a': 0, 'b': 2}
   out = jax.jit(lambda *a: P.assign_pixels(*a, offsets, kappa=0.3))(protos, emb, gt, tw)
@@ -216,8 +250,7 @@ def test_cluster_prototypes_b5_assigns_each_prototype_over_clusters():
   sign[2] = -1.0  # c and −c are the same prototype for |cos|
   x = (x * sign[:, None]).astype(np.float32)
   for seed in (0, 1, 2):
-    clustered, assignment = P.cluster_prototypes(jnp.asarray(x.reshape(3, 3, 6)), 2, 10, 0.05,
-                                                 jax.random.key(seed))
+    clustered, assignment = P.cluster_prototypes(jnp.asarray(x.reshape(3, 3, 6)), 2, 10, 0.05, jax.random.key(seed))
     assignment = np.asarray(assignment)
     assert assignment.shape == (9,) and clustered.shape == (3, 3, 6)
     assert len(set(assignment[group == 0])) == 1 and len(set(assignment[group == 1])) == 1
@@ -261,7 +294,7 @@ def test_ppc_b1_dataset_columns_and_loss_values():
   logits = flat[0, 0, 0, cols]
   want = np.log(np.exp(logits).sum()) - flat[0, 0, 0, 26]
   np.testing.assert_allclose(got, want, rtol=1e-5)
-  buggy_logits = flat[0, 0, 0, offset:offset + k_d * m]
+  buggy_logits = flat[0, 0, 0, offset : offset + k_d * m]
   buggy = np.log(np.exp(buggy_logits).sum()) - buggy_logits[1 * m + 2]
   assert abs(buggy - got) > 0.05
   # PPD: (1 − s_{k,m*})² over positive-weight pixels; weighted mean; 0 without pixels.
@@ -270,16 +303,20 @@ def test_ppc_b1_dataset_columns_and_loss_values():
   w2 = jnp.asarray([[[0.5, 1.5]]])
   s = np.array([sim_all[0, 0, 0, 6, 2], sim_all[0, 0, 1, 5, 1]])
   np.testing.assert_allclose(float(losses.ppd_loss(sim_d2, local, assign, w2)), np.mean((1 - s) ** 2), rtol=1e-5)
-  np.testing.assert_allclose(float(losses.ppd_loss(sim_d2, local, assign, w2, weighted=True)),
-                             (0.5 * (1 - s[0]) ** 2 + 1.5 * (1 - s[1]) ** 2) / 2.0, rtol=1e-5)
+  np.testing.assert_allclose(
+    float(losses.ppd_loss(sim_d2, local, assign, w2, weighted=True)),
+    (0.5 * (1 - s[0]) ** 2 + 1.5 * (1 - s[1]) ** 2) / 2.0,
+    rtol=1e-5,
+  )
   zero = jnp.zeros((1, 1, 2))
   assert float(losses.ppc_loss(sim_d, local, assign, zero)) == 0.0
   assert float(losses.ppd_loss(sim_d, local, assign, zero)) == 0.0
   gt = rng.rand(1, 2, 2, 3).astype(np.float32)
   ph = rng.rand(1, 2, 2, 3).astype(np.float32)
   tw = np.array([[1.0, 0.0, 1.0]], np.float32)
-  np.testing.assert_allclose(float(losses.phm_loss(ph, gt, tw)),
-                             np.mean(((ph - gt) * tw[:, None, None]) ** 2), rtol=1e-6)
+  np.testing.assert_allclose(
+    float(losses.phm_loss(ph, gt, tw)), np.mean(((ph - gt) * tw[:, None, None]) ** 2), rtol=1e-6
+  )
 
 
 # ------------------------------------------------------------------------------------------------ CSS
@@ -351,8 +388,9 @@ def test_css_b4_target_weights_coordinates():
   loss = float(css.css_loss(jnp.asarray(head), jnp.asarray(proto), target, weight, alpha))
   om = np.asarray(weight)[:, None, None, :]
   tt = np.asarray(target)
-  np.testing.assert_allclose(loss, np.mean(((head - tt) * om) ** 2) + alpha * np.mean(((proto - tt) * om) ** 2),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    loss, np.mean(((head - tt) * om) ** 2) + alpha * np.mean(((proto - tt) * om) ** 2), rtol=1e-5
+  )
   local, conf, valid = css.css_pixel_labels(target, weight)
   np.testing.assert_array_equal(local, 0)
   np.testing.assert_allclose(conf, tt[..., 0] * float(weight[0, 0]), atol=1e-7)
@@ -376,8 +414,11 @@ def test_main_functions_jit():
     sim_b = losses.dataset_similarity(sims['b'], 2, 3)
     heat_b = P.prototype_heatmaps(sim_b)
     a = out['b']
-    total = (losses.phm_loss(heat_b, gt['b'], tw['b']) + losses.ppc_loss(sim_b, a.local_class, a.assignment, a.weight)
-             + losses.ppd_loss(sim_b, a.local_class, a.assignment, a.weight))
+    total = (
+      losses.phm_loss(heat_b, gt['b'], tw['b'])
+      + losses.ppc_loss(sim_b, a.local_class, a.assignment, a.weight)
+      + losses.ppd_loss(sim_b, a.local_class, a.assignment, a.weight)
+    )
     target, weight = css.css_targets(gt['b'], heat_b)
     total = total + css.css_loss(gt['b'], heat_b, target, weight, 0.5)
     labels = css.css_pixel_labels(target, weight)
@@ -389,8 +430,9 @@ def test_main_functions_jit():
     return outputs[1], outputs
 
   # One compile: the whole step and its gradient with respect to the embeddings.
-  (_, (new, total, labels, clustered, decoded)), grads = jax.jit(
-      jax.value_and_grad(loss_and_outputs, has_aux=True))(emb)
+  (_, (new, total, labels, clustered, decoded)), grads = jax.jit(jax.value_and_grad(loss_and_outputs, has_aux=True))(
+    emb
+  )
   np.testing.assert_allclose(np.linalg.norm(new, axis=-1), 1.0, atol=1e-5)
   assert np.abs(np.asarray(new) - np.asarray(protos)).max() > 1e-3
   np.testing.assert_allclose(np.linalg.norm(clustered, axis=-1), 1.0, atol=1e-5)

@@ -1,6 +1,7 @@
 """PoseBH end to end through `python -m posebh_jax.main`: 1 vs 8 simulated devices (stage 1: losses and prototypes;
 stages 2-3: CSS and CPS losses and parameters), init from a baseline run, and resuming exactly at a stage
 boundary."""
+
 import json
 import os
 
@@ -34,6 +35,7 @@ def _records(workdir):
 
 def _prototypes(workdir):
   from posebh_jax import checkpoint
+
   state, _ = checkpoint.read_state(str(workdir))
   return np.asarray(state['extra']['prototypes'])
 
@@ -44,8 +46,13 @@ def test_stage_one_on_eight_devices_matches_one_device(tmp_path, data_dir, basel
   # hinge on discrete choices (Sinkhorn argmax over prototypes, most-similar other class), so a float-order
   # difference of 1e-7 in a sharded reduction eventually flips one near-tie pixel, and every later step
   # inherits it (measured: PPD 4.6e-5 apart at step 3, 0.4% at step 4, 1.3% at step 6 on this tiny model).
-  common = ('--config.batch_size=48', '--config.total_steps=3', '--config.posebh.stage_epochs=(10.0,20.0)',
-            '--config.posebh.backbone_thaw_epoch=20.0', f'--config.init_from={baseline}')
+  common = (
+    '--config.batch_size=48',
+    '--config.total_steps=3',
+    '--config.posebh.stage_epochs=(10.0,20.0)',
+    '--config.posebh.backbone_thaw_epoch=20.0',
+    f'--config.init_from={baseline}',
+  )
   one, eight = tmp_path / 'one', tmp_path / 'eight'
   first = _train(one, data_dir, *common, devices=1)
   assert 'init_from' in first.stdout and 'loaded backbone' in first.stdout
@@ -57,8 +64,9 @@ def test_stage_one_on_eight_devices_matches_one_device(tmp_path, data_dir, basel
     # Steps 1-2 measured <= 1e-7 apart; step 3 already carries the first near-tie effects (PPD 4.6e-5).
     rtol = 1e-4 if record['step'] <= 2 else 1e-3
     for key in ('train/loss', 'train/loss_phm', 'train/loss_ppc', 'train/loss_ppd'):
-      np.testing.assert_allclose(records_eight[record['step']][key], record[key], rtol=rtol,
-                                 err_msg=f'{key} at step {record["step"]}')
+      np.testing.assert_allclose(
+        records_eight[record['step']][key], record[key], rtol=rtol, err_msg=f'{key} at step {record["step"]}'
+      )
   protos_one, protos_eight = _prototypes(one), _prototypes(eight)
   assert protos_one.shape == (214, 3, 8)
   np.testing.assert_allclose(np.linalg.norm(protos_one, axis=-1), 1.0, atol=1e-5)
@@ -73,11 +81,19 @@ def test_stages_two_and_three_on_eight_devices_match_one_device(tmp_path, data_d
   enters stage 3 at step 1), no warmup so that both steps move the weights, and CSS keeps every pseudo-label of
   the fresh heads (min peak 0). Starting in stage 2 skips the clustering of the prototypes (done on entering
   stage 2), so the cluster prototypes here are the prototypes."""
-  common = ('--config.batch_size=16', '--config.total_steps=2', "--config.data.order=('coco','mpii')",
-            '--config.model.depth=1', '--config.posebh.stage_epochs=(0.0,0.34)',
-            '--config.posebh.backbone_thaw_epoch=0.0', '--config.optim.warmup_steps=0',
-            '--config.posebh.css_min_peak=0.0', '--config.posebh.css_max_distance=100.0',
-            '--config.model.dtype=float64', '--config.model.param_dtype=float64')
+  common = (
+    '--config.batch_size=16',
+    '--config.total_steps=2',
+    "--config.data.order=('coco','mpii')",
+    '--config.model.depth=1',
+    '--config.posebh.stage_epochs=(0.0,0.34)',
+    '--config.posebh.backbone_thaw_epoch=0.0',
+    '--config.optim.warmup_steps=0',
+    '--config.posebh.css_min_peak=0.0',
+    '--config.posebh.css_max_distance=100.0',
+    '--config.model.dtype=float64',
+    '--config.model.param_dtype=float64',
+  )
   one, eight = tmp_path / 'one', tmp_path / 'eight'
   first = _train(one, data_dir, *common, devices=1)
   assert 'phase 0: stage 2, steps 0-1' in first.stdout
@@ -94,9 +110,11 @@ def test_stages_two_and_three_on_eight_devices_match_one_device(tmp_path, data_d
       # The prototype terms are computed in float32 inside the float64 model (measured with two blocks: up to 5.4e-7
       # apart; the rest up to 3.8e-12).
       rtol = 5e-6 if key.split('_')[-1] in ('phm', 'ppc', 'ppd', 'cps', 'css') else 1e-10
-      np.testing.assert_allclose(records_eight[record['step']][key], record[key], rtol=rtol,
-                                 err_msg=f'{key} at step {record["step"]}')
+      np.testing.assert_allclose(
+        records_eight[record['step']][key], record[key], rtol=rtol, err_msg=f'{key} at step {record["step"]}'
+      )
   from posebh_jax import checkpoint
+
   state_one, state_eight = (checkpoint.read_state(str(w))[0] for w in (one, eight))
   flat_one = dict(jax.tree_util.tree_leaves_with_path(state_one['params']))
   flat_eight = dict(jax.tree_util.tree_leaves_with_path(state_eight['params']))
@@ -104,8 +122,9 @@ def test_stages_two_and_three_on_eight_devices_match_one_device(tmp_path, data_d
   for path, value in flat_one.items():
     # Each Adam step moves a weight by about lr = 2e-4; the float32 prototype terms leave the embedding's weights
     # up to 1.2e-7 apart (measured with two blocks), the rest closer.
-    np.testing.assert_allclose(np.asarray(flat_eight[path]), np.asarray(value), rtol=0, atol=1e-6,
-                               err_msg=jax.tree_util.keystr(path))
+    np.testing.assert_allclose(
+      np.asarray(flat_eight[path]), np.asarray(value), rtol=0, atol=1e-6, err_msg=jax.tree_util.keystr(path)
+    )
 
 
 def test_resume_at_stage_boundary_matches_uninterrupted(tmp_path, data_dir, baseline):

@@ -2,6 +2,7 @@
 training datasets prepared from $POSEBH_REALDATA (the `real_data_dir` fixture), and the training-time
 evaluation of real eval splits (species categories, several people per image, detector boxes with rescoring and
 OKS-NMS) agrees with the official metrics and with `python -m posebh_jax.evaluate --topdown`."""
+
 import json
 
 import numpy as np
@@ -22,10 +23,20 @@ pytestmark = needs_realdata
 CONFIG = 'configs/b16.py:runlocal,data=real'
 # The B/16 runlocal config shrunk to a model that compiles fast on CPU (64x48 crops, patch 8, width 32, one block,
 # one deconvolution per head: 16x12 heatmaps; no formats picture, which costs one more compile).
-TINY = ('--config.model.width=32', '--config.model.depth=1', '--config.model.num_heads=2',
-        '--config.model.expert_dim=8', '--config.model.head_channels=16', '--config.model.head_num_deconv=1',
-        '--config.model.patch_size=8', '--config.model.patch_padding=0', '--config.data.image_size=(64,48)',
-        '--config.data.heatmap_size=(16,12)', '--config.viz_examples=2', '--config.viz_formats=False')
+TINY = (
+  '--config.model.width=32',
+  '--config.model.depth=1',
+  '--config.model.num_heads=2',
+  '--config.model.expert_dim=8',
+  '--config.model.head_channels=16',
+  '--config.model.head_num_deconv=1',
+  '--config.model.patch_size=8',
+  '--config.model.patch_padding=0',
+  '--config.data.image_size=(64,48)',
+  '--config.data.heatmap_size=(16,12)',
+  '--config.viz_examples=2',
+  '--config.viz_formats=False',
+)
 DATASETS = common.TRAIN_DATASETS
 
 
@@ -68,14 +79,23 @@ def test_runlocal_on_real_data_trains_and_evaluates(tmp_path, real_data_dir, cap
   losses = _losses(workdir)
   assert sorted(losses) == [1, 2, 3, 4, 5] and all(np.isfinite(v) for v in losses.values())
 
-  result = _run(['-m', 'posebh_jax.main', f'--config={CONFIG}', f'--workdir={workdir}', '--mode=eval',
-                 f'--config.data.data_dir={data_dir}', *TINY])
+  result = _run(
+    [
+      '-m',
+      'posebh_jax.main',
+      f'--config={CONFIG}',
+      f'--workdir={workdir}',
+      '--mode=eval',
+      f'--config.data.data_dir={data_dir}',
+      *TINY,
+    ]
+  )
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
   print(result.stdout)
   # The table: one row per dataset with its headline metric, then the docs/METHOD.md-style row.
   lines = result.stdout.splitlines()
   header = next(i for i, line in enumerate(lines) if line.startswith('dataset'))
-  rows = {line.split()[0]: line.split()[1] for line in lines[header + 1:header + 1 + len(DATASETS)]}
+  rows = {line.split()[0]: line.split()[1] for line in lines[header + 1 : header + 1 + len(DATASETS)]}
   assert rows == {name: 'PCKh' if name == 'mpii' else 'AP' for name in DATASETS}
   assert lines[header + len(DATASETS) + 2].startswith('| model | COCO AP')
 
@@ -94,8 +114,9 @@ def test_runlocal_on_real_data_trains_and_evaluates(tmp_path, real_data_dir, cap
     raw = json.loads((eval_dir / f'{name}_topdown_step5.json').read_text())
     gt = _ground_truth(data, name)
     assert len(raw) == len(gt['image_ids']) and 0 < len(results) <= len(raw)
-    assert all(len(r['keypoints']) == 3 * fmt.num_keypoints and {'image_id', 'category_id', 'score'} <= set(r)
-               for r in results)
+    assert all(
+      len(r['keypoints']) == 3 * fmt.num_keypoints and {'image_id', 'category_id', 'score'} <= set(r) for r in results
+    )
     # Results carry each instance's category (AP-10K / APT-36K: the species).
     assert sorted(r['category_id'] for r in raw) == sorted(gt['category_ids'].tolist())
     if name in ('coco', 'coco_wholebody'):  # detector boxes and their scores
@@ -104,8 +125,7 @@ def test_runlocal_on_real_data_trains_and_evaluates(tmp_path, real_data_dir, cap
     if name == 'mpii':  # every ground-truth person once, paired by annotation id
       assert sorted(r['ann_id'] for r in results) == sorted(gt['instance_ids'].tolist())
     # The offline tool on the written files reproduces the logged official metrics.
-    offline = _offline(capsys, name, eval_dir / f'{name}_gt.json', eval_dir / f'{name}_topdown_step5.json',
-                       '--topdown')
+    offline = _offline(capsys, name, eval_dir / f'{name}_gt.json', eval_dir / f'{name}_topdown_step5.json', '--topdown')
     assert offline == pytest.approx({m: metrics[m] for m in offline}, abs=1e-9), name
     assert (workdir / 'viz' / f'{name}_step5.png').is_file()
   assert {r['category_id'] for r in json.loads((eval_dir / 'ap10k_results_step5.json').read_text())} == {1, 26}
@@ -121,9 +141,16 @@ def _perfect_instances(gt):
     predicted[keypoints[:, 2] <= 0, :2] = (x + w / 2, y + h / 2)
     predicted[:, 2] = 1.0
     by_instance[int(gt['instance_ids'][row])] = predicted
-    raw.append({'image_id': int(gt['image_ids'][row]), 'category_id': int(gt['category_ids'][row]),
-                'keypoints': predicted.reshape(-1).tolist(), 'bbox_score': float(gt['bbox_score'][row]),
-                'area': w * h * 1.25 ** 2, 'ann_id': int(gt['instance_ids'][row])})
+    raw.append(
+      {
+        'image_id': int(gt['image_ids'][row]),
+        'category_id': int(gt['category_ids'][row]),
+        'keypoints': predicted.reshape(-1).tolist(),
+        'bbox_score': float(gt['bbox_score'][row]),
+        'area': w * h * 1.25**2,
+        'ann_id': int(gt['instance_ids'][row]),
+      }
+    )
   return raw, by_instance
 
 
@@ -187,8 +214,15 @@ def test_detector_split_rescoring_and_oks_nms(name, real_data_dir, tmp_path, cap
       truth[~labelled, :2] = (x + w / 2, y + h / 2)
       keypoints[:, :2] = truth[:, :2] + rng.normal(0, 0.1, (fmt.num_keypoints, 2))
       keypoints[labelled, 2] = 0.9
-    raw.append({'image_id': image_id, 'category_id': 1, 'keypoints': keypoints.reshape(-1).tolist(),
-                'bbox_score': float(gt['bbox_score'][row]), 'area': float(box[2] * box[3] * 1.25 ** 2)})
+    raw.append(
+      {
+        'image_id': image_id,
+        'category_id': 1,
+        'keypoints': keypoints.reshape(-1).tolist(),
+        'bbox_score': float(gt['bbox_score'][row]),
+        'area': float(box[2] * box[3] * 1.25**2),
+      }
+    )
   results = evaluation.topdown_postprocess(raw, fmt, nms=evaluate_lib.dataset_nms(name, 'oks'))
   metrics = heatmap_task.metrics_for(fmt, gt, results, {})
   assert 0.3 < metrics['AP'] <= 1.0
@@ -204,7 +238,8 @@ def test_detector_split_rescoring_and_oks_nms(name, real_data_dir, tmp_path, cap
     if o is not None and r['bbox_score'] > best.get(o, -1):
       best[o] = r['bbox_score']
   assert sorted(r['score'] for r, o in zip(results, kept) if o is not None) == pytest.approx(
-      sorted(0.9 * score for score in best.values()))  # rescored: box score x mean keypoint score above 0.2
+    sorted(0.9 * score for score in best.values())
+  )  # rescored: box score x mean keypoint score above 0.2
   gt_path, raw_path = tmp_path / 'gt.json', tmp_path / 'raw.json'
   gt_path.write_text(json.dumps(heatmap_task.gt_json(fmt, gt)))
   raw_path.write_text(json.dumps(raw))

@@ -1,4 +1,5 @@
 """Phase planning for the staged PoseBH schedule."""
+
 import pytest
 
 from configs import demo

@@ -1,5 +1,6 @@
 """`python -m benchmarks.synthetic_mdt --tiny` end to end: three tiny runs (baseline, PoseBH, baseline continued),
 evaluated into the per-format / per-landmark / per-pair tables and the JSON."""
+
 import json
 import math
 import os
@@ -17,10 +18,20 @@ RUNS = ['baseline', 'continued', 'posebh']
 def _run(args):
   # XLA's backend optimisation level 0 compiles the tiny train steps about 3x faster; one step each does not
   # care how fast the compiled code is.
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0')
-  return subprocess.run([sys.executable, '-m', 'benchmarks.synthetic_mdt', *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=600)
+  env = dict(
+    os.environ,
+    PYTHONPATH=REPO,
+    JAX_PLATFORMS='cpu',
+    XLA_FLAGS='--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0',
+  )
+  return subprocess.run(
+    [sys.executable, '-m', 'benchmarks.synthetic_mdt', *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 def _tables(markdown):
@@ -65,8 +76,16 @@ def test_tiny_benchmark_end_to_end(tmp_path, data_dir):
   assert len([r for r in rows if r[0] == 'animal']) == 17 + 1
   assert all(int(r[3]) > 0 and all(_finite(c) for c in r[4:]) for r in rows), rows
   header, *rows = tables['Per format pair']
-  assert {r[1] for r in rows} == {'coco~aic', 'coco~mpii', 'coco~coco_wholebody', 'aic~mpii', 'aic~coco_wholebody',
-                                  'mpii~coco_wholebody', 'ap10k~apt36k', '**all**'}
+  assert {r[1] for r in rows} == {
+    'coco~aic',
+    'coco~mpii',
+    'coco~coco_wholebody',
+    'aic~mpii',
+    'aic~coco_wholebody',
+    'mpii~coco_wholebody',
+    'ap10k~apt36k',
+    '**all**',
+  }
 
   with open(workdir / 'synthetic_mdt.json') as f:
     report = json.load(f)

@@ -1,6 +1,7 @@
 """The task interface carries a second kind of dataset with no change to the trainer: a keypoint-regression task
 defined outside the library (tests/toy_regression_task.py) trains in the same batch as two heatmap datasets, is
 evaluated by its own evaluator, and resumes bit for bit."""
+
 import json
 import os
 

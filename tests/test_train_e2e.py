@@ -1,4 +1,5 @@
 """End to end through `python -m posebh_jax.main`: 1 vs 8 simulated devices, kill-and-resume, user errors."""
+
 import json
 import os
 import re
@@ -22,12 +23,18 @@ def test_eight_devices_match_one_device(tmp_path, data_dir):
   (measured), so a sharding mistake of any size shows. The float32 step is held to 1e-6 at every state of a run
   by `test_sharded_step_matches_one_device_along_the_run`."""
   # One checkpoint (at the end); only the sharded run evaluates (the 1-device evaluation is covered elsewhere).
-  common = ('--config.batch_size=48', '--config.total_steps=20', '--config.checkpoint_every_steps=20',
-            '--config.model.dtype=float64', '--config.model.param_dtype=float64')
+  common = (
+    '--config.batch_size=48',
+    '--config.total_steps=20',
+    '--config.checkpoint_every_steps=20',
+    '--config.model.dtype=float64',
+    '--config.model.param_dtype=float64',
+  )
   one, eight = tmp_path / 'one', tmp_path / 'eight'
   _train(one, data_dir, *common, '--config.eval_every_steps=0', devices=1)
-  _train(eight, data_dir, *common, '--config.eval_every_steps=20', '--config.mesh.data=4', '--config.mesh.fsdp=2',
-         devices=8)
+  _train(
+    eight, data_dir, *common, '--config.eval_every_steps=20', '--config.mesh.data=4', '--config.mesh.fsdp=2', devices=8
+  )
   losses_one, losses_eight = _losses(one), _losses(eight)
   assert sorted(losses_one) == list(range(1, 21))
   assert losses_one[20] < 0.95 * losses_one[1]  # it trained
@@ -41,8 +48,9 @@ def test_eight_devices_match_one_device(tmp_path, data_dir):
   assert any(name.endswith('.png') for name in os.listdir(eight / 'viz'))
   # The same command again (`make demo` twice): nothing to compile or train; it repeats the last evaluation.
   records = (eight / 'metrics.jsonl').read_text()
-  again = _train(eight, data_dir, *common, '--config.eval_every_steps=20', '--config.mesh.data=4',
-                 '--config.mesh.fsdp=2', devices=8)
+  again = _train(
+    eight, data_dir, *common, '--config.eval_every_steps=20', '--config.mesh.data=4', '--config.mesh.fsdp=2', devices=8
+  )
   assert 'compiled train step' not in again.stdout and (eight / 'metrics.jsonl').read_text() == records
   assert "already trained to step 20; its evaluation at step 20: " in again.stdout
   assert f"eval/coco/AP={evals[-1]['eval/coco/AP']:.4f}" in again.stdout
@@ -100,7 +108,6 @@ def test_sharded_step_matches_one_device_along_the_run(data_dir):
   np.testing.assert_allclose(free[:, 0], one[:, 0], rtol=1e-2)
 
 
-
 def test_resumed_run_matches_uninterrupted_run(tmp_path, data_dir):
   """A run ended at its step-10 checkpoint and re-run to step 20 resumes there and gives the uninterrupted run's losses
   bit for bit (same process layout, same programs: nothing may differ)."""
@@ -124,24 +131,45 @@ def _error_line(result):
 
 
 def test_bad_override_is_one_line_error(tmp_path):
-  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={tmp_path}',
-                 '--config.optim.learning_rate=1'])
+  result = _run(
+    [
+      '-m',
+      'posebh_jax.main',
+      '--config=configs/demo.py:tiny',
+      f'--workdir={tmp_path}',
+      '--config.optim.learning_rate=1',
+    ]
+  )
   assert 'learning_rate' in _error_line(result)
 
 
 def test_missing_dataset_is_one_line_error(tmp_path):
-  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={tmp_path / "w"}',
-                 f'--config.data.data_dir={tmp_path / "empty"}'])
+  result = _run(
+    [
+      '-m',
+      'posebh_jax.main',
+      '--config=configs/demo.py:tiny',
+      f'--workdir={tmp_path / "w"}',
+      f'--config.data.data_dir={tmp_path / "empty"}',
+    ]
+  )
   line = _error_line(result)
   assert 'data_pipeline.prepare' in line
 
 
 def test_unknown_dataset_is_one_line_error(tmp_path, data_dir):
-  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={tmp_path}',
-                 f'--config.data.data_dir={data_dir}', "--config.data.order=('coco','cocoo')"])
+  result = _run(
+    [
+      '-m',
+      'posebh_jax.main',
+      '--config=configs/demo.py:tiny',
+      f'--workdir={tmp_path}',
+      f'--config.data.data_dir={data_dir}',
+      "--config.data.order=('coco','cocoo')",
+    ]
+  )
   line = _error_line(result)
   assert "'cocoo'" in line and 'coco' in line
-
 
 
 def test_missing_config_file_is_one_line_error(tmp_path):
@@ -151,16 +179,34 @@ def test_missing_config_file_is_one_line_error(tmp_path):
 
 
 def test_mesh_that_does_not_fit_the_devices_is_one_line_error(tmp_path, data_dir):
-  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={tmp_path}',
-                 f'--config.data.data_dir={data_dir}', '--config.mesh.data=3'], devices=2)
+  result = _run(
+    [
+      '-m',
+      'posebh_jax.main',
+      '--config=configs/demo.py:tiny',
+      f'--workdir={tmp_path}',
+      f'--config.data.data_dir={data_dir}',
+      '--config.mesh.data=3',
+    ],
+    devices=2,
+  )
   line = _error_line(result)
   assert 'config.mesh' in line and '2 are available' in line and '-1' in line
 
 
 def test_batch_that_cannot_be_sharded_is_one_line_error(tmp_path, data_dir):
   # 8 batch shards x 6 datasets need at least 48 examples.
-  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={tmp_path}',
-                 f'--config.data.data_dir={data_dir}', '--config.batch_size=20'], devices=8)
+  result = _run(
+    [
+      '-m',
+      'posebh_jax.main',
+      '--config=configs/demo.py:tiny',
+      f'--workdir={tmp_path}',
+      f'--config.data.data_dir={data_dir}',
+      '--config.batch_size=20',
+    ],
+    devices=8,
+  )
   line = _error_line(result)
   assert 'config.batch_size' in line and 'at least 48' in line
 
@@ -168,9 +214,19 @@ def test_batch_that_cannot_be_sharded_is_one_line_error(tmp_path, data_dir):
 def test_diverging_run_stops_with_one_line_error_before_saving_it(tmp_path, data_dir):
   """lr 1e30: step 1 is finite (its loss is computed before the update), the parameters it leaves overflow the
   next forward pass. The run stops there with one line, having saved every step before and none after."""
-  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={tmp_path}',
-                 f'--config.data.data_dir={data_dir}', '--config.optim.lr=1e30', '--config.optim.grad_clip=0',
-                 '--config.checkpoint_every_steps=1', '--config.eval_every_steps=0'])
+  result = _run(
+    [
+      '-m',
+      'posebh_jax.main',
+      '--config=configs/demo.py:tiny',
+      f'--workdir={tmp_path}',
+      f'--config.data.data_dir={data_dir}',
+      '--config.optim.lr=1e30',
+      '--config.optim.grad_clip=0',
+      '--config.checkpoint_every_steps=1',
+      '--config.eval_every_steps=0',
+    ]
+  )
   line = _error_line(result)
   step = int(re.search(r'diverged at step (\d+): train/loss nan', line).group(1))
   saved = sorted(int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit())
@@ -178,30 +234,46 @@ def test_diverging_run_stops_with_one_line_error_before_saving_it(tmp_path, data
   assert f'last checkpoint is step {step - 1}' in line and 'optim.lr' in line
 
 
-
 def test_resuming_with_another_model_is_one_line_error(tmp_path, data_dir):
   _train(tmp_path, data_dir, '--config.total_steps=2', '--config.eval_every_steps=0')
   # (--mode=eval runs the same check before its restore.)
-  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={tmp_path}',
-                 f'--config.data.data_dir={data_dir}', '--config.total_steps=4', '--config.model.width=48'])
+  result = _run(
+    [
+      '-m',
+      'posebh_jax.main',
+      '--config=configs/demo.py:tiny',
+      f'--workdir={tmp_path}',
+      f'--config.data.data_dir={data_dir}',
+      '--config.total_steps=4',
+      '--config.model.width=48',
+    ]
+  )
   line = _error_line(result)
   assert 'checkpoints/2 holds another model' in line and 'model.width: 32 -> 48' in line, line
   assert 'is saved as (32,) float32, this config has (48,) float32' in line, line
   # The workdir still describes the run its checkpoints came from.
   assert json.loads((tmp_path / 'config.json').read_text())['model']['width'] == 32
   # Starting a new run from it (init_from) with another width: one line too (was a broadcast traceback).
-  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', f'--workdir={tmp_path / "new"}',
-                 f'--config.data.data_dir={data_dir}', '--config.total_steps=4', '--config.model.width=48',
-                 f'--config.init_from={tmp_path}'])
+  result = _run(
+    [
+      '-m',
+      'posebh_jax.main',
+      '--config=configs/demo.py:tiny',
+      f'--workdir={tmp_path / "new"}',
+      f'--config.data.data_dir={data_dir}',
+      '--config.total_steps=4',
+      '--config.model.width=48',
+      f'--config.init_from={tmp_path}',
+    ]
+  )
   line = _error_line(result)
-  assert line.startswith(f'error: config.init_from: {tmp_path} holds another architecture than this config '
-                         'builds (params/backbone/'), line
+  assert line.startswith(
+    f'error: config.init_from: {tmp_path} holds another architecture than this config builds (params/backbone/'
+  ), line
   assert 'is (32,) there and (48,) here' in line and 'more differ' in line, line
 
 
-
-def test_training_loop_compiles_nothing_after_the_first_step_and_donates_the_state(tmp_path, data_dir,
-                                                                                     monkeypatch):
+def test_training_loop_compiles_nothing_after_the_first_step_and_donates_the_state(tmp_path, data_dir, monkeypatch):
   """Counts JAX lowerings (every new jit specialisation is lowered, cached or not) before each step of an 8-step
   run that logs every step and checkpoints at step 4, and checks that each step consumed (donated) its input, also
   the first step after resuming from the checkpoint."""
@@ -332,6 +404,7 @@ def test_url_workdir_is_one_line_error_and_creates_nothing():
   """`--workdir=gs://...` (as TPU users write) used to become a local directory named `gs:` under the current one,
   a separate one on every host."""
   from conftest import REPO
+
   result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny', '--workdir=gs://bucket/run'])
   line = _error_line(result)
   assert line.startswith('error: --workdir=gs://bucket/run: the workdir must be a filesystem path')
@@ -340,7 +413,8 @@ def test_url_workdir_is_one_line_error_and_creates_nothing():
 
 
 def test_unknown_config_file_argument_is_one_line_error_without_the_override_hint(tmp_path):
-  result = _run(['-m', 'posebh_jax.main', '--config=configs/demo.py:tinyy', f'--workdir={tmp_path}',
-                 '--config.total_steps=2'])
+  result = _run(
+    ['-m', 'posebh_jax.main', '--config=configs/demo.py:tinyy', f'--workdir={tmp_path}', '--config.total_steps=2']
+  )
   line = _error_line(result)
   assert "unknown demo config argument(s) ['tinyy']" in line and '--config.<key>' not in line

@@ -1,5 +1,6 @@
 """Domain transfer (docs/METHOD.md §2): SMPL-24 keypoints derived from the synthetic 3D joints, the transfer objective
 (new prototypes only), and `configs/demo.py:tiny,transfer` end to end from a tiny PoseBH run."""
+
 import json
 import os
 
@@ -14,8 +15,18 @@ from data_pipeline import derived, pipeline
 from posebh_jax import checkpoint, skeletons, stages
 from posebh_jax.posebh import objective, transfer
 
-SHARED_WITH_COCO = ('left_shoulder', 'right_shoulder', 'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist',
-                    'left_knee', 'right_knee', 'left_ankle', 'right_ankle')
+SHARED_WITH_COCO = (
+  'left_shoulder',
+  'right_shoulder',
+  'left_elbow',
+  'right_elbow',
+  'left_wrist',
+  'right_wrist',
+  'left_knee',
+  'right_knee',
+  'left_ankle',
+  'right_ankle',
+)
 
 
 def test_derived_smpl24_agrees_with_the_generators_coco_truth(data_dir):
@@ -43,8 +54,10 @@ def test_derived_smpl24_agrees_with_the_generators_coco_truth(data_dir):
     h, w = int(record['height']), int(record['width'])
     assert np.all(kps[inside, 0] <= w - 1) and np.all(kps[inside, 1] <= h - 1) and np.all(kps[inside, :2] >= 0)
   assert humans > 0
-  train_source = derived.wrap_source(pipeline.open_source('posebh_synthetic', 'train_coco', data_dir),
-                                     demo.get_config('tiny,transfer').data.datasets.smpl24)
+  train_source = derived.wrap_source(
+    pipeline.open_source('posebh_synthetic', 'train_coco', data_dir),
+    demo.get_config('tiny,transfer').data.datasets.smpl24,
+  )
   assert train_source[0]['keypoints'].shape == (24, 3) and len(train_source) == 24
 
 
@@ -74,29 +87,37 @@ def _problem(seed=0, n=2, h=8, w=6, dim=4, sizes=(('old', 3), ('new', 2))):
 
 
 def _phase(update):
-  return stages.Phase(0, 0, 10, posebh=True, update_prototypes=update, prototype_datasets=('new',),
-                      embedding_frozen=True)
+  return stages.Phase(
+    0, 0, 10, posebh=True, update_prototypes=update, prototype_datasets=('new',), embedding_frozen=True
+  )
 
 
 def test_transfer_objective_touches_only_the_new_prototypes():
   outputs, batch, extra, cfg, offsets, num_keypoints = _problem()
-  total, terms, new_extra = transfer.transfer_objective(outputs, batch, extra, _phase(True), cfg, offsets,
-                                                        num_keypoints)
+  total, terms, new_extra = transfer.transfer_objective(
+    outputs, batch, extra, _phase(True), cfg, offsets, num_keypoints
+  )
   protos, updated = extra['prototypes'], np.asarray(new_extra['prototypes'])
   np.testing.assert_array_equal(updated[:3], protos[:3])
   assert not np.array_equal(updated[3:], protos[3:])
   np.testing.assert_allclose(np.linalg.norm(updated, axis=-1), 1.0, atol=1e-5)
   # Reference: the new skeleton alone, as if its prototypes were the whole table.
   ref_total, ref_terms, ref_extra = objective.posebh_objective(
-      {'heatmaps': {'new': outputs['heatmaps']['new']}, 'embeddings': {'new': outputs['embeddings']['new']},
-       'cross': {}}, {'new': batch['new']}, {'prototypes': protos[3:], 'cluster_prototypes': protos[3:]},
-      _phase(True), cfg, {'new': 0}, {'new': 2})
+    {'heatmaps': {'new': outputs['heatmaps']['new']}, 'embeddings': {'new': outputs['embeddings']['new']}, 'cross': {}},
+    {'new': batch['new']},
+    {'prototypes': protos[3:], 'cluster_prototypes': protos[3:]},
+    _phase(True),
+    cfg,
+    {'new': 0},
+    {'new': 2},
+  )
   np.testing.assert_allclose(updated[3:], ref_extra['prototypes'], atol=1e-6)
   np.testing.assert_allclose(total, ref_total, rtol=1e-6)
   # The old prototypes are not read: changing them changes nothing.
   other = dict(extra, prototypes=np.concatenate([-protos[:3][:, ::-1], protos[3:]]))
-  total_other, terms_other, extra_other = transfer.transfer_objective(outputs, batch, other, _phase(True), cfg,
-                                                                      offsets, num_keypoints)
+  total_other, terms_other, extra_other = transfer.transfer_objective(
+    outputs, batch, other, _phase(True), cfg, offsets, num_keypoints
+  )
   np.testing.assert_allclose(total_other, total, rtol=1e-6)
   np.testing.assert_allclose(np.asarray(extra_other['prototypes'])[3:], updated[3:], atol=1e-6)
   assert set(terms) == {'phm', 'ppc', 'ppd'}
@@ -111,10 +132,18 @@ def _flat(tree):
 
 def test_transfer_run_end_to_end(posebh_workdir, data_dir, tmp_path):
   workdir = tmp_path / 'transfer'
-  result = train(workdir, data_dir, '--config.total_steps=3', '--config.transfer.prototype_epochs=10.0',
-                 '--config.checkpoint_every_steps=1', '--config.keep_checkpoints=5', '--config.eval_every_steps=3',
-                 '--config.viz_formats=True', f'--config.init_from={posebh_workdir}',
-                 config='configs/demo.py:tiny,transfer')
+  result = train(
+    workdir,
+    data_dir,
+    '--config.total_steps=3',
+    '--config.transfer.prototype_epochs=10.0',
+    '--config.checkpoint_every_steps=1',
+    '--config.keep_checkpoints=5',
+    '--config.eval_every_steps=3',
+    '--config.viz_formats=True',
+    f'--config.init_from={posebh_workdir}',
+    config='configs/demo.py:tiny,transfer',
+  )
   assert 'partly fresh: head_smpl24' in result.stdout  # its deconvolutions start as COCO's, its last conv fresh
   source, _ = checkpoint.read_state(posebh_workdir)
   first, _ = checkpoint.read_state(str(workdir / 'checkpoints' / '1'))
@@ -134,8 +163,11 @@ def test_transfer_run_end_to_end(posebh_workdir, data_dir, tmp_path):
     for key in before:
       np.testing.assert_array_equal(after[key], before[key], err_msg=f'{collection}/embedding/{key}')
   backbone_before, backbone_after = _flat(source['params']['backbone']), _flat(last['params']['backbone'])
-  assert any(not np.array_equal(backbone_after[k], backbone_before[k]) for k in backbone_before
-             if np.shape(backbone_after[k]) == np.shape(backbone_before[k]))
+  assert any(
+    not np.array_equal(backbone_after[k], backbone_before[k])
+    for k in backbone_before
+    if np.shape(backbone_after[k]) == np.shape(backbone_before[k])
+  )
   head_first, head_last = _flat(first['params']['head_smpl24']), _flat(last['params']['head_smpl24'])
   assert any(not np.array_equal(head_last[k], head_first[k]) for k in head_first)
   # Evaluation of the new format: COCO-style AP with SMPL-24's sigmas on the human validation examples.

@@ -1,4 +1,5 @@
 """Config values that cannot work end in one UserError line naming the key (checked before anything is built)."""
+
 import pytest
 
 from configs import b16, demo
@@ -6,7 +7,9 @@ from posebh_jax import train
 from posebh_jax.errors import UserError
 
 
-@pytest.mark.parametrize('key, value, expected', [
+@pytest.mark.parametrize(
+  'key, value, expected',
+  [
     ('log_every_steps', 0, 'config.log_every_steps must be at least 1'),
     ('checkpoint_every_steps', 0, 'config.checkpoint_every_steps must be at least 1'),
     ('keep_checkpoints', 0, 'config.keep_checkpoints must be at least 1'),
@@ -30,7 +33,8 @@ from posebh_jax.errors import UserError
     ('data.aug.flip_prob', 2.0, 'config.data.aug.flip_prob is a probability'),
     ('data.aug.scale_factor', -0.5, 'config.data.aug.scale_factor must be in .0, 1.'),
     ('transfer.frozen', ('[',), "config.transfer.frozen: '\\[' is not a regular expression"),
-])
+  ],
+)
 def test_bad_value_is_a_user_error(key, value, expected):
   config = demo.get_config('tiny')
   with config.unlocked():
@@ -50,7 +54,17 @@ def test_no_steps_and_no_epochs_is_a_user_error():
     train.validate_config(config)
 
 
-@pytest.mark.parametrize('module, arg', [(demo, ''), (demo, 'tiny'), (demo, 'posebh'), (demo, 'transfer'),
-                                         (b16, ''), (b16, 'runlocal'), (b16, 'method=posebh')])
+@pytest.mark.parametrize(
+  'module, arg',
+  [
+    (demo, ''),
+    (demo, 'tiny'),
+    (demo, 'posebh'),
+    (demo, 'transfer'),
+    (b16, ''),
+    (b16, 'runlocal'),
+    (b16, 'method=posebh'),
+  ],
+)
 def test_shipped_configs_are_valid(module, arg):
   train.validate_config(module.get_config(arg))

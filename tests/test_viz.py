@@ -1,5 +1,6 @@
 """Pictures: the 2D prototype projection (PCA against an eigen-decomposition reference, t-SNE on separable
 clusters), the prototype picture and the per-head formats picture, on arrays and on a tiny trained PoseBH run."""
+
 import os
 
 import cv2
@@ -90,7 +91,7 @@ def test_prototype_picture_size_and_legend():
 
 def _gaussian(h, w, x, y, sigma=1.0):
   yy, xx = np.mgrid[:h, :w]
-  return np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma ** 2))
+  return np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
 
 
 def test_formats_picture_places_each_heads_keypoint():
@@ -122,7 +123,7 @@ def test_formats_picture_places_each_heads_keypoint():
     for row in range(2):
       assert tuple(image[row * panel_h + py, px]) == skeletons.get_format(fmt).keypoint_colors[k], (name, row)
   # Nothing else is drawn: the keypoint colours appear only around the peaks.
-  background = image[panel_h + 40:panel_h + 60, 5:20]
+  background = image[panel_h + 40 : panel_h + 60, 5:20]
   assert np.all(background == 160)
 
 

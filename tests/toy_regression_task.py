@@ -6,6 +6,7 @@ It is picked by module path (`config.data.datasets.<name>.task = 'tests.toy_regr
 also a config file: `--config=tests/toy_regression_task.py` trains the tiny demo's COCO and MPII heatmap datasets
 together with `coco_regression`, a regression dataset on the synthetic COCO-format examples, in one batch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,6 +27,7 @@ from posebh_jax.tasks import base
 
 class RegressionHead(nn.Module):
   """Mean-pooled features (n, h, w, D) → keypoint positions (n, K, 2) in [0, 1] crop coordinates (x / W, y / H)."""
+
   num_keypoints: int
   dtype: object = jnp.float32
   param_dtype: object = jnp.float32
@@ -42,6 +44,7 @@ class RegressionHead(nn.Module):
 @dataclasses.dataclass(frozen=True)
 class RegressionHeadSpec:
   """The model's side of the task: builds `RegressionHead`; its heads never run stacked."""
+
   num_keypoints: int
   stack_key = None
 
@@ -60,16 +63,21 @@ class RegressionTransform(transforms.TopDownTrainTransform):
     keypoints = np.asarray(element[self.keypoints_key], np.float32)
     center, scale, rotation, flip = self.sample_crop(keypoints, element['bbox'], rng)
     matrix = transforms.crop_matrix(center, scale, rotation, flip, 0, self.output_size_wh, False)
-    crop = transforms.decode_and_crop(element['image'], matrix, self.output_size_wh, self.reduced_decode,
-                                      self.fast_decode)
+    crop = transforms.decode_and_crop(
+      element['image'], matrix, self.output_size_wh, self.reduced_decode, self.fast_decode
+    )
     warped = transforms.warp_keypoints(keypoints, matrix, self.output_size_wh, self.flip_index if flip else None)
     size = np.asarray(self.output_size_wh, np.float32)
-    return {'image': crop, 'coords': (warped[:, :2] / size).astype(np.float32),
-            'coord_weights': (warped[:, 2] > 0).astype(np.float32)}
+    return {
+      'image': crop,
+      'coords': (warped[:, :2] / size).astype(np.float32),
+      'coord_weights': (warped[:, 2] > 0).astype(np.float32),
+    }
 
 
 class Task(base.Task):
   """Keypoint regression on a 2D keypoint dataset."""
+
   kind = 'tests.toy_regression_task'
 
   def batch_fields(self):
@@ -78,9 +86,17 @@ class Task(base.Task):
 
   def train_transform(self):
     data = self.config.data
-    return RegressionTransform(format_name=self.entry.format, codec_name='msra', image_size_hw=data.image_size,
-                               heatmap_size_hw=data.heatmap_size, sigma=data.sigma, bbox_padding=data.bbox_padding,
-                               aug=data.aug, half_body=False, fast_decode=data.fast_jpeg_decode)
+    return RegressionTransform(
+      format_name=self.entry.format,
+      codec_name='msra',
+      image_size_hw=data.image_size,
+      heatmap_size_hw=data.heatmap_size,
+      sigma=data.sigma,
+      bbox_padding=data.bbox_padding,
+      aug=data.aug,
+      half_body=False,
+      fast_decode=data.fast_jpeg_decode,
+    )
 
   def head_spec(self):
     return RegressionHeadSpec(self.num_keypoints)
@@ -103,8 +119,13 @@ class Task(base.Task):
     for batch in pipeline.make_eval_iterator(self.config.data, self.name, context.batch_size):
       crop_xy = np.asarray(context.predict(batch['image']), np.float64) * np.array([image_w, image_h])
       for i in np.flatnonzero(np.asarray(batch['valid'])):
-        matrix = geometry.get_warp_matrix(np.asarray(batch['center'][i], np.float64),
-                                          np.asarray(batch['scale'][i], np.float64), 0.0, (image_w, image_h), False)
+        matrix = geometry.get_warp_matrix(
+          np.asarray(batch['center'][i], np.float64),
+          np.asarray(batch['scale'][i], np.float64),
+          0.0,
+          (image_w, image_h),
+          False,
+        )
         inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
         image_xy = geometry.transform_points(crop_xy[i], inverse)
         instance = int(batch['instance_id'][i])
@@ -133,4 +154,3 @@ def get_config(arg: str = ''):
     config.checkpoint_every_steps = 4
     config.eval_every_steps = 8
   return common.finalize(config)
-

@@ -44,8 +44,8 @@ JPEG_QUALITY = 90
 
 
 def train_split_name(format_name: str) -> str:
-    """Returns the train split holding examples annotated in `format_name`, e.g. 'train_coco'."""
-    return f'train_{format_name}'
+  """Returns the train split holding examples annotated in `format_name`, e.g. 'train_coco'."""
+  return f'train_{format_name}'
 
 
 # Bump whenever a change to data_pipeline/synthetic alters generated images or labels: a preparation records
@@ -58,196 +58,220 @@ ALL_FORMATS = ('coco', 'aic', 'mpii', 'coco_wholebody', 'ochuman', 'crowdpose', 
 
 
 def all_formats() -> tuple[str, ...]:
-    """Returns every format with a `keypoints_<fmt>` / `has_<fmt>` field (human formats, then animal ones)."""
-    return ALL_FORMATS
+  """Returns every format with a `keypoints_<fmt>` / `has_<fmt>` field (human formats, then animal ones)."""
+  return ALL_FORMATS
 
 
 def _check_generator_formats() -> None:
-    generated = set(FORMATS_BY_CATEGORY['human']) | set(FORMATS_BY_CATEGORY['animal'])
-    if generated != set(ALL_FORMATS) or not set(TRAIN_FORMATS) <= generated:
-        raise ValueError(f'the synthetic generator annotates {sorted(generated)} but the builder stores '
-                         f'{sorted(ALL_FORMATS)}; update ALL_FORMATS in {__name__} and bump its VERSION')
+  generated = set(FORMATS_BY_CATEGORY['human']) | set(FORMATS_BY_CATEGORY['animal'])
+  if generated != set(ALL_FORMATS) or not set(TRAIN_FORMATS) <= generated:
+    raise ValueError(
+      f'the synthetic generator annotates {sorted(generated)} but the builder stores '
+      f'{sorted(ALL_FORMATS)}; update ALL_FORMATS in {__name__} and bump its VERSION'
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticParams:
-    """Generation parameters of `posebh_synthetic`.
+  """Generation parameters of `posebh_synthetic`.
 
-    Attributes:
-      num_train_per_format: examples in each `train_<format>` split.
-      num_val: examples in the `validation` split.
-      image_size: (H, W) of the generated images in px.
-      difficulty: generator difficulty in [0, 1] (occlusion, clutter, pose range).
-      seed: generator seed.
-    """
+  Attributes:
+    num_train_per_format: examples in each `train_<format>` split.
+    num_val: examples in the `validation` split.
+    image_size: (H, W) of the generated images in px.
+    difficulty: generator difficulty in [0, 1] (occlusion, clutter, pose range).
+    seed: generator seed.
+  """
 
-    num_train_per_format: int = 1000
-    num_val: int = 200
-    image_size: tuple[int, int] = (256, 256)
-    difficulty: float = 0.5
-    seed: int = 0
-    # Bumped whenever the generator's output changes, so an old preparation is not silently reused.
-    generator_version: int = GENERATOR_VERSION
+  num_train_per_format: int = 1000
+  num_val: int = 200
+  image_size: tuple[int, int] = (256, 256)
+  difficulty: float = 0.5
+  seed: int = 0
+  # Bumped whenever the generator's output changes, so an old preparation is not silently reused.
+  generator_version: int = GENERATOR_VERSION
 
-    def __post_init__(self):
-        object.__setattr__(self, 'image_size', tuple(int(v) for v in self.image_size))
-        if self.num_train_per_format < 1 or self.num_val < 1:
-            raise ValueError(f'num_train_per_format and num_val must be >= 1, got {self.num_train_per_format} '
-                             f'and {self.num_val}')
-        if len(self.image_size) != 2 or min(self.image_size) < 32:
-            raise ValueError(f'image_size must be (H, W) with both sides >= 32 px, got {self.image_size}')
-        if not 0.0 <= self.difficulty <= 1.0:
-            raise ValueError(f'difficulty must be in [0, 1], got {self.difficulty}')
+  def __post_init__(self):
+    object.__setattr__(self, 'image_size', tuple(int(v) for v in self.image_size))
+    if self.num_train_per_format < 1 or self.num_val < 1:
+      raise ValueError(
+        f'num_train_per_format and num_val must be >= 1, got {self.num_train_per_format} and {self.num_val}'
+      )
+    if len(self.image_size) != 2 or min(self.image_size) < 32:
+      raise ValueError(f'image_size must be (H, W) with both sides >= 32 px, got {self.image_size}')
+    if not 0.0 <= self.difficulty <= 1.0:
+      raise ValueError(f'difficulty must be in [0, 1], got {self.difficulty}')
 
-    def to_metadata(self) -> dict:
-        """Returns the parameters as a JSON-serialisable dict."""
-        return {'num_train_per_format': int(self.num_train_per_format), 'num_val': int(self.num_val),
-                'image_size': list(self.image_size), 'difficulty': float(self.difficulty),
-                'seed': int(self.seed), 'generator_version': int(self.generator_version)}
+  def to_metadata(self) -> dict:
+    """Returns the parameters as a JSON-serialisable dict."""
+    return {
+      'num_train_per_format': int(self.num_train_per_format),
+      'num_val': int(self.num_val),
+      'image_size': list(self.image_size),
+      'difficulty': float(self.difficulty),
+      'seed': int(self.seed),
+      'generator_version': int(self.generator_version),
+    }
 
-    @classmethod
-    def from_metadata(cls, metadata: dict) -> 'SyntheticParams':
-        """Inverse of `to_metadata`."""
-        return cls(num_train_per_format=int(metadata['num_train_per_format']), num_val=int(metadata['num_val']),
-                   image_size=tuple(metadata['image_size']), difficulty=float(metadata['difficulty']),
-                   seed=int(metadata['seed']), generator_version=int(metadata.get('generator_version', 0)))
+  @classmethod
+  def from_metadata(cls, metadata: dict) -> 'SyntheticParams':
+    """Inverse of `to_metadata`."""
+    return cls(
+      num_train_per_format=int(metadata['num_train_per_format']),
+      num_val=int(metadata['num_val']),
+      image_size=tuple(metadata['image_size']),
+      difficulty=float(metadata['difficulty']),
+      seed=int(metadata['seed']),
+      generator_version=int(metadata.get('generator_version', 0)),
+    )
 
 
 def _empty_keypoints() -> np.ndarray:
-    return np.zeros((0, 3), np.float32)
+  return np.zeros((0, 3), np.float32)
 
 
 def make_record(task: tuple) -> tuple[int, dict]:
-    """Generates one example and converts it to a tfds record.
+  """Generates one example and converts it to a tfds record.
 
-    Args:
-      task: (key, generator_index, split, format_name | None, params_dict) where split is 'train' (then
-        `format_name` is the annotation format) or 'validation' (format_name None).
-    Returns:
-      (key, record dict of numpy values / bytes matching the builder's features).
-    """
-    key, index, split, format_name, params = task
-    example = generate_example(index, split, seed=params['seed'], annotate_format=format_name,
-                               image_size_hw=tuple(params['image_size']), difficulty=params['difficulty'])
-    image = np.asarray(example['image'], np.uint8)
-    ok, jpeg = cv2.imencode('.jpg', cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                            [int(cv2.IMWRITE_JPEG_QUALITY), JPEG_QUALITY])
-    if not ok:
-        raise RuntimeError(f'JPEG encoding failed for {split} example {index}')
-    annotations = {name: np.asarray(kp, np.float32) for name, kp in example['keypoints'].items()}
-    record = {
-        'image': jpeg.tobytes(),
-        'image_id': np.int64(index),
-        'height': np.int64(image.shape[0]),
-        'width': np.int64(image.shape[1]),
-        'category': str(example['category']),
-        'bbox': np.asarray(example['bbox'], np.float32).reshape(4),
-        'area': np.float32(example['area']),
-        'head_size': np.float32(example['head_size']),
-        'joints3d': np.asarray(example['joints3d'], np.float32).reshape(-1, 3),
-        'intrinsics': np.asarray(example['intrinsics'], np.float32).reshape(3, 3),
-        'keypoints': annotations[format_name] if format_name is not None else _empty_keypoints(),
-    }
-    for name in all_formats():
-        record[f'has_{name}'] = name in annotations
-        if format_name is not None:
-            record[f'keypoints_{name}'] = _empty_keypoints()
-        elif name in annotations:
-            record[f'keypoints_{name}'] = annotations[name]
-        else:
-            record[f'keypoints_{name}'] = np.zeros((get_format(name).num_keypoints, 3), np.float32)
-    return key, record
+  Args:
+    task: (key, generator_index, split, format_name | None, params_dict) where split is 'train' (then
+      `format_name` is the annotation format) or 'validation' (format_name None).
+  Returns:
+    (key, record dict of numpy values / bytes matching the builder's features).
+  """
+  key, index, split, format_name, params = task
+  example = generate_example(
+    index,
+    split,
+    seed=params['seed'],
+    annotate_format=format_name,
+    image_size_hw=tuple(params['image_size']),
+    difficulty=params['difficulty'],
+  )
+  image = np.asarray(example['image'], np.uint8)
+  ok, jpeg = cv2.imencode('.jpg', cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [int(cv2.IMWRITE_JPEG_QUALITY), JPEG_QUALITY])
+  if not ok:
+    raise RuntimeError(f'JPEG encoding failed for {split} example {index}')
+  annotations = {name: np.asarray(kp, np.float32) for name, kp in example['keypoints'].items()}
+  record = {
+    'image': jpeg.tobytes(),
+    'image_id': np.int64(index),
+    'height': np.int64(image.shape[0]),
+    'width': np.int64(image.shape[1]),
+    'category': str(example['category']),
+    'bbox': np.asarray(example['bbox'], np.float32).reshape(4),
+    'area': np.float32(example['area']),
+    'head_size': np.float32(example['head_size']),
+    'joints3d': np.asarray(example['joints3d'], np.float32).reshape(-1, 3),
+    'intrinsics': np.asarray(example['intrinsics'], np.float32).reshape(3, 3),
+    'keypoints': annotations[format_name] if format_name is not None else _empty_keypoints(),
+  }
+  for name in all_formats():
+    record[f'has_{name}'] = name in annotations
+    if format_name is not None:
+      record[f'keypoints_{name}'] = _empty_keypoints()
+    elif name in annotations:
+      record[f'keypoints_{name}'] = annotations[name]
+    else:
+      record[f'keypoints_{name}'] = np.zeros((get_format(name).num_keypoints, 3), np.float32)
+  return key, record
 
 
 class PosebhSynthetic(tfds.core.GeneratorBasedBuilder):
-    """Builds the synthetic multi-skeleton dataset (see the module docstring for splits and features)."""
+  """Builds the synthetic multi-skeleton dataset (see the module docstring for splits and features)."""
 
-    VERSION = tfds.core.Version('1.0.0')
-    RELEASE_NOTES = {'1.0.0': 'First version: six train splits (one format each) and an all-format validation.'}
-    # tfds derives this through importlib_resources (not installed) for classes inside a package.
-    code_path = epath.Path(__file__)
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'First version: six train splits (one format each) and an all-format validation.'}
+  # tfds derives this through importlib_resources (not installed) for classes inside a package.
+  code_path = epath.Path(__file__)
 
-    def __init__(self, *, params: SyntheticParams | None = None, num_workers: int | None = None,
-                 log: Callable[[str], None] | None = None, **kwargs):
-        """Keyword args: `params` (generation parameters; default `SyntheticParams()`), `num_workers`
-        (generator processes; default all cores, <= 1 generates in-process), `log` (progress lines; default
-        print), plus tfds builder args (`data_dir`, ...). The file format is ArrayRecord."""
-        kwargs.setdefault('file_format', 'array_record')
-        self._params = params or SyntheticParams()
-        self._num_workers = (os.cpu_count() or 1) if num_workers is None else int(num_workers)
-        self._log = log or (lambda line: print(line, flush=True))
+  def __init__(
+    self,
+    *,
+    params: SyntheticParams | None = None,
+    num_workers: int | None = None,
+    log: Callable[[str], None] | None = None,
+    **kwargs,
+  ):
+    """Keyword args: `params` (generation parameters; default `SyntheticParams()`), `num_workers`
+    (generator processes; default all cores, <= 1 generates in-process), `log` (progress lines; default
+    print), plus tfds builder args (`data_dir`, ...). The file format is ArrayRecord."""
+    kwargs.setdefault('file_format', 'array_record')
+    self._params = params or SyntheticParams()
+    self._num_workers = (os.cpu_count() or 1) if num_workers is None else int(num_workers)
+    self._log = log or (lambda line: print(line, flush=True))
+    self._pool = None
+    super().__init__(**kwargs)
+
+  @property
+  def params(self) -> SyntheticParams:
+    """The generation parameters: those stored with the prepared data if any, else the requested ones."""
+    stored = self.info.metadata.get('generation') if self.info.metadata else None
+    return SyntheticParams.from_metadata(stored) if stored else self._params
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    def tensor(shape, dtype):
+      return tfds.features.Tensor(shape=shape, dtype=dtype)
+
+    features = {
+      'image': tensor((), np.object_),
+      'image_id': tensor((), np.int64),
+      'height': tensor((), np.int64),
+      'width': tensor((), np.int64),
+      'category': tensor((), np.object_),
+      'bbox': tensor((4,), np.float32),
+      'area': tensor((), np.float32),
+      'head_size': tensor((), np.float32),
+      'joints3d': tensor((None, 3), np.float32),
+      'intrinsics': tensor((3, 3), np.float32),
+      'keypoints': tensor((None, 3), np.float32),
+    }
+    for name in all_formats():
+      features[f'keypoints_{name}'] = tensor((None, 3), np.float32)
+      features[f'has_{name}'] = tensor((), np.bool_)
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description='Synthetic multi-skeleton pose dataset (procedural bipeds and quadrupeds).',
+      features=tfds.features.FeaturesDict(features),
+      metadata=tfds.core.MetadataDict(generation=self._params.to_metadata()),
+      disable_shuffling=True,
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    _check_generator_formats()
+    params = self._params.to_metadata()
+    n = self._params.num_train_per_format
+    splits = {}
+    for j, name in enumerate(TRAIN_FORMATS):
+      tasks = [(i, i * len(TRAIN_FORMATS) + j, 'train', name, params) for i in range(n)]
+      splits[train_split_name(name)] = self._generate_examples(train_split_name(name), tasks)
+    val_tasks = [(i, i, 'validation', None, params) for i in range(self._params.num_val)]
+    splits[VALIDATION_SPLIT] = self._generate_examples(VALIDATION_SPLIT, val_tasks)
+    return splits
+
+  def _generate_examples(self, split_name: str, tasks: list):
+    total = len(tasks)
+    every = max(10, total // 10)
+    start = time.perf_counter()
+    if self._num_workers > 1:
+      if self._pool is None:
+        # spawn: the parent may hold JAX/grain threads, which fork would copy in a broken state.
+        self._pool = multiprocessing.get_context('spawn').Pool(self._num_workers)
+      records = self._pool.imap(make_record, tasks, chunksize=4)
+    else:
+      records = map(make_record, tasks)
+    for done, (key, record) in enumerate(records, 1):
+      yield key, record
+      if done % every == 0 or done == total:
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        self._log(f'{TFDS_NAME} {split_name}: {done}/{total} examples ({rate:.1f} examples/s)')
+
+  def _download_and_prepare(self, dl_manager, download_config=None):
+    try:
+      return super()._download_and_prepare(dl_manager, download_config)
+    finally:
+      if self._pool is not None:
+        self._pool.close()
+        self._pool.join()
         self._pool = None
-        super().__init__(**kwargs)
-
-    @property
-    def params(self) -> SyntheticParams:
-        """The generation parameters: those stored with the prepared data if any, else the requested ones."""
-        stored = self.info.metadata.get('generation') if self.info.metadata else None
-        return SyntheticParams.from_metadata(stored) if stored else self._params
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        def tensor(shape, dtype):
-            return tfds.features.Tensor(shape=shape, dtype=dtype)
-
-        features = {
-            'image': tensor((), np.object_),
-            'image_id': tensor((), np.int64),
-            'height': tensor((), np.int64),
-            'width': tensor((), np.int64),
-            'category': tensor((), np.object_),
-            'bbox': tensor((4,), np.float32),
-            'area': tensor((), np.float32),
-            'head_size': tensor((), np.float32),
-            'joints3d': tensor((None, 3), np.float32),
-            'intrinsics': tensor((3, 3), np.float32),
-            'keypoints': tensor((None, 3), np.float32),
-        }
-        for name in all_formats():
-            features[f'keypoints_{name}'] = tensor((None, 3), np.float32)
-            features[f'has_{name}'] = tensor((), np.bool_)
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description='Synthetic multi-skeleton pose dataset (procedural bipeds and quadrupeds).',
-            features=tfds.features.FeaturesDict(features),
-            metadata=tfds.core.MetadataDict(generation=self._params.to_metadata()),
-            disable_shuffling=True,
-        )
-
-    def _split_generators(self, dl_manager):
-        del dl_manager
-        _check_generator_formats()
-        params = self._params.to_metadata()
-        n = self._params.num_train_per_format
-        splits = {}
-        for j, name in enumerate(TRAIN_FORMATS):
-            tasks = [(i, i * len(TRAIN_FORMATS) + j, 'train', name, params) for i in range(n)]
-            splits[train_split_name(name)] = self._generate_examples(train_split_name(name), tasks)
-        val_tasks = [(i, i, 'validation', None, params) for i in range(self._params.num_val)]
-        splits[VALIDATION_SPLIT] = self._generate_examples(VALIDATION_SPLIT, val_tasks)
-        return splits
-
-    def _generate_examples(self, split_name: str, tasks: list):
-        total = len(tasks)
-        every = max(10, total // 10)
-        start = time.perf_counter()
-        if self._num_workers > 1:
-            if self._pool is None:
-                # spawn: the parent may hold JAX/grain threads, which fork would copy in a broken state.
-                self._pool = multiprocessing.get_context('spawn').Pool(self._num_workers)
-            records = self._pool.imap(make_record, tasks, chunksize=4)
-        else:
-            records = map(make_record, tasks)
-        for done, (key, record) in enumerate(records, 1):
-            yield key, record
-            if done % every == 0 or done == total:
-                rate = done / max(time.perf_counter() - start, 1e-9)
-                self._log(f'{TFDS_NAME} {split_name}: {done}/{total} examples ({rate:.1f} examples/s)')
-
-    def _download_and_prepare(self, dl_manager, download_config=None):
-        try:
-            return super()._download_and_prepare(dl_manager, download_config)
-        finally:
-            if self._pool is not None:
-                self._pool.close()
-                self._pool.join()
-                self._pool = None

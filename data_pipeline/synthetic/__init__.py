@@ -3,19 +3,19 @@ annotated in every keypoint format's own convention (see generator.generate_exam
 
 from data_pipeline.synthetic.formats import compiled_format, keypoints_3d
 from data_pipeline.synthetic.generator import (
-    FORMATS_BY_CATEGORY,
-    LANDMARK_NAMES,
-    QUADRUPED_LANDMARK_NAMES,
-    SPLITS,
-    generate_example,
+  FORMATS_BY_CATEGORY,
+  LANDMARK_NAMES,
+  QUADRUPED_LANDMARK_NAMES,
+  SPLITS,
+  generate_example,
 )
 
 __all__ = [
-    'FORMATS_BY_CATEGORY',
-    'LANDMARK_NAMES',
-    'QUADRUPED_LANDMARK_NAMES',
-    'SPLITS',
-    'compiled_format',
-    'generate_example',
-    'keypoints_3d',
+  'FORMATS_BY_CATEGORY',
+  'LANDMARK_NAMES',
+  'QUADRUPED_LANDMARK_NAMES',
+  'SPLITS',
+  'compiled_format',
+  'generate_example',
+  'keypoints_3d',
 ]

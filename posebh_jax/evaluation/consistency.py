@@ -24,6 +24,7 @@ truth of the landmark is labelled (v > 0); p = predicted xy, g = ground-truth xy
 Every aggregate is the mean over its (image, pair) instances (micro average), so a group of F formats weighs
 F(F-1)/2 pairs per image. Distances are fractions of s_i.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,6 +46,7 @@ class LandmarkGroup:
     name: the keypoint's name in the first member format ('format/name' if two groups would share it).
     members: (format name, keypoint index) per member format, in the order of the formats given.
   """
+
   name: str
   members: tuple[tuple[str, int], ...]
 
@@ -97,8 +99,7 @@ def shared_landmark_groups(formats: Sequence[str]) -> list[LandmarkGroup]:
   groups.sort(key=lambda g: (position[g.members[0][0]], g.members[0][1]))
   names = [g.name for g in groups]
   # Names are unique within a format; groups led by different formats could still share one: qualify those.
-  return [dataclasses.replace(g, name=f'{g.members[0][0]}/{g.name}') if names.count(g.name) > 1 else g
-          for g in groups]
+  return [dataclasses.replace(g, name=f'{g.members[0][0]}/{g.name}') if names.count(g.name) > 1 else g for g in groups]
 
 
 class _Accumulator:
@@ -119,8 +120,12 @@ class _Accumulator:
     return out
 
 
-def cross_format_consistency(pred: Mapping[str, np.ndarray], gt: Mapping[str, np.ndarray], norm: np.ndarray,
-                             groups: Sequence[LandmarkGroup] | None = None) -> dict:
+def cross_format_consistency(
+  pred: Mapping[str, np.ndarray],
+  gt: Mapping[str, np.ndarray],
+  norm: np.ndarray,
+  groups: Sequence[LandmarkGroup] | None = None,
+) -> dict:
   """Cross-format consistency of per-format predictions on the same N images (definitions in the module doc).
 
   Args:
@@ -172,17 +177,17 @@ def cross_format_consistency(pred: Mapping[str, np.ndarray], gt: Mapping[str, np
       pred_dist = np.linalg.norm(pa - pb, axis=-1) / s
       gt_dist = np.linalg.norm(ga - gb, axis=-1) / s
       values = {
-          'pred_dist': pred_dist, 'gt_dist': gt_dist,
-          'inconsistency': np.linalg.norm((pa - pb) - (ga - gb), axis=-1) / s,
-          'abs_gap': np.abs(pred_dist - gt_dist),
-          'error': 0.5 * (np.linalg.norm(pa - ga, axis=-1) + np.linalg.norm(pb - gb, axis=-1)) / s,
+        'pred_dist': pred_dist,
+        'gt_dist': gt_dist,
+        'inconsistency': np.linalg.norm((pa - pb) - (ga - gb), axis=-1) / s,
+        'abs_gap': np.abs(pred_dist - gt_dist),
+        'error': 0.5 * (np.linalg.norm(pa - ga, axis=-1) + np.linalg.norm(pb - gb, axis=-1)) / s,
       }
-      for acc in (overall, accumulator, by_pair.setdefault(f'{fa}~{fb}', _Accumulator()), by_format[fa],
-                  by_format[fb]):
+      for acc in (overall, accumulator, by_pair.setdefault(f'{fa}~{fb}', _Accumulator()), by_format[fa], by_format[fb]):
         acc.add(values)
   return {
-      'overall': overall.result(),
-      'groups': {name: dict(acc.result(), formats=group_formats[name]) for name, acc in by_group.items()},
-      'format_pairs': {key: acc.result() for key, acc in by_pair.items()},
-      'formats': {f: acc.result() for f, acc in by_format.items()},
+    'overall': overall.result(),
+    'groups': {name: dict(acc.result(), formats=group_formats[name]) for name, acc in by_group.items()},
+    'format_pairs': {key: acc.result() for key, acc in by_pair.items()},
+    'formats': {f: acc.result() for f, acc in by_format.items()},
   }

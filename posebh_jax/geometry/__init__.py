@@ -6,11 +6,11 @@ from posebh_jax.geometry.camera import project, project_in_image
 from posebh_jax.geometry.combinations import combination_matrix, exact_landmarks
 
 __all__ = [
-    'box_to_center_scale',
-    'combination_matrix',
-    'exact_landmarks',
-    'get_warp_matrix',
-    'project',
-    'project_in_image',
-    'transform_points',
+  'box_to_center_scale',
+  'combination_matrix',
+  'exact_landmarks',
+  'get_warp_matrix',
+  'project',
+  'project_in_image',
+  'transform_points',
 ]

@@ -15,8 +15,9 @@ def project(points: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
   return p[:, :2] / p[:, 2:3]
 
 
-def project_in_image(points: np.ndarray, intrinsics: np.ndarray, height: int,
-                     width: int) -> tuple[np.ndarray, np.ndarray]:
+def project_in_image(
+  points: np.ndarray, intrinsics: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Camera-frame points (N, 3) and intrinsics (3, 3) -> (uv float64 (N, 2) px, inside bool (N,)).
 
   `inside`: in front of the camera (z > 0) and projecting into [0, width - 1] x [0, height - 1]. Points
@@ -25,6 +26,5 @@ def project_in_image(points: np.ndarray, intrinsics: np.ndarray, height: int,
   projected = points @ np.asarray(intrinsics, np.float64).T
   depth = projected[:, 2]
   uv = projected[:, :2] / np.where(depth > 0, depth, 1.0)[:, None]
-  inside = ((depth > 0) & (uv[:, 0] >= 0) & (uv[:, 0] <= width - 1) & (uv[:, 1] >= 0)
-            & (uv[:, 1] <= height - 1))
+  inside = (depth > 0) & (uv[:, 0] >= 0) & (uv[:, 0] <= width - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= height - 1)
   return uv, inside

@@ -1,4 +1,5 @@
 """Pure loss functions."""
+
 from posebh_jax.losses.heatmap import joints_mse
 
 __all__ = ['joints_mse']

@@ -1,4 +1,5 @@
 """Heatmap regression losses."""
+
 from __future__ import annotations
 
 

@@ -5,6 +5,7 @@ A batch holds a fixed number of examples of each dataset. Examples are arranged 
 static slice. Each dataset's expert and head therefore run on a static slice that lives on the same device shard as
 its examples: no gather, no all-experts-then-mask.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,6 +25,7 @@ class Composition:
     per_group: examples of each dataset in one batch group (0 for datasets absent from this batch).
     groups: number of batch groups (= batch shards of the mesh).
   """
+
   names: tuple[str, ...]
   per_group: tuple[int, ...]
   groups: int
@@ -54,8 +56,10 @@ def make_composition(names: Sequence[str], counts: Mapping[str, int], groups: in
   for name in names:
     count = int(counts.get(name, 0))
     if count % groups:
-      raise ValueError(f"dataset '{name}' has {count} examples per batch, not a multiple of the {groups} batch "
-                       "shards; change the batch size or the mixture weights")
+      raise ValueError(
+        f"dataset '{name}' has {count} examples per batch, not a multiple of the {groups} batch "
+        "shards; change the batch size or the mixture weights"
+      )
     per_group.append(count // groups)
   return Composition(tuple(names), tuple(per_group), groups)
 
@@ -73,5 +77,5 @@ def group_by_dataset(arrays: Mapping[str, jax.Array], comp: Composition) -> jax.
 def dataset_slice(x: jax.Array, comp: Composition, offset: int, count: int) -> jax.Array:
   """The `(groups * count, ...)` examples of one dataset out of a grouped `(groups * group_size, ...)` array."""
   grouped = x.reshape((comp.groups, comp.group_size) + x.shape[1:])
-  part = grouped[:, offset:offset + count]
+  part = grouped[:, offset : offset + count]
   return part.reshape((comp.groups * count,) + x.shape[1:])

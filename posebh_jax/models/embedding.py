@@ -1,5 +1,6 @@
 """PoseBH keypoint embedding module (supplement §1): ViTPose++ upsampling layers, one SiLU residual block and a
 conv3×3→BN→SiLU→conv1×1 output, mapping backbone features to a per-pixel keypoint embedding."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,6 +28,7 @@ class KeypointEmbedding(nn.Module):
     hidden: width of the residual block and of the last 3×3 conv (64).
     embed_dim: F, the embedding width (64).
   """
+
   channels: int = 256
   num_deconv: int = 2
   hidden: int = 64
@@ -35,16 +37,29 @@ class KeypointEmbedding(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   def _conv(self, features, kernel, name, use_bias=False, init=_CONV_INIT):
-    return nn.Conv(features, (kernel, kernel), padding='SAME', use_bias=use_bias, dtype=self.dtype,
-                   param_dtype=self.param_dtype, name=name,
-                   kernel_init=param_axes(init, (None, None, None, 'channels')),
-                   bias_init=param_axes(nn.initializers.zeros, ('channels',)))
+    return nn.Conv(
+      features,
+      (kernel, kernel),
+      padding='SAME',
+      use_bias=use_bias,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name=name,
+      kernel_init=param_axes(init, (None, None, None, 'channels')),
+      bias_init=param_axes(nn.initializers.zeros, ('channels',)),
+    )
 
   def _bn(self, name, train):
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=jnp.float32,
-                        param_dtype=self.param_dtype, name=name,
-                        scale_init=param_axes(nn.initializers.ones, ('channels',)),
-                        bias_init=param_axes(nn.initializers.zeros, ('channels',)))
+    return nn.BatchNorm(
+      use_running_average=not train,
+      momentum=0.9,
+      epsilon=1e-5,
+      dtype=jnp.float32,
+      param_dtype=self.param_dtype,
+      name=name,
+      scale_init=param_axes(nn.initializers.ones, ('channels',)),
+      bias_init=param_axes(nn.initializers.zeros, ('channels',)),
+    )
 
   @nn.compact
   def __call__(self, features: jax.Array, train: bool = False) -> jax.Array:
@@ -57,6 +72,5 @@ class KeypointEmbedding(nn.Module):
     shortcut = self._bn('res_bn_short', train)(self._conv(self.hidden, 1, 'res_short')(x))
     x = nn.silu(y + shortcut).astype(self.dtype)
     x = nn.silu(self._bn('out_bn', train)(self._conv(self.hidden, 3, 'out_conv')(x)))
-    x = self._conv(self.embed_dim, 1, 'embed', use_bias=True, init=nn.initializers.lecun_normal())(
-        x.astype(self.dtype))
+    x = self._conv(self.embed_dim, 1, 'embed', use_bias=True, init=nn.initializers.lecun_normal())(x.astype(self.dtype))
     return x.astype(jnp.float32)

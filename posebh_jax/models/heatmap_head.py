@@ -1,4 +1,5 @@
 """The ViTPose deconvolution heatmap head, and the stacked form that runs several heads of the same shape at once."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,6 +24,7 @@ class Deconv4x4Stride2(nn.Module):
   per-phase matmuls faster (forward + backward) than four 2×2 convolutions, and much faster in the backward pass
   than the dilated-input form it uses for `conv_transpose` (`benchmarks/head_kernels.py`; docs/MEASUREMENTS.md).
   """
+
   features: int
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -53,12 +55,23 @@ def deconv4x4_stride2_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
   windows, taps = [], []
   for ry in (0, 1):
     for rx in (0, 1):
-      windows.append(jnp.concatenate([padded[:, :, ry + dy:ry + dy + h, rx + dx:rx + dx + w]
-                                      for dy, dx in Deconv4x4Stride2._WINDOW_OFFSETS], axis=-1))
+      windows.append(
+        jnp.concatenate(
+          [padded[:, :, ry + dy : ry + dy + h, rx + dx : rx + dx + w] for dy, dx in Deconv4x4Stride2._WINDOW_OFFSETS],
+          axis=-1,
+        )
+      )
       # Stacked on a new axis, not concatenated along C_in: with C_in sharded (fsdp) the gradient of a
       # concatenation is a split that needs collective permutes (32 of them in an 8-device demo:tiny step).
-      taps.append(jnp.stack([kernel[:, Deconv4x4Stride2._TAPS[ry][dy], Deconv4x4Stride2._TAPS[rx][dx]]
-                             for dy, dx in Deconv4x4Stride2._WINDOW_OFFSETS], axis=1).reshape(e, 4 * in_channels, -1))
+      taps.append(
+        jnp.stack(
+          [
+            kernel[:, Deconv4x4Stride2._TAPS[ry][dy], Deconv4x4Stride2._TAPS[rx][dx]]
+            for dy, dx in Deconv4x4Stride2._WINDOW_OFFSETS
+          ],
+          axis=1,
+        ).reshape(e, 4 * in_channels, -1)
+      )
   windows = jnp.stack(windows, axis=1).reshape(e, 4, n * h * w, 4 * in_channels)
   return jnp.einsum('epmk,epko->epmo', windows, jnp.stack(taps, axis=1))
 
@@ -76,6 +89,7 @@ class Upsampler(nn.Module):
   same statistics and values), which are interleaved into images afterwards.
 
   Submodules `deconv_{i}` and `bn_{i}` (setup-style, so that `stacked_heads` can reach their variables)."""
+
   channels: int = 256
   num_layers: int = 2
   dtype: Dtype = jnp.float32
@@ -86,13 +100,20 @@ class Upsampler(nn.Module):
 
   def setup(self):
     init = param_axes(nn.initializers.normal(self.deconv_init_std), (None, None, 'embed', 'channels'))
-    self.deconv = [Deconv4x4Stride2(self.channels, self.dtype, self.param_dtype, kernel_init=init)
-                   for _ in range(self.num_layers)]
-    self.bn = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=accumulation_dtype(self.dtype),
-                            param_dtype=self.param_dtype,
-                            scale_init=param_axes(nn.initializers.ones, ('channels',)),
-                            bias_init=param_axes(nn.initializers.zeros, ('channels',)))
-               for _ in range(self.num_layers)]
+    self.deconv = [
+      Deconv4x4Stride2(self.channels, self.dtype, self.param_dtype, kernel_init=init) for _ in range(self.num_layers)
+    ]
+    self.bn = [
+      nn.BatchNorm(
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=accumulation_dtype(self.dtype),
+        param_dtype=self.param_dtype,
+        scale_init=param_axes(nn.initializers.ones, ('channels',)),
+        bias_init=param_axes(nn.initializers.zeros, ('channels',)),
+      )
+      for _ in range(self.num_layers)
+    ]
 
   def __call__(self, x, train: bool = False):
     for deconv, norm in zip(self.deconv, self.bn):
@@ -107,14 +128,19 @@ class Conv1x1(nn.Module):
   """A 1×1 convolution with bias, (n, h, w, C) → (n, h, w, K) in `dtype`; parameters as `nn.Conv`'s (kernel
   (1, 1, C, K) initialised N(0, 0.001²), bias (K,) zeros) but computed as a matmul, whose backward pass XLA's CPU
   backend runs faster than a convolution's."""
+
   features: int
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param('kernel', param_axes(nn.initializers.normal(0.001), (None, None, 'channels', None)),
-                        (1, 1, x.shape[-1], self.features), self.param_dtype)
+    kernel = self.param(
+      'kernel',
+      param_axes(nn.initializers.normal(0.001), (None, None, 'channels', None)),
+      (1, 1, x.shape[-1], self.features),
+      self.param_dtype,
+    )
     bias = self.param('bias', param_axes(nn.initializers.zeros, (None,)), (self.features,), self.param_dtype)
     return x.astype(self.dtype) @ kernel[0, 0].astype(self.dtype) + bias.astype(self.dtype)
 
@@ -122,6 +148,7 @@ class Conv1x1(nn.Module):
 class HeatmapHead(nn.Module):
   """One dataset's head: Upsampler then a 1×1 conv to K heatmaps; (n, h, w, D) → (n, 4h, 4w, K) float32 (float64 for
   a float64 model)."""
+
   num_keypoints: int
   channels: int = 256
   num_deconv: int = 2
@@ -185,6 +212,7 @@ class HeatmapHeadSpec:
 
   Head specs are the model's side of the task interface: `build` makes the Flax module, heads whose `stack_key`s
   are equal can run together through `run_stacked`, and `forward_flops` feeds the step's analytic FLOPs."""
+
   num_keypoints: int
   channels: int = 256
   num_deconv: int = 2
@@ -192,8 +220,9 @@ class HeatmapHeadSpec:
 
   def build(self, dtype: Dtype, param_dtype: Dtype, name: str) -> HeatmapHead:
     """The head module; `(n, h, w, D)` features → `(n, 2^num_deconv h, 2^num_deconv w, K)` heatmaps."""
-    return HeatmapHead(self.num_keypoints, self.channels, self.num_deconv, dtype, param_dtype, self.deconv_init_std,
-                       name=name)
+    return HeatmapHead(
+      self.num_keypoints, self.channels, self.num_deconv, dtype, param_dtype, self.deconv_init_std, name=name
+    )
 
   @property
   def stack_key(self):

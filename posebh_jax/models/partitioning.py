@@ -5,6 +5,7 @@ Parameter axes ('embed', 'mlp', 'qkv', 'channels', 'expert', 'layers') and activ
 `logical_axis_rules` shard weights and activations independently (e.g. fsdp over 'embed' without touching the
 activations' feature axis).
 """
+
 from __future__ import annotations
 
 from typing import Any

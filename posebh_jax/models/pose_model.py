@@ -1,5 +1,6 @@
 """The multi-dataset top-down pose model (ViT backbone with MoE FFN, one head per dataset as its task asks) and its
 per-dataset split (expert merged into fc2)."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -16,12 +17,14 @@ from posebh_jax.models.heatmap_head import HeatmapHeadSpec
 from posebh_jax.models.partitioning import BATCH
 from posebh_jax.models.embedding import KeypointEmbedding
 
+
 class PoseModel(nn.Module):
   """ViT backbone with MoE FFN + one head per dataset, built from the dataset's head spec (its task's).
 
   Call: `images_by_dataset {name: uint8 (n_d, H, W, 3)}` → `{name: head output}` (heatmap heads: float32
   `(n_d, H/4, W/4, K_d)` for patch 16 and two deconvolutions). Each n_d must be a multiple of `num_groups`.
   """
+
   dataset_names: tuple[str, ...]
   head_specs: tuple[Any, ...]
   width: int
@@ -54,18 +57,34 @@ class PoseModel(nn.Module):
 
   def setup(self):
     self.backbone = vit.ViTBackbone(
-        width=self.width, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-        patch_size=self.patch_size, patch_padding=self.patch_padding, drop_path=self.drop_path,
-        expert_dim=self.expert_dim if self.use_experts else 0,
-        num_experts=len(self.dataset_names) if self.use_experts else 0,
-        remat=self.remat, scan=self.scan, dtype=self.dtype, param_dtype=self.param_dtype,
-        stack_equal_datasets=self.stack_equal_datasets)
-    self.heads = {name: spec.build(self.dtype, self.param_dtype, name=f'head_{name}')
-                  for name, spec in zip(self.dataset_names, self.head_specs)}
+      width=self.width,
+      depth=self.depth,
+      num_heads=self.num_heads,
+      mlp_ratio=self.mlp_ratio,
+      patch_size=self.patch_size,
+      patch_padding=self.patch_padding,
+      drop_path=self.drop_path,
+      expert_dim=self.expert_dim if self.use_experts else 0,
+      num_experts=len(self.dataset_names) if self.use_experts else 0,
+      remat=self.remat,
+      scan=self.scan,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      stack_equal_datasets=self.stack_equal_datasets,
+    )
+    self.heads = {
+      name: spec.build(self.dtype, self.param_dtype, name=f'head_{name}')
+      for name, spec in zip(self.dataset_names, self.head_specs)
+    }
     if self.embed_dim > 0:
-      self.embedding = KeypointEmbedding(channels=self.embed_channels, num_deconv=self.embed_num_deconv,
-                                         hidden=self.embed_hidden, embed_dim=self.embed_dim, dtype=self.dtype,
-                                         param_dtype=self.param_dtype)
+      self.embedding = KeypointEmbedding(
+        channels=self.embed_channels,
+        num_deconv=self.embed_num_deconv,
+        hidden=self.embed_hidden,
+        embed_dim=self.embed_dim,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+      )
 
   def composition(self, images_by_dataset: Mapping[str, Any]) -> composition_lib.Composition:
     unknown = set(images_by_dataset) - set(self.dataset_names)
@@ -106,21 +125,28 @@ class PoseModel(nn.Module):
         per_dataset = features.reshape((comp.groups, len(present), count) + features.shape[1:])
         per_dataset = jnp.swapaxes(per_dataset, 0, 1)
       else:
-        per_dataset = jnp.stack([composition_lib.dataset_slice(features, comp, offset, count)
-                                 .reshape((comp.groups, count) + features.shape[1:])
-                                 for _, _, offset, count in members])
+        per_dataset = jnp.stack(
+          [
+            composition_lib.dataset_slice(features, comp, offset, count).reshape(
+              (comp.groups, count) + features.shape[1:]
+            )
+            for _, _, offset, count in members
+          ]
+        )
       per_dataset = per_dataset.reshape((len(members), comp.groups * count) + features.shape[1:])
       per_dataset = nn.with_logical_constraint(per_dataset, (None, BATCH, None, None, None))
       spec = self.head_specs[self.dataset_names.index(members[0][1])]
       results = spec.run_stacked([self.heads[name] for _, name, _, _ in members], per_dataset, train)
       stacked.update({name: out for (_, name, _, _), out in zip(members, results)})
     for _, name, offset, count in present:
-      outputs[name] = stacked[name] if name in stacked else self.heads[name](
-          composition_lib.dataset_slice(features, comp, offset, count), train)
+      outputs[name] = (
+        stacked[name]
+        if name in stacked
+        else self.heads[name](composition_lib.dataset_slice(features, comp, offset, count), train)
+      )
     return outputs
 
-  def posebh_outputs(self, images_by_dataset, train: bool = False, cross: bool = False,
-                     frozen_embedding: bool = False):
+  def posebh_outputs(self, images_by_dataset, train: bool = False, cross: bool = False, frozen_embedding: bool = False):
     """Heads, keypoint embeddings and (with `cross`) every head's prediction on every other dataset's samples.
 
     Returns a dict: `heatmaps` {name: (n_d, h, w, K_d)} from each head on its own samples; `embeddings`
@@ -140,8 +166,11 @@ class PoseModel(nn.Module):
     if cross:
       for _, head_name, _, _ in present:
         everything = self.heads[head_name](features, False)
-        others = [composition_lib.dataset_slice(everything, comp, offset, count)
-                  for _, name, offset, count in present if name != head_name]
+        others = [
+          composition_lib.dataset_slice(everything, comp, offset, count)
+          for _, name, offset, count in present
+          if name != head_name
+        ]
         if others:
           out['cross'][head_name] = jnp.concatenate(others, axis=0)
     return out
@@ -155,13 +184,21 @@ class PoseModel(nn.Module):
 
 def heatmap_head_specs(model_config, num_keypoints: Sequence[int]) -> tuple[HeatmapHeadSpec, ...]:
   """One `HeatmapHeadSpec` per keypoint count, shaped by `config.model`'s head keys."""
-  return tuple(HeatmapHeadSpec(int(k), model_config.head_channels, model_config.head_num_deconv,
-                               model_config.head_deconv_init_std) for k in num_keypoints)
+  return tuple(
+    HeatmapHeadSpec(int(k), model_config.head_channels, model_config.head_num_deconv, model_config.head_deconv_init_std)
+    for k in num_keypoints
+  )
 
 
-def build_model(model_config, dataset_names: Sequence[str], num_keypoints: Sequence[int] | None = None,
-                num_groups: int = 1, use_experts: bool | None = None, posebh_config=None,
-                head_specs: Sequence[Any] | None = None) -> PoseModel:
+def build_model(
+  model_config,
+  dataset_names: Sequence[str],
+  num_keypoints: Sequence[int] | None = None,
+  num_groups: int = 1,
+  use_experts: bool | None = None,
+  posebh_config=None,
+  head_specs: Sequence[Any] | None = None,
+) -> PoseModel:
   """Builds a PoseModel from `config.model`; each dataset's head from `head_specs` (its task's), or, without them,
   a heatmap head per entry of `num_keypoints`. With an enabled `config.posebh` it also has the keypoint embedding
   module."""
@@ -170,21 +207,33 @@ def build_model(model_config, dataset_names: Sequence[str], num_keypoints: Seque
   embed = posebh_config is not None and posebh_config.enabled
   dtypes = (model_config.dtype, model_config.param_dtype)
   if 'float64' in dtypes and not jax.config.jax_enable_x64:
-    raise UserError("model.dtype/param_dtype float64 needs JAX's 64-bit mode: set JAX_ENABLE_X64=1 "
-                    "(posebh_jax.main turns it on for such a config)")
+    raise UserError(
+      "model.dtype/param_dtype float64 needs JAX's 64-bit mode: set JAX_ENABLE_X64=1 "
+      "(posebh_jax.main turns it on for such a config)"
+    )
   return PoseModel(
-      dataset_names=tuple(dataset_names), head_specs=tuple(head_specs),
-      width=model_config.width, depth=model_config.depth, num_heads=model_config.num_heads,
-      mlp_ratio=model_config.mlp_ratio, patch_size=model_config.patch_size, patch_padding=model_config.patch_padding,
-      drop_path=model_config.drop_path, expert_dim=model_config.expert_dim,
-      use_experts=model_config.use_experts if use_experts is None else use_experts,
-      num_groups=num_groups, remat=model_config.remat, scan=model_config.scan,
-      dtype=jnp.dtype(model_config.dtype), param_dtype=jnp.dtype(model_config.param_dtype),
-      embed_dim=posebh_config.embed_dim if embed else 0,
-      embed_channels=posebh_config.embed_channels if embed else 256,
-      embed_hidden=posebh_config.embed_hidden if embed else 64,
-      embed_num_deconv=model_config.head_num_deconv,
-      stack_equal_datasets=resolve_stacking(model_config.stack_equal_datasets))
+    dataset_names=tuple(dataset_names),
+    head_specs=tuple(head_specs),
+    width=model_config.width,
+    depth=model_config.depth,
+    num_heads=model_config.num_heads,
+    mlp_ratio=model_config.mlp_ratio,
+    patch_size=model_config.patch_size,
+    patch_padding=model_config.patch_padding,
+    drop_path=model_config.drop_path,
+    expert_dim=model_config.expert_dim,
+    use_experts=model_config.use_experts if use_experts is None else use_experts,
+    num_groups=num_groups,
+    remat=model_config.remat,
+    scan=model_config.scan,
+    dtype=jnp.dtype(model_config.dtype),
+    param_dtype=jnp.dtype(model_config.param_dtype),
+    embed_dim=posebh_config.embed_dim if embed else 0,
+    embed_channels=posebh_config.embed_channels if embed else 256,
+    embed_hidden=posebh_config.embed_hidden if embed else 64,
+    embed_num_deconv=model_config.head_num_deconv,
+    stack_equal_datasets=resolve_stacking(model_config.stack_equal_datasets),
+  )
 
 
 def validate_config(model_config) -> None:
@@ -196,14 +245,16 @@ def validate_config(model_config) -> None:
     if model_config[key] < 1:
       raise UserError(f'config.model.{key} must be at least 1 (got {model_config[key]})')
   if model_config.patch_padding < 0 or not model_config.mlp_ratio > 0:
-    raise UserError(f'config.model.patch_padding must be >= 0 and mlp_ratio > 0 (got '
-                    f'{model_config.patch_padding} and {model_config.mlp_ratio})')
+    raise UserError(
+      f'config.model.patch_padding must be >= 0 and mlp_ratio > 0 (got '
+      f'{model_config.patch_padding} and {model_config.mlp_ratio})'
+    )
   if model_config.width % model_config.num_heads:
-    raise UserError(f'config.model.width {model_config.width} is not divisible by num_heads '
-                    f'{model_config.num_heads}')
+    raise UserError(f'config.model.width {model_config.width} is not divisible by num_heads {model_config.num_heads}')
   if model_config.use_experts and not 0 < model_config.expert_dim < model_config.width:
-    raise UserError(f'config.model.expert_dim must be in (0, width={model_config.width}) '
-                    f'(got {model_config.expert_dim})')
+    raise UserError(
+      f'config.model.expert_dim must be in (0, width={model_config.width}) (got {model_config.expert_dim})'
+    )
   try:
     resolve_stacking(model_config.stack_equal_datasets)
   except ValueError as e:
@@ -249,12 +300,22 @@ def split_dataset_variables(model: PoseModel, variables: Mapping[str, Any], name
     mlp = dict(block['mlp'])
     if 'expert_kernel' in mlp:
       fc2 = dict(mlp['fc2'])
-      mlp['fc2'] = {'kernel': np.concatenate([fc2['kernel'], mlp.pop('expert_kernel')[index]], axis=-1),
-                    'bias': np.concatenate([fc2['bias'], mlp.pop('expert_bias')[index]], axis=-1)}
+      mlp['fc2'] = {
+        'kernel': np.concatenate([fc2['kernel'], mlp.pop('expert_kernel')[index]], axis=-1),
+        'bias': np.concatenate([fc2['bias'], mlp.pop('expert_bias')[index]], axis=-1),
+      }
     block['mlp'] = mlp
     backbone[key] = block
-  single = model.clone(dataset_names=(name,), head_specs=(model.head_specs[index],), use_experts=False,
-                       num_groups=1, scan=False, remat=False, drop_path=0.0, embed_dim=0)
+  single = model.clone(
+    dataset_names=(name,),
+    head_specs=(model.head_specs[index],),
+    use_experts=False,
+    num_groups=1,
+    scan=False,
+    remat=False,
+    drop_path=0.0,
+    embed_dim=0,
+  )
   out = {'params': {'backbone': backbone, f'head_{name}': params[f'head_{name}']}}
   if 'batch_stats' in variables:
     out['batch_stats'] = {f'head_{name}': jax.tree.map(np.asarray, variables['batch_stats'][f'head_{name}'])}

@@ -1,6 +1,7 @@
 """Cross-type self-supervision (CSS, docs/METHOD.md §2): pseudo-labels for a dataset's keypoints on samples of other
 datasets, where a head and the prototype heatmap agree. Includes a jnp DARK-UDP decoder and UDP Gaussian encoder
 that mirror the NumPy codecs (posebh_jax.codecs.heatmap) on (n, H, W, K) arrays with static shapes."""
+
 from __future__ import annotations
 
 import jax
@@ -26,7 +27,7 @@ def _blur(maps, kernel):
   """Separable Gaussian blur with zero padding (as the codec's correlate1d, mode='constant') of (n, K, H, W)."""
   sigma = 0.3 * ((kernel - 1) * 0.5 - 1.0) + 0.8  # what OpenCV derives from the kernel size
   taps = np.arange(kernel, dtype=np.float64) - (kernel - 1) / 2.0
-  weights = np.exp(-(taps ** 2) / (2.0 * sigma ** 2))
+  weights = np.exp(-(taps**2) / (2.0 * sigma**2))
   weights = (weights / weights.sum()).astype(np.float32)
   radius = kernel // 2
   for axis in (3, 2):
@@ -84,16 +85,21 @@ def udp_gaussian(coords: jax.Array, height: int, width: int, sigma: float = 2.0)
   def axis_profile(size, c, r):
     grid = jnp.arange(size, dtype=jnp.float32)
     inside = jnp.abs(grid - r[..., None]) <= radius
-    return jnp.exp(-jnp.square(grid - c[..., None]) / (2.0 * sigma ** 2)) * inside
+    return jnp.exp(-jnp.square(grid - c[..., None]) / (2.0 * sigma**2)) * inside
 
-  gx = axis_profile(width, centers[..., 0], rounded[..., 0])   # (n, K, W)
+  gx = axis_profile(width, centers[..., 0], rounded[..., 0])  # (n, K, W)
   gy = axis_profile(height, centers[..., 1], rounded[..., 1])  # (n, K, H)
   maps = gy[..., :, None] * gx[..., None, :] * finite[..., None]
   return jnp.transpose(maps, (0, 2, 3, 1))
 
 
-def css_targets(head_heatmaps: jax.Array, proto_heatmaps: jax.Array, min_peak: float = 0.25,
-                max_distance: float = 2.1, sigma: float = 2.0):
+def css_targets(
+  head_heatmaps: jax.Array,
+  proto_heatmaps: jax.Array,
+  min_peak: float = 0.25,
+  max_distance: float = 2.1,
+  sigma: float = 2.0,
+):
   """CSS pseudo-labels for dataset d's keypoints on samples of another dataset.
 
   (i, k) is kept when both peaks s_H, s_h exceed `min_peak` and the two integer argmax positions (x, y) are at
@@ -118,8 +124,9 @@ def css_targets(head_heatmaps: jax.Array, proto_heatmaps: jax.Array, min_peak: f
   return jax.lax.stop_gradient(target), jax.lax.stop_gradient(weight)
 
 
-def css_loss(head_heatmaps: jax.Array, proto_heatmaps: jax.Array, target: jax.Array, weight: jax.Array,
-             alpha: float) -> jax.Array:
+def css_loss(
+  head_heatmaps: jax.Array, proto_heatmaps: jax.Array, target: jax.Array, weight: jax.Array, alpha: float
+) -> jax.Array:
   """Heatmap part of L_CSS for one (dataset d, other samples) pair: joints-MSE_ω(Ĥ^d, T) + α·joints-MSE_ω(ĥ^d, T).
 
   Args: head_heatmaps, proto_heatmaps, target (n, H, W, K_d); weight ω (n, K_d). Returns a float32 scalar.

@@ -1,6 +1,7 @@
 """PoseBH prototype losses for one dataset's samples (docs/METHOD.md §2): PHM (prototype heatmap MSE), PPC (pixel–
 prototype contrast) and PPD (pixel–prototype distance). Each returns a float32 scalar; PPC and PPD average over
 pixels with positive weight and are 0 when there are none."""
+
 from __future__ import annotations
 
 import jax
@@ -18,7 +19,7 @@ def dataset_prototype_columns(global_offset: int, num_keypoints: int, per_keypoi
 
 def dataset_similarity(sim: jax.Array, global_offset: int, num_keypoints: int) -> jax.Array:
   """Dataset d's own prototypes out of all: sim (..., J, M) → (..., K_d, M), keypoints offset … offset + K_d."""
-  return sim[..., global_offset:global_offset + num_keypoints, :]
+  return sim[..., global_offset : global_offset + num_keypoints, :]
 
 
 def _masked_mean(per_pixel, weight, weighted):
@@ -38,8 +39,9 @@ def _target_column(local_class, assignment, per_keypoint, weight):
   return jnp.where(weight > 0, local_class * per_keypoint + assignment, 0).astype(jnp.int32)
 
 
-def ppc_loss(sim: jax.Array, local_class: jax.Array, assignment: jax.Array, weight: jax.Array,
-             weighted: bool = False) -> jax.Array:
+def ppc_loss(
+  sim: jax.Array, local_class: jax.Array, assignment: jax.Array, weight: jax.Array, weighted: bool = False
+) -> jax.Array:
   """PPC: cross-entropy over the dataset's K_d·M prototype logits (the |cos| values) with target k·M + m*.
 
   Args:
@@ -55,8 +57,9 @@ def ppc_loss(sim: jax.Array, local_class: jax.Array, assignment: jax.Array, weig
   return _masked_mean(jax.nn.logsumexp(logits, axis=-1) - picked, weight, weighted)
 
 
-def ppd_loss(sim: jax.Array, local_class: jax.Array, assignment: jax.Array, weight: jax.Array,
-             weighted: bool = False) -> jax.Array:
+def ppd_loss(
+  sim: jax.Array, local_class: jax.Array, assignment: jax.Array, weight: jax.Array, weighted: bool = False
+) -> jax.Array:
   """PPD: mean over positive-weight pixels of (1 − s_{p,k,m*})²; same arguments as `ppc_loss`."""
   per_keypoint = sim.shape[-1]
   flat = sim.astype(jnp.float32).reshape(sim.shape[:-2] + (-1,))

@@ -8,6 +8,7 @@ every device without explicit collectives.
 Index spaces: a keypoint's global class j ∈ [0, J) is its dataset's global offset plus its local index k ∈ [0, K_d)
 (the order of docs/METHOD.md §1). Flattened prototype columns are j·M + m.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, NamedTuple
@@ -68,8 +69,9 @@ def _segment_sum(x, segments, num_segments):
   return jax.ops.segment_sum(x, segments, num_segments=num_segments)
 
 
-def sinkhorn(scores: jax.Array, classes: jax.Array, valid: jax.Array, num_classes: int, kappa: float = 0.05,
-             iterations: int = 3) -> jax.Array:
+def sinkhorn(
+  scores: jax.Array, classes: jax.Array, valid: jax.Array, num_classes: int, kappa: float = 0.05, iterations: int = 3
+) -> jax.Array:
   """Sinkhorn–Knopp transport plan between each class's pixels and its M prototypes, all classes at once.
 
   For class g with n_g valid pixels: L = exp(S/κ) on its n_g × M block, normalised to sum 1; then `iterations`
@@ -103,14 +105,21 @@ def sinkhorn(scores: jax.Array, classes: jax.Array, valid: jax.Array, num_classe
   return q * count
 
 
-def sinkhorn_assign(scores: jax.Array, classes: jax.Array, valid: jax.Array, num_classes: int,
-                    kappa: float = 0.05, iterations: int = 3) -> jax.Array:
+def sinkhorn_assign(
+  scores: jax.Array, classes: jax.Array, valid: jax.Array, num_classes: int, kappa: float = 0.05, iterations: int = 3
+) -> jax.Array:
   """Prototype index m*(p) = argmax_m Q_{p,m} of `sinkhorn` (same arguments): int32 (P,); 0 for invalid pixels."""
   return jnp.argmax(sinkhorn(scores, classes, valid, num_classes, kappa, iterations), axis=-1).astype(jnp.int32)
 
 
-def momentum_update(prototypes: jax.Array, embeddings: jax.Array, classes: jax.Array, assignment: jax.Array,
-                    weights: jax.Array, momentum: float = 0.999) -> jax.Array:
+def momentum_update(
+  prototypes: jax.Array,
+  embeddings: jax.Array,
+  classes: jax.Array,
+  assignment: jax.Array,
+  weights: jax.Array,
+  momentum: float = 0.999,
+) -> jax.Array:
   """One momentum step of the prototypes.
 
   f_{g,m} = normalise(Σ_p [g(p)=g][m*(p)=m] w_p ê_p); c_{g,m} ← normalise(λ c_{g,m} + (1−λ) f_{g,m}) for the
@@ -142,16 +151,23 @@ class PixelAssignment(NamedTuple):
   global_class int32 (j), local_class int32 (k = j − offset), assignment int32 (m*), weight float32 (confidence,
   0 for pixels outside GT windows, with zero target weight, or whose most similar class is not j).
   """
+
   global_class: jax.Array
   local_class: jax.Array
   assignment: jax.Array
   weight: jax.Array
 
 
-def assign_pixels(prototypes: jax.Array, embeddings: Mapping[str, jax.Array], heatmaps: Mapping[str, jax.Array],
-                  target_weights: Mapping[str, jax.Array], offsets: Mapping[str, int], kappa: float = 0.05,
-                  iterations: int = 3, similarities: Mapping[str, jax.Array] | None = None
-                  ) -> dict[str, PixelAssignment]:
+def assign_pixels(
+  prototypes: jax.Array,
+  embeddings: Mapping[str, jax.Array],
+  heatmaps: Mapping[str, jax.Array],
+  target_weights: Mapping[str, jax.Array],
+  offsets: Mapping[str, int],
+  kappa: float = 0.05,
+  iterations: int = 3,
+  similarities: Mapping[str, jax.Array] | None = None,
+) -> dict[str, PixelAssignment]:
   """Labels and Sinkhorn prototype assignments for every pixel of a global batch.
 
   The Sinkhorn runs jointly over the pixels of all datasets (one block per global class), so the result depends
@@ -180,22 +196,32 @@ def assign_pixels(prototypes: jax.Array, embeddings: Mapping[str, jax.Array], he
   out, start = {}, 0
   for name in names:
     cls, _, weight = labels[name]
-    m = assignment[start:start + cls.size].reshape(cls.shape)
+    m = assignment[start : start + cls.size].reshape(cls.shape)
     out[name] = PixelAssignment(cls, cls - jnp.int32(offsets[name]), m, weight)
     start += cls.size
   return out
 
 
-def update_prototypes(prototypes: jax.Array, embeddings: Mapping[str, jax.Array],
-                      assignments: Mapping[str, PixelAssignment], momentum: float = 0.999) -> jax.Array:
+def update_prototypes(
+  prototypes: jax.Array,
+  embeddings: Mapping[str, jax.Array],
+  assignments: Mapping[str, PixelAssignment],
+  momentum: float = 0.999,
+) -> jax.Array:
   """`momentum_update` on all pixels of the global batch: embeddings {name: (n_d, H, W, F)}, assignments from
   `assign_pixels` → new prototypes (J, M, F)."""
   names = list(assignments)
   dim = prototypes.shape[-1]
   cat = lambda f: jnp.concatenate([f(name).reshape(-1) for name in names])
   e = jnp.concatenate([embeddings[name].reshape(-1, dim) for name in names])
-  return momentum_update(prototypes, e, cat(lambda n: assignments[n].global_class),
-                         cat(lambda n: assignments[n].assignment), cat(lambda n: assignments[n].weight), momentum)
+  return momentum_update(
+    prototypes,
+    e,
+    cat(lambda n: assignments[n].global_class),
+    cat(lambda n: assignments[n].assignment),
+    cat(lambda n: assignments[n].weight),
+    momentum,
+  )
 
 
 def _farthest_point_init(x: jax.Array, num_clusters: int, rng: jax.Array) -> jax.Array:
@@ -220,8 +246,7 @@ def cluster_responsibilities(x: jax.Array, centroids: jax.Array, temperature: fl
   return jax.nn.softmax(jnp.abs(_cos(x, centroids)) / temperature, axis=1)
 
 
-def cluster_prototypes(prototypes: jax.Array, num_clusters: int, iterations: int, temperature: float,
-                       rng: jax.Array):
+def cluster_prototypes(prototypes: jax.Array, num_clusters: int, iterations: int, temperature: float, rng: jax.Array):
   """Cluster prototypes for the CPS terms: soft k-means over all J·M prototypes on the cosine distance.
 
   Interpretation (the supplement, §3.2/Fig. 5: learned prototypes "align similar keypoints across different

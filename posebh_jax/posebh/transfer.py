@@ -8,6 +8,7 @@ the pixel mask ("the most similar prototype class must be the pixel's own") comp
 keypoints only: a fresh prototype could never win against the trained old ones, so a global comparison would
 mask out every pixel of the new skeleton and its prototypes would never move.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -18,14 +19,20 @@ import numpy as np
 from posebh_jax.posebh.objective import posebh_objective
 
 
-def prototype_rows(datasets: Sequence[str], offsets: Mapping[str, int],
-                   num_keypoints: Mapping[str, int]) -> np.ndarray:
+def prototype_rows(datasets: Sequence[str], offsets: Mapping[str, int], num_keypoints: Mapping[str, int]) -> np.ndarray:
   """Global prototype rows (keypoint indices) of `datasets`, in their order: int32 (Σ K_d,)."""
   return np.concatenate([np.arange(offsets[d], offsets[d] + num_keypoints[d]) for d in datasets]).astype(np.int32)
 
 
-def transfer_objective(outputs: Mapping, batch: Mapping, extra: Mapping, phase, cfg, offsets: Mapping[str, int],
-                       num_keypoints: Mapping[str, int]):
+def transfer_objective(
+  outputs: Mapping,
+  batch: Mapping,
+  extra: Mapping,
+  phase,
+  cfg,
+  offsets: Mapping[str, int],
+  num_keypoints: Mapping[str, int],
+):
   """`posebh_objective` restricted to `phase.prototype_datasets` and their prototype rows.
 
   Args: as `posebh.objective.posebh_objective` (outputs of `PoseModel.posebh_outputs` for every dataset of the
@@ -40,10 +47,20 @@ def transfer_objective(outputs: Mapping, batch: Mapping, extra: Mapping, phase, 
   rows = prototype_rows(datasets, offsets, num_keypoints)
   local_offsets = dict(zip(datasets, np.cumsum([0] + [num_keypoints[d] for d in datasets[:-1]]).tolist()))
   local_extra = {'prototypes': extra['prototypes'][rows], 'cluster_prototypes': extra['prototypes'][rows]}
-  local_outputs = {'heatmaps': {d: outputs['heatmaps'][d] for d in datasets},
-                   'embeddings': {d: outputs['embeddings'][d] for d in datasets}, 'cross': {}}
-  total, metrics, new_local = posebh_objective(local_outputs, {d: batch[d] for d in datasets}, local_extra, phase,
-                                               cfg, local_offsets, {d: num_keypoints[d] for d in datasets})
+  local_outputs = {
+    'heatmaps': {d: outputs['heatmaps'][d] for d in datasets},
+    'embeddings': {d: outputs['embeddings'][d] for d in datasets},
+    'cross': {},
+  }
+  total, metrics, new_local = posebh_objective(
+    local_outputs,
+    {d: batch[d] for d in datasets},
+    local_extra,
+    phase,
+    cfg,
+    local_offsets,
+    {d: num_keypoints[d] for d in datasets},
+  )
   new_extra = dict(extra)
   new_extra['prototypes'] = jnp.asarray(extra['prototypes']).at[jnp.asarray(rows)].set(new_local['prototypes'])
   return total, metrics, new_extra

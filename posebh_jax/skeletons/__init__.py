@@ -4,23 +4,23 @@ The definitions are data in `formats.py`; `registry.py` builds and validates the
 """
 
 from posebh_jax.skeletons.registry import (
-    TRAIN_FORMATS,
-    GlobalKeypointIndex,
-    SkeletonFormat,
-    UnknownFormatError,
-    format_mapping,
-    get_format,
-    global_index,
-    list_formats,
+  TRAIN_FORMATS,
+  GlobalKeypointIndex,
+  SkeletonFormat,
+  UnknownFormatError,
+  format_mapping,
+  get_format,
+  global_index,
+  list_formats,
 )
 
 __all__ = [
-    'TRAIN_FORMATS',
-    'GlobalKeypointIndex',
-    'SkeletonFormat',
-    'UnknownFormatError',
-    'format_mapping',
-    'get_format',
-    'global_index',
-    'list_formats',
+  'TRAIN_FORMATS',
+  'GlobalKeypointIndex',
+  'SkeletonFormat',
+  'UnknownFormatError',
+  'format_mapping',
+  'get_format',
+  'global_index',
+  'list_formats',
 ]

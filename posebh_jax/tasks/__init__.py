@@ -2,6 +2,7 @@
 
 A name with a dot is a module path (`my_project.my_task`) whose module defines `Task`, so that a project can add a
 task without editing this package."""
+
 from __future__ import annotations
 
 import importlib
@@ -21,8 +22,9 @@ def get_task_class(kind: str) -> type[Task]:
     try:
       module = importlib.import_module(kind)
     except ImportError as e:
-      raise UserError(f"task module '{kind}' cannot be imported ({e}); check its name and that it is on the "
-                      'Python path') from None
+      raise UserError(
+        f"task module '{kind}' cannot be imported ({e}); check its name and that it is on the Python path"
+      ) from None
     if not isinstance(getattr(module, 'Task', None), type) or not issubclass(module.Task, Task):
       raise UserError(f"task module '{kind}' defines no class Task (a subclass of posebh_jax.tasks.base.Task)")
     return module.Task

@@ -13,6 +13,7 @@ dataset and supplies everything the trainer and the evaluator need without knowi
 The trainer sums the present datasets' losses over their static slices of the batch; add-on objectives (PoseBH's
 prototypes and CSS) act on top of the tasks' outputs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,6 +40,7 @@ class EvalContext:
     step: the train step being evaluated.
     write_files: whether this process writes files (process 0).
   """
+
   config: Any
   name: str
   predict: Callable[[np.ndarray], Any]
@@ -50,6 +52,7 @@ class EvalContext:
 
 class Task:
   """One dataset's task. Subclasses set `kind` and implement the methods below; one instance per dataset."""
+
   kind: ClassVar[str] = ''
 
   def __init__(self, name: str, config):

@@ -1,6 +1,7 @@
 """2D top-down heatmap regression (ViTPose / ViTPose++ / PoseBH datasets): Gaussian heatmap targets encoded by the
 dataset's codec, a deconvolution head, the target-weighted joints MSE, flip test, and the dataset's official
 top-down evaluation (rescoring, OKS-NMS, COCO-format results, OKS AP / PCKh / PCK) with pictures."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ from posebh_jax.losses import joints_mse
 from posebh_jax.models.heatmap_head import HeatmapHeadSpec
 from posebh_jax.tasks import base
 
+
 class HeatmapTask(base.Task):
   """A 2D keypoint dataset trained on heatmaps (one head per dataset, K channels)."""
+
   kind = 'heatmap'
 
   def __init__(self, name: str, config):
@@ -44,11 +47,13 @@ class HeatmapTask(base.Task):
     model = config.model
     image_h, image_w = config.data.image_size
     heat_h, heat_w = config.data.heatmap_size
-    stride = 2 ** model.head_num_deconv
+    stride = 2**model.head_num_deconv
     grid = [(s + 2 * model.patch_padding - model.patch_size) // model.patch_size + 1 for s in (image_h, image_w)]
     if (grid[0] * stride, grid[1] * stride) != (heat_h, heat_w):
-      raise UserError(f'config.data.heatmap_size {tuple(config.data.heatmap_size)} does not match the model output '
-                      f'{(grid[0] * stride, grid[1] * stride)} for image_size {tuple(config.data.image_size)}')
+      raise UserError(
+        f'config.data.heatmap_size {tuple(config.data.heatmap_size)} does not match the model output '
+        f'{(grid[0] * stride, grid[1] * stride)} for image_size {tuple(config.data.image_size)}'
+      )
 
   # ------------------------------------------------------------------------------------------------ training
   def batch_fields(self):
@@ -72,7 +77,7 @@ class HeatmapTask(base.Task):
       return apply(variables, images)
     # One pass over images and their mirror images (half the program to compile of two passes).
     both = apply(variables, jnp.concatenate([images, images[:, :, ::-1]]))
-    heatmaps, flipped = both[:images.shape[0]], both[images.shape[0]:]
+    heatmaps, flipped = both[: images.shape[0]], both[images.shape[0] :]
     flipped = flipped[:, :, ::-1][..., np.asarray(self.format.flip_index)]
     if self.codec.flip_shift:  # the non-UDP flip is off by one pixel; the reference pipelines shift it back
       flipped = jnp.concatenate([flipped[:, :, :1], flipped[:, :, :-1]], axis=2)
@@ -102,8 +107,9 @@ class HeatmapTask(base.Task):
       progress.update(int(np.sum(batch['valid'])))
       heatmaps = np.asarray(context.predict(batch['image'])).astype(np.float32).transpose(0, 3, 1, 2)
       coords, scores = self.codec.decode(heatmaps)
-      image_xy = self.codec.to_image(coords, np.asarray(batch['center']), np.asarray(batch['scale']),
-                                     self.heatmap_size_wh)
+      image_xy = self.codec.to_image(
+        coords, np.asarray(batch['center']), np.asarray(batch['scale']), self.heatmap_size_wh
+      )
       count = len(coords)
       bbox_score = np.asarray(batch.get('bbox_score', np.ones(count)), np.float64)
       category_ids = np.asarray(batch.get('category_id', np.ones(count)), np.int64)
@@ -112,9 +118,13 @@ class HeatmapTask(base.Task):
       for i in np.flatnonzero(np.asarray(batch['valid'])):
         image_id, instance_id = int(batch['image_id'][i]), int(instance_ids[i])
         keypoints = np.concatenate([image_xy[i], scores[i][:, None]], axis=-1)
-        instance = {'image_id': image_id, 'category_id': int(category_ids[i]),
-                    'keypoints': [round(float(v), 3) for v in keypoints.reshape(-1)],
-                    'bbox_score': float(bbox_score[i]), 'area': float(box_area[i])}
+        instance = {
+          'image_id': image_id,
+          'category_id': int(category_ids[i]),
+          'keypoints': [round(float(v), 3) for v in keypoints.reshape(-1)],
+          'bbox_score': float(bbox_score[i]),
+          'area': float(box_area[i]),
+        }
         if per_person:  # ground-truth boxes: the annotation id pairs results with people offline
           instance['ann_id'] = instance_id
         raw.append(instance)
@@ -158,8 +168,9 @@ class HeatmapTask(base.Task):
     image_h, image_w = self.config.data.image_size
     tiles = []
     for crop, center, scale, image_id, predicted in crops:
-      matrix = geometry.get_warp_matrix(np.asarray(center), np.asarray(scale), 0.0, (image_w, image_h),
-                                      self.codec.use_udp)
+      matrix = geometry.get_warp_matrix(
+        np.asarray(center), np.asarray(scale), 0.0, (image_w, image_h), self.codec.use_udp
+      )
       canvas = cv2.resize(np.ascontiguousarray(crop), (image_w * 2, image_h * 2), interpolation=cv2.INTER_LINEAR)
       people = [(k, (0, 200, 0)) for k in gt_by_image.get(image_id, []) if k.shape[0] == fmt.num_keypoints]
       for keypoints, colour in people + [(predicted, (230, 0, 0))]:
@@ -182,8 +193,9 @@ def gt_json(fmt, gt) -> dict:
   if not evaluation.get_evaluator(fmt.name).needs_head_size:
     return coco
   heads = dict(zip(instance_ids(gt).tolist(), np.asarray(gt['head_size'], np.float64).tolist()))
-  annotations = [a if 'head_size' in a or a['id'] not in heads else dict(a, head_size=heads[a['id']])
-                 for a in coco['annotations']]
+  annotations = [
+    a if 'head_size' in a or a['id'] not in heads else dict(a, head_size=heads[a['id']]) for a in coco['annotations']
+  ]
   return dict(coco, annotations=annotations)
 
 

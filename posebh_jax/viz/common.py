@@ -1,4 +1,5 @@
 """Shared pieces of the picture commands: a run's config from its workdir, colours, labels, PNG writing."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,18 @@ import numpy as np
 
 # Distinct RGB colours (Tableau 10 and a few more), one per dataset in config order.
 PALETTE = (
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-    (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 128), (128, 128, 0),
+  (31, 119, 180),
+  (255, 127, 14),
+  (44, 160, 44),
+  (214, 39, 40),
+  (148, 103, 189),
+  (140, 86, 75),
+  (227, 119, 194),
+  (127, 127, 127),
+  (188, 189, 34),
+  (23, 190, 207),
+  (0, 0, 128),
+  (128, 128, 0),
 )
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -39,8 +50,14 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(_tuples(json.load(f)))
 
 
-def label(canvas: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.45,
-          colour_rgb=(255, 255, 255), background=(0, 0, 0)) -> None:
+def label(
+  canvas: np.ndarray,
+  text: str,
+  origin: tuple[int, int],
+  scale: float = 0.45,
+  colour_rgb=(255, 255, 255),
+  background=(0, 0, 0),
+) -> None:
   """Draws `text` with its top-left corner at `origin` on a filled background box (in place)."""
   (w, h), base = cv2.getTextSize(text, FONT, scale, 1)
   x, y = origin

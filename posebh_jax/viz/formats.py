@@ -9,6 +9,7 @@ config.data.order): the crop with that head's predicted keypoints (score > --min
 the registry's colours (left / right / centre), labelled with the dataset's name and K. The multi-dataset model
 runs each head with its own expert, as the split model serves it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,14 @@ def draw_skeleton(panel: np.ndarray, xy: np.ndarray, shown: np.ndarray, fmt, rad
     cv2.circle(panel, point(k), radius, (0, 0, 0), 1, cv2.LINE_AA)
 
 
-def render(predict: Callable[[np.ndarray], Mapping[str, np.ndarray]], heads: Sequence[tuple[str, str, str]],
-           rows: Sequence[tuple[str, np.ndarray]], heatmap_size_hw, panel_height: int = 256,
-           min_score: float = 0.2) -> np.ndarray:
+def render(
+  predict: Callable[[np.ndarray], Mapping[str, np.ndarray]],
+  heads: Sequence[tuple[str, str, str]],
+  rows: Sequence[tuple[str, np.ndarray]],
+  heatmap_size_hw,
+  panel_height: int = 256,
+  min_score: float = 0.2,
+) -> np.ndarray:
   """The formats picture as an RGB uint8 array of (len(rows)·panel_height, len(heads)·panel_width, 3).
 
   Args:
@@ -72,12 +78,13 @@ def render(predict: Callable[[np.ndarray], Mapping[str, np.ndarray]], heads: Seq
     xy = heatmap_to_crop(coords, (heat_w, heat_h), (width, height), codec)
     for r, (caption, _) in enumerate(rows):
       panel = cv2.resize(crops[r], (panel_width, panel_height), interpolation=cv2.INTER_LINEAR)
-      draw_skeleton(panel, (xy[r] + 0.5) * zoom - 0.5, scores[r] > min_score, fmt,
-                    radius=2 if fmt.num_keypoints > 40 else 3)
+      draw_skeleton(
+        panel, (xy[r] + 0.5) * zoom - 0.5, scores[r] > min_score, fmt, radius=2 if fmt.num_keypoints > 40 else 3
+      )
       common.label(panel, f'{name} head (K={fmt.num_keypoints})', (0, 0))
       if c == 0:
         common.label(panel, caption, (0, panel_height - 20), 0.4, (255, 255, 0))
-      canvas[r * panel_height:(r + 1) * panel_height, c * panel_width:(c + 1) * panel_width] = panel
+      canvas[r * panel_height : (r + 1) * panel_height, c * panel_width : (c + 1) * panel_width] = panel
   return canvas
 
 
@@ -107,8 +114,9 @@ def model_predict(config, variables) -> Callable[[np.ndarray], dict]:
   return lambda crops: jax.device_get(forward({'params': params, 'batch_stats': stats}, crops))
 
 
-def draw_state(config, state, out: str, rows: Sequence[str] = (), min_score: float = 0.2,
-               panel_height: int = 256) -> str:
+def draw_state(
+  config, state, out: str, rows: Sequence[str] = (), min_score: float = 0.2, panel_height: int = 256
+) -> str:
   """Draws the picture for a train state (params, batch_stats) of a run with `config` and writes it to `out`;
   returns the path. Raises ValueError for rows the run does not train."""
   rows = tuple(rows) or default_rows(config)
@@ -124,8 +132,14 @@ def draw_state(config, state, out: str, rows: Sequence[str] = (), min_score: flo
   return common.write_png(out, image)
 
 
-def draw_workdir(workdir: str, out: str | None = None, rows: Sequence[str] = (), min_score: float = 0.2,
-                 panel_height: int = 256, data_dir: str | None = None) -> str:
+def draw_workdir(
+  workdir: str,
+  out: str | None = None,
+  rows: Sequence[str] = (),
+  min_score: float = 0.2,
+  panel_height: int = 256,
+  data_dir: str | None = None,
+) -> str:
   """Restores the latest checkpoint of `workdir`, draws the picture and writes it (default
   DIR/viz/formats_step<step>.png); returns its path."""
   config = common.load_run_config(workdir)
@@ -147,8 +161,14 @@ def main(argv=None) -> int:
   parser.add_argument('--data_dir', default=None, help='tfds data directory (default: the run\'s)')
   args = parser.parse_args(argv)
   try:
-    path = draw_workdir(args.workdir, args.out, tuple(filter(None, args.rows.split(','))), args.min_score,
-                        args.panel_height, args.data_dir)
+    path = draw_workdir(
+      args.workdir,
+      args.out,
+      tuple(filter(None, args.rows.split(','))),
+      args.min_score,
+      args.panel_height,
+      args.data_dir,
+    )
   except (FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -8,6 +8,7 @@ per prototype in its dataset's colour, with a legend (dataset, K × M). PCA is t
 model uses: prototypes c and −c give the same similarity |cos|, so the squared distance is
 min(‖a − b‖², ‖a + b‖²) = 2 − 2|cos(a, b)|.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,14 +36,14 @@ def pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   centred = x - x.mean(axis=0)
   _, singular, vt = np.linalg.svd(centred, full_matrices=False)
   axes = np.zeros((2, x.shape[1]))
-  axes[:min(2, len(vt))] = vt[:2]
+  axes[: min(2, len(vt))] = vt[:2]
   projected = centred @ axes.T
   for a in range(2):
     if projected[np.argmax(np.abs(projected[:, a])), a] < 0:
       projected[:, a] *= -1.0
   variance = np.square(singular)
   ratio = np.zeros(2)
-  ratio[:min(2, len(variance))] = variance[:2] / max(variance.sum(), 1e-300)
+  ratio[: min(2, len(variance))] = variance[:2] / max(variance.sum(), 1e-300)
   return projected, ratio
 
 
@@ -56,8 +57,9 @@ def sign_invariant_sq_distances(points: np.ndarray) -> np.ndarray:
   return np.maximum(d, 0.0)
 
 
-def _conditional_probabilities(sq_distances: np.ndarray, perplexity: float, tol: float = 1e-5,
-                               steps: int = 100) -> np.ndarray:
+def _conditional_probabilities(
+  sq_distances: np.ndarray, perplexity: float, tol: float = 1e-5, steps: int = 100
+) -> np.ndarray:
   """Rows p_{j|i} ∝ exp(−β_i d_ij) with β_i found by bisection so that each row's entropy is log(perplexity)."""
   n = len(sq_distances)
   target = np.log(perplexity)
@@ -83,8 +85,13 @@ def _conditional_probabilities(sq_distances: np.ndarray, perplexity: float, tol:
   return p
 
 
-def tsne_2d(points: np.ndarray, perplexity: float = 30.0, iterations: int = 750, seed: int = 0,
-            sq_distances: np.ndarray | None = None) -> np.ndarray:
+def tsne_2d(
+  points: np.ndarray,
+  perplexity: float = 30.0,
+  iterations: int = 750,
+  seed: int = 0,
+  sq_distances: np.ndarray | None = None,
+) -> np.ndarray:
   """Exact t-SNE (van der Maaten & Hinton 2008) of `points` (N, F) to (N, 2).
 
   Affinities from `sq_distances` (default: `sign_invariant_sq_distances`); perplexity clipped to (N − 1)/3;
@@ -128,8 +135,15 @@ def project(points: np.ndarray, method: str = 'pca', seed: int = 0) -> tuple[np.
 
 
 # ------------------------------------------------------------------------------------------------ drawing
-def render(projected: np.ndarray, groups: list[tuple[str, int]], per_keypoint: int, title: str,
-           size: tuple[int, int] = (1000, 720), legend_width: int = 240, radius: int = 4) -> np.ndarray:
+def render(
+  projected: np.ndarray,
+  groups: list[tuple[str, int]],
+  per_keypoint: int,
+  title: str,
+  size: tuple[int, int] = (1000, 720),
+  legend_width: int = 240,
+  radius: int = 4,
+) -> np.ndarray:
   """Scatter plot of `projected` (J·M, 2), rows grouped by dataset: `groups` [(name, K)] in order, each K·M rows.
 
   Returns an RGB uint8 image of `size` (width, height): the plot on the left (aspect-preserving), the legend in the
@@ -160,16 +174,16 @@ def render(projected: np.ndarray, groups: list[tuple[str, int]], per_keypoint: i
   for i, (name, k) in enumerate(groups):
     y = top + 10 + 26 * i
     cv2.circle(canvas, (x0 + 8, y + 8), 7, common.colour(i), -1, cv2.LINE_AA)
-    cv2.putText(canvas, f'{name}  ({k} x {per_keypoint})', (x0 + 22, y + 13), common.FONT, 0.5, (0, 0, 0), 1,
-                cv2.LINE_AA)
+    cv2.putText(
+      canvas, f'{name}  ({k} x {per_keypoint})', (x0 + 22, y + 13), common.FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA
+    )
   return canvas
 
 
 def dataset_groups(config, num_keypoints_total: int) -> list[tuple[str, int]]:
   """[(dataset, K)] in the run's global keypoint order (config.data.order); one 'prototypes' group when the
   config does not account for all J rows."""
-  groups = [(name, skeletons.get_format(config.data.datasets[name].format).num_keypoints)
-            for name in config.data.order]
+  groups = [(name, skeletons.get_format(config.data.datasets[name].format).num_keypoints) for name in config.data.order]
   if sum(k for _, k in groups) != num_keypoints_total:
     return [('prototypes', num_keypoints_total)]
   return groups
