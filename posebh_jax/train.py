@@ -270,6 +270,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       state = trainer.init_state(config.seed)
       if config.init_from:
         state = init_from_lib.load_initial_weights(trainer, state, config.init_from)
+      if trainer.phase.cps:  # a run that starts in stage 2 clusters its (loaded) prototypes, as entering it does
+        state = trainer.enter_phase(state, trainer.phase.index, fresh=True)
     workdir_lib.write_config(config, workdir)
     start_step = int(jax.device_get(state['step']))
     if len(trainer.phases) > 1:

@@ -185,17 +185,19 @@ class Trainer:
     with self.activate():
       return init.lower(rng).compile(compiler_options=options)(rng)
 
-  def enter_phase(self, state, index: int):
+  def enter_phase(self, state, index: int, fresh: bool = False):
     """Moves a state into phase `index`: a fresh optimizer state for the phase's trainable groups, and, when the
-    cluster-prototype terms start, the cluster prototypes computed from the current prototypes."""
-    previous = self.phase
+    cluster-prototype terms start, the cluster prototypes computed from the current prototypes. `fresh`: the state
+    has been in no phase yet (a new run), so a first phase that already has those terms (a run that starts in
+    stage 2) starts them."""
+    previous_cps = False if fresh else self.phase.cps
     self.use_phase(index)
     tx, phase = self.tx, self.phase
     cfg = self.config.posebh
 
     def move(state):
       extra = dict(state['extra'])
-      if phase.cps and not previous.cps:
+      if phase.cps and not previous_cps:
         rng = jax.random.fold_in(jax.random.wrap_key_data(state['rng']), 7919)
         extra['cluster_prototypes'] = proto_lib.cluster_prototypes(
           extra['prototypes'], cfg.num_clusters, cfg.cluster_iterations, cfg.cluster_temperature, rng

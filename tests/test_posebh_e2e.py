@@ -79,8 +79,8 @@ def test_stages_two_and_three_on_eight_devices_match_one_device(tmp_path, data_d
   of every term and the trained parameters. Kept cheap (two compiles per device count; 66 s on the 2-core VM):
   one block, two datasets, one step per stage (stage_epochs (0, 1/3) at 3 steps per epoch starts in stage 2 and
   enters stage 3 at step 1), no warmup so that both steps move the weights, and CSS keeps every pseudo-label of
-  the fresh heads (min peak 0). Starting in stage 2 skips the clustering of the prototypes (done on entering
-  stage 2), so the cluster prototypes here are the prototypes."""
+  the fresh heads (min peak 0). A run that starts in stage 2 clusters its prototypes first, as entering stage 2
+  does (before, it skipped the clustering and its CPS terms ran on the plain prototypes)."""
   common = (
     '--config.batch_size=16',
     '--config.total_steps=2',
@@ -120,11 +120,20 @@ def test_stages_two_and_three_on_eight_devices_match_one_device(tmp_path, data_d
   flat_eight = dict(jax.tree_util.tree_leaves_with_path(state_eight['params']))
   assert flat_one.keys() == flat_eight.keys() and len(flat_one) > 20
   for path, value in flat_one.items():
-    # Each Adam step moves a weight by about lr = 2e-4; the float32 prototype terms leave the embedding's weights
-    # up to 1.2e-7 apart (measured with two blocks), the rest closer.
+    # Each Adam step moves a weight by about lr = 2e-4. The float32 prototype terms reach only the embedding module:
+    # on the clustered prototypes, whose duplicates make near-ties of the pixel assignment that float32 rounding can
+    # flip, its weights ended up to 3.1e-6 apart (1.6 % of a step; the backbone 6.4e-8, the heads 1e-11).
+    atol = 1e-5 if jax.tree_util.keystr(path).startswith("['embedding']") else 1e-6
     np.testing.assert_allclose(
-      np.asarray(flat_eight[path]), np.asarray(value), rtol=0, atol=1e-6, err_msg=jax.tree_util.keystr(path)
+      np.asarray(flat_eight[path]), np.asarray(value), rtol=0, atol=atol, err_msg=jax.tree_util.keystr(path)
     )
+  # The cluster prototypes: each of the 33 keypoints' 3 prototypes became ± one of the config's 8 centroids
+  # (demo.py:tiny,posebh's num_clusters), the same on 8 devices as on 1.
+  clusters = np.asarray(state_one['extra']['cluster_prototypes'])
+  prototypes = np.asarray(state_one['extra']['prototypes'])
+  distinct = lambda x: len(np.unique(np.round(np.abs(x.reshape(-1, x.shape[-1])), 5), axis=0))
+  assert distinct(prototypes) == 33 * 3 and distinct(clusters) <= 8, (distinct(prototypes), distinct(clusters))
+  np.testing.assert_allclose(np.asarray(state_eight['extra']['cluster_prototypes']), clusters, rtol=0, atol=1e-6)
 
 
 def test_resume_at_stage_boundary_matches_uninterrupted(tmp_path, data_dir, baseline):
