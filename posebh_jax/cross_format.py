@@ -20,7 +20,7 @@ import numpy as np
 
 from data_pipeline import pipeline
 from posebh_jax import checkpoint as checkpoint_lib
-from posebh_jax import codecs
+from posebh_jax import evaluator as evaluator_lib
 from posebh_jax import skeletons
 from posebh_jax import sharding as sharding_lib
 from posebh_jax.evaluation import consistency
@@ -57,20 +57,15 @@ def predict_split(task, variables, name: str, flip: bool | None = None) -> tuple
   `pipeline.make_eval_iterator` order.
   """
   config = task.config
-  codec = codecs.get_codec(config.data.datasets[name].codec)
   flip = config.eval_flip if flip is None else flip
-  predict = task.predict_fn(name, flip)
-  heat_h, heat_w = config.data.heatmap_size
-  batch_size = config.eval_batch_size - config.eval_batch_size % task.groups or task.groups
+  predict = evaluator_lib.on_host(task.predict_fn(name, flip), variables, task.batch_sharding)
   ids, keypoints = [], []
-  for batch in pipeline.make_eval_iterator(config.data, name, batch_size):
-    images = sharding_lib.put_global(batch['image'], task.batch_sharding)
-    heatmaps = sharding_lib.fetch_global(predict(variables, images)).astype(np.float32).transpose(0, 3, 1, 2)
-    coords, scores = codec.decode(heatmaps)
-    image_xy = codec.to_image(coords, np.asarray(batch['center']), np.asarray(batch['scale']), (heat_w, heat_h))
+  for batch, predicted in task.tasks[name].keypoint_batches(
+    predict, evaluator_lib.eval_batch_size(config, task.groups)
+  ):
     valid = np.asarray(batch['valid'], bool)
     ids.append(np.asarray(batch['image_id'], np.int64)[valid])
-    keypoints.append(np.concatenate([image_xy, np.asarray(scores, np.float64)[..., None]], axis=-1)[valid])
+    keypoints.append(predicted[valid])
   k = task.num_keypoints[name]
   return (
     np.concatenate(ids) if ids else np.zeros(0, np.int64),

@@ -31,23 +31,14 @@ class Evaluator:
 
   def context(self, state, name: str, step: int) -> tasks.EvalContext:
     """The EvalContext of dataset `name` for `state` at `step`."""
-    trainer = self.trainer
     if name not in self._predict:
-      self._predict[name] = trainer.predict_fn(name, self.config.eval_flip)
-    predict = self._predict[name]
+      self._predict[name] = self.trainer.predict_fn(name, self.config.eval_flip)
     variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
-
-    def predict_host(images):
-      # Every process reads the whole split; with several processes each computes its shards and all receive the
-      # whole batch's output.
-      return sharding_lib.fetch_global(predict(variables, sharding_lib.put_global(images, trainer.batch_sharding)))
-
-    batch_size = self.config.eval_batch_size - self.config.eval_batch_size % trainer.groups or trainer.groups
     return tasks.EvalContext(
       config=self.config,
       name=name,
-      predict=predict_host,
-      batch_size=batch_size,
+      predict=on_host(self._predict[name], variables, self.trainer.batch_sharding),
+      batch_size=eval_batch_size(self.config, self.trainer.groups),
       workdir=self.workdir,
       step=step,
       write_files=jax.process_index() == 0,
@@ -75,6 +66,22 @@ class Evaluator:
       formats_viz.draw_state(self.config, state, os.path.join(self.workdir, 'viz', f'formats_step{step}.png'))
     except Exception as e:  # pylint: disable=broad-except
       logging.warning('formats picture at step %d failed: %s', step, e)
+
+
+def on_host(predict, variables, batch_sharding):
+  """`predict(variables, global images)` as a function of host images uint8 (n, H, W, 3) → host NumPy output. Every
+  process reads the whole split; with several processes each computes its shards and all receive the whole
+  batch's output."""
+
+  def run(images):
+    return sharding_lib.fetch_global(predict(variables, sharding_lib.put_global(images, batch_sharding)))
+
+  return run
+
+
+def eval_batch_size(config, groups: int) -> int:
+  """config.eval_batch_size rounded down to a multiple of the batch shards `groups` (at least one per shard)."""
+  return config.eval_batch_size - config.eval_batch_size % groups or groups
 
 
 def validate_config(config) -> None:

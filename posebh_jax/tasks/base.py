@@ -23,7 +23,6 @@ import jax
 import numpy as np
 
 from posebh_jax import skeletons
-from posebh_jax.errors import UserError
 
 
 @dataclasses.dataclass
@@ -101,9 +100,3 @@ class Task:
   def summary_metrics(self) -> tuple[str, ...]:
     """The metric names the progress line prints for this dataset."""
     return ()
-
-
-def check_in(value, allowed, key: str) -> None:
-  """Raises UserError when `value` of config key `key` is not one of `allowed`."""
-  if value not in allowed:
-    raise UserError(f"config.{key} is '{value}'; use one of {', '.join(allowed)}")

@@ -17,6 +17,7 @@ import numpy as np
 from data_pipeline import pipeline
 from posebh_jax import codecs
 from posebh_jax import evaluation
+from posebh_jax import flops as flops_lib
 from posebh_jax import geometry
 from posebh_jax.errors import UserError
 from posebh_jax.evaluation.registry import dataset_nms
@@ -44,11 +45,9 @@ class HeatmapTask(base.Task):
       codecs.get_codec(entry.codec)
     except ValueError as e:
       raise UserError(f'config.data.datasets.{name}.codec: {e}') from None
-    model = config.model
-    image_h, image_w = config.data.image_size
     heat_h, heat_w = config.data.heatmap_size
-    stride = 2**model.head_num_deconv
-    grid = [(s + 2 * model.patch_padding - model.patch_size) // model.patch_size + 1 for s in (image_h, image_w)]
+    stride = 2**config.model.head_num_deconv
+    grid = flops_lib.token_grid(config.model, config.data.image_size)
     if (grid[0] * stride, grid[1] * stride) != (heat_h, heat_w):
       raise UserError(
         f'config.data.heatmap_size {tuple(config.data.heatmap_size)} does not match the model output '
@@ -95,6 +94,18 @@ class HeatmapTask(base.Task):
       self._ground_truth = gt
     return self._ground_truth
 
+  def keypoint_batches(self, predict, batch_size: int):
+    """Yields (eval batch, keypoints float64 (n, K, 3): x, y in image px and the heatmap-peak score) over the eval
+    split (`pipeline.make_eval_iterator` order, padding rows included: see the batch's `valid`); `predict` is a host
+    function images → heatmaps (`EvalContext.predict`)."""
+    for batch in pipeline.make_eval_iterator(self.config.data, self.name, batch_size):
+      heatmaps = np.asarray(predict(batch['image'])).astype(np.float32).transpose(0, 3, 1, 2)
+      coords, scores = self.codec.decode(heatmaps)
+      image_xy = self.codec.to_image(
+        coords, np.asarray(batch['center']), np.asarray(batch['scale']), self.heatmap_size_wh
+      )
+      yield batch, np.concatenate([image_xy, np.asarray(scores, np.float64)[..., None]], axis=-1)
+
   def predict_split(self, context: base.EvalContext) -> tuple[list[dict], dict]:
     """Predictions for the whole eval split: the COCO-format results (`topdown_postprocess` of the raw instances:
     rescoring and per-image NMS, see `dataset_nms`) and {'raw': the raw top-down instances, 'by_instance':
@@ -103,21 +114,16 @@ class HeatmapTask(base.Task):
     per_person = evaluation.get_evaluator(self.format.name).scores_each_person
     raw, by_instance, crops = [], {}, []
     progress = Progress(f'eval {self.name}', len(self.ground_truth()['instance_ids']))
-    for batch in pipeline.make_eval_iterator(config.data, self.name, context.batch_size):
+    for batch, predicted in self.keypoint_batches(context.predict, context.batch_size):
       progress.update(int(np.sum(batch['valid'])))
-      heatmaps = np.asarray(context.predict(batch['image'])).astype(np.float32).transpose(0, 3, 1, 2)
-      coords, scores = self.codec.decode(heatmaps)
-      image_xy = self.codec.to_image(
-        coords, np.asarray(batch['center']), np.asarray(batch['scale']), self.heatmap_size_wh
-      )
-      count = len(coords)
+      count = len(predicted)
       bbox_score = np.asarray(batch.get('bbox_score', np.ones(count)), np.float64)
       category_ids = np.asarray(batch.get('category_id', np.ones(count)), np.int64)
       instance_ids = np.asarray(batch['instance_id'], np.int64)
       box_area = np.prod(np.asarray(batch['scale'], np.float64), axis=-1)  # the padded box, as mmpose's area
       for i in np.flatnonzero(np.asarray(batch['valid'])):
         image_id, instance_id = int(batch['image_id'][i]), int(instance_ids[i])
-        keypoints = np.concatenate([image_xy[i], scores[i][:, None]], axis=-1)
+        keypoints = predicted[i]
         instance = {
           'image_id': image_id,
           'category_id': int(category_ids[i]),
