@@ -93,11 +93,15 @@ def pycocotools_keypoint_eval(gt, results, sigmas, img_ids=None):
   return coco_eval
 
 
+def records(workdir) -> list[dict]:
+  """The rows of a workdir's metrics.jsonl."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
 def losses(workdir) -> dict[int, float]:
   """{step: train/loss} from a workdir's metrics.jsonl."""
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    records = [json.loads(line) for line in f]
-  return {r['step']: r['train/loss'] for r in records if 'train/loss' in r}
+  return {r['step']: r['train/loss'] for r in records(workdir) if 'train/loss' in r}
 
 
 def train_loss_steps(workdir) -> list[int]:

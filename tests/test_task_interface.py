@@ -3,19 +3,14 @@ defined outside the library (tests/toy_regression_task.py) trains in the same ba
 evaluated by its own evaluator, and resumes bit for bit."""
 
 import json
-import os
 
 import numpy as np
 
 from conftest import losses as _losses
+from conftest import records as _records
 from conftest import train as _train
 
 _CONFIG = 'tests/toy_regression_task.py'
-
-
-def _records(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
 
 
 def test_regression_task_trains_with_heatmap_datasets_evaluates_and_resumes(tmp_path, data_dir):
