@@ -2,34 +2,15 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
+from configs import common
 from posebh_jax import flops
 from posebh_jax.models import pose_model
 
 
 def test_analytic_forward_flops_match_xla_cost_analysis():
-  config = ml_collections.ConfigDict(
-    dict(
-      width=192,
-      depth=2,
-      num_heads=4,
-      mlp_ratio=4.0,
-      patch_size=16,
-      patch_padding=2,
-      drop_path=0.0,
-      expert_dim=16,
-      use_experts=True,
-      head_channels=64,
-      head_num_deconv=2,
-      head_deconv_init_std=0.001,
-      remat=False,
-      scan=False,
-      dtype='float32',
-      param_dtype='float32',
-      stack_equal_datasets='auto',
-    )
-  )
+  config = common.model_config('S/16')
+  config.update(dict(width=192, depth=2, num_heads=4, drop_path=0.0, expert_dim=16, head_channels=64, dtype='float32'))
   model = pose_model.build_model(config, ['a', 'b'], [17, 14])
   images = {'a': jnp.zeros((2, 128, 96, 3), jnp.uint8), 'b': jnp.zeros((2, 128, 96, 3), jnp.uint8)}
   variables = model.init(jax.random.key(0), images)

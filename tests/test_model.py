@@ -6,35 +6,17 @@ import json
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from configs import common
 from posebh_jax.models import composition, heatmap_head, moe, pose_model, vit
 
 
 def _model_config(**overrides):
-  config = ml_collections.ConfigDict(
-    dict(
-      width=32,
-      depth=2,
-      num_heads=2,
-      mlp_ratio=4.0,
-      patch_size=16,
-      patch_padding=2,
-      drop_path=0.0,
-      expert_dim=8,
-      use_experts=True,
-      head_channels=16,
-      head_num_deconv=2,
-      head_deconv_init_std=0.001,
-      remat=False,
-      scan=False,
-      dtype='float32',
-      param_dtype='float32',
-      stack_equal_datasets='auto',
-    )
-  )
+  """configs.common's model config (the one source of its keys and defaults), tiny."""
+  config = common.model_config('S/16')
+  config.update(dict(width=32, depth=2, num_heads=2, drop_path=0.0, expert_dim=8, head_channels=16, dtype='float32'))
   config.update(overrides)
   return config
 
