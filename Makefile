@@ -24,7 +24,7 @@ $(VENV)/.installed: requirements.txt
 $(VENV)/.reference: $(VENV)/.installed requirements-reference.txt
 	$(VENV)/bin/pip install -q -r requirements-reference.txt && \
 	  $(VENV)/bin/pip install -q --no-cache-dir --no-build-isolation --no-binary xtcocotools xtcocotools==1.14.3 || \
-	  echo "note: xtcocotools (a test reference) could not be built; its comparisons skip (fail under CI=true)"
+	  echo "note: a test reference (torch, transformers or xtcocotools) could not be installed; its comparisons skip (fail under CI=true)"
 	touch $@
 
 venv: $(VENV)/.installed

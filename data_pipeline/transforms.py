@@ -331,6 +331,21 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
     return {'image': crop, 'heatmaps': heatmaps, 'target_weights': weights}
 
 
+def eval_crop(image: np.ndarray, bbox, image_size_hw, bbox_padding: float, use_udp: bool):
+  """The evaluation crop of one box: `image` uint8 (H, W, 3), `bbox` xywh image px → (crop uint8 (h, w, 3) at
+  `image_size_hw`, center float64 (2,), scale float64 (2,) image px). The box is padded by `bbox_padding` and
+  widened to the crop's aspect ratio (scale at least 1 px); bilinear, black outside the image; the UDP or classic
+  warp by `use_udp`."""
+  height, width = int(image_size_hw[0]), int(image_size_hw[1])
+  center, scale = affine.box_to_center_scale(np.asarray(bbox, np.float64)[:4], width / height, bbox_padding)
+  scale = np.maximum(scale, 1.0)
+  matrix = affine.get_warp_matrix(center, scale, 0.0, (width, height), use_udp)
+  crop = cv2.warpAffine(
+    image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
+  )
+  return crop, center, scale
+
+
 class TopDownEvalTransform(grain.transforms.Map):
   """Record (or `PADDING`) -> {'image' uint8 (H, W, 3) RGB, 'center' f32 (2,), 'scale' f32 (2,),
   'bbox' f32 (4,) xywh px, 'bbox_score' f32, 'image_id' int64, 'instance_id' int64, 'category_id' int64,
@@ -366,12 +381,7 @@ class TopDownEvalTransform(grain.transforms.Map):
       }
     image = decode_jpeg(element['image'])
     bbox = np.asarray(element['bbox'], np.float64).reshape(4)
-    center, scale = affine.box_to_center_scale(bbox, width / height, self.bbox_padding)
-    scale = np.maximum(scale, 1.0)
-    matrix = affine.get_warp_matrix(center, scale, 0.0, self.output_size_wh, self.use_udp)
-    crop = cv2.warpAffine(
-      image, matrix, self.output_size_wh, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
-    )
+    crop, center, scale = eval_crop(image, bbox, (height, width), self.bbox_padding, self.use_udp)
     return {
       'image': crop,
       'center': np.asarray(center, np.float32),

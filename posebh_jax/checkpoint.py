@@ -43,6 +43,11 @@ class Checkpointer:
     restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
     return restored['state']
 
+  def restore_model(self, step: int, abstract_state: Any) -> dict:
+    """Restores only the model's variables (`MODEL_ITEMS` of `abstract_state`, into their shardings) of `step`:
+    what evaluation and inference need, from a training checkpoint or from the converter's weights-only one."""
+    return restore_model_variables(self.directory, step, abstract_state)
+
   def model_differences(self, step: int, abstract_state: Any) -> list[str]:
     """What keeps `step`'s saved params and batch stats from restoring into `abstract_state`'s: one line per
     parameter that is missing on either side or has another shape or dtype (empty when they match)."""
@@ -107,36 +112,56 @@ def resolve_checkpoint(path: str) -> tuple[str, int]:
   return path, max(steps)
 
 
-def read_state(path: str) -> tuple[dict, int]:
-  """Reads a checkpointed train state (any run of this project) onto the first local device, as saved.
+def read_state(path: str, items: tuple[str, ...] | None = None) -> tuple[dict, int]:
+  """Reads a checkpointed train state (any run of this project, or a weights-only checkpoint) onto the first local
+  device, as saved; with `items` only those top-level entries (e.g. `MODEL_ITEMS`) are read.
 
   Returns (state dict with params, batch_stats, extra, …, step)."""
   directory, step = resolve_checkpoint(path)
-  with _state_only_manager(directory) as manager:
-    metadata = manager.item_metadata(step)['state']
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    # Saved shardings may name devices this process lacks (another topology): restore onto one device instead.
-    abstract = jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-      metadata,
-      is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'),
-    )
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-  return restored['state'], step
+  metadata = state_metadata(directory, step)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  # Saved shardings may name devices this process lacks (another topology): restore onto one device instead.
+  abstract = jax.tree.map(
+    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+    dict(metadata) if items is None else {k: metadata[k] for k in items if k in metadata},
+    is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'),
+  )
+  return _restore_into(directory, step, abstract, partial=items is not None), step
+
+
+# The parts of a train state that evaluation, inference and `init_from` read; a weights-only checkpoint (the
+# converter's, `inference.write_weights`) holds just these and `step`.
+MODEL_ITEMS = ('params', 'batch_stats', 'extra')
+
+
+def restore_model_variables(directory: str, step: int, abstract_state: Any) -> dict:
+  """{params, batch_stats, extra} of the checkpoint `directory/<step>` restored into the ShapeDtypeStructs (with
+  shardings) of `abstract_state`'s same entries; the rest of the saved state (optimizer moments) is not read."""
+  wanted = {key: abstract_state[key] for key in MODEL_ITEMS if key in abstract_state}
+  return _restore_into(directory, step, wanted, partial=True)
+
+
+def _restore_into(directory: str, step: int, abstract: Any, partial: bool) -> dict:
+  """The saved state of `directory/<step>` restored into `abstract` (ShapeDtypeStructs with shardings); with
+  `partial`, only the entries `abstract` has."""
+  restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, dtype=a.dtype), abstract)
+  with _state_only_manager(directory, ocp.PyTreeCheckpointHandler()) as manager:
+    args = ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args, partial_restore=partial)
+    return dict(manager.restore(step, args=ocp.args.Composite(state=args))['state'])
 
 
 def state_metadata(directory: str, step: int) -> Any:
   """The saved state's tree of orbax array metadata (`.shape`, `.dtype`) at `directory/<step>`, read without
   restoring anything."""
-  with _state_only_manager(directory) as manager:
+  with _state_only_manager(directory, ocp.StandardCheckpointHandler()) as manager:
     return manager.item_metadata(step)['state']
 
 
 @contextlib.contextmanager
-def _state_only_manager(directory: str):
+def _state_only_manager(directory: str, handler):
   """A CheckpointManager over `directory` that handles only the state item (the data iterator of another run is
   not wanted), with orbax's once-per-unrequested-item warning silenced."""
-  manager = ocp.CheckpointManager(directory, item_handlers={'state': ocp.StandardCheckpointHandler()})
+  manager = ocp.CheckpointManager(directory, item_handlers={'state': handler})
   absl_logger = logging.getLogger('absl')
   level = absl_logger.level
   absl_logger.setLevel(logging.ERROR)

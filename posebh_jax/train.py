@@ -111,7 +111,7 @@ def _print(message: str):
     print(message, flush=True)
 
 
-def _build(config: ml_collections.ConfigDict, steps_per_epoch: int | None = None):
+def build(config: ml_collections.ConfigDict, steps_per_epoch: int | None = None):
   """(mesh, counts, steps per epoch, Trainer) of a validated config."""
   mesh = sharding_lib.make_mesh(config.mesh)
   counts = pipeline.composition(config.data, config.batch_size, sharding_lib.num_batch_groups(mesh))
@@ -232,7 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate_config(config)
   workdir = os.path.abspath(workdir)
   run_config = workdir_lib.read_run_config(workdir)  # the previous run's, replaced once this run has started
-  mesh, counts, steps_per_epoch, trainer = _build(config)
+  mesh, counts, steps_per_epoch, trainer = build(config)
   groups = trainer.groups
   total_steps = trainer.total_steps
   _print(
@@ -313,14 +313,14 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """`--mode=eval`: evaluates the latest checkpoint in `workdir` and logs `eval/<dataset>/<metric>`."""
   validate_config(config)
   workdir = os.path.abspath(workdir)
-  _, _, _, trainer = _build(config, steps_per_epoch=1)
+  _, _, _, trainer = build(config, steps_per_epoch=1)
   checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints)
   latest = checkpointer.latest_step()
   if latest is None:
     raise UserError(f'no checkpoint in {workdir}/checkpoints; train first or pass the right --workdir')
   check_restorable(checkpointer, latest, trainer, workdir, workdir_lib.read_run_config(workdir))
   abstract = checkpoint_lib.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
-  state = checkpointer.restore_state_only(latest, abstract)
+  state = checkpointer.restore_model(latest, abstract)
   results = evaluator_lib.Evaluator(config, trainer, workdir).run(state, latest)
   metrics_lib.MetricWriter(workdir).write(latest, results)
   _print(eval_lib.format_table(results))

@@ -52,7 +52,7 @@ def require_reference(module_name: str, hint: str = ''):
   """Imports a reference toolkit that tests compare against (xtcocotools, ...), installed best effort by the
   Makefile's reference step. Where it does not import, the test is skipped, except under CI (CI=true), where a
   missing reference fails the run instead of silently dropping the comparisons. `hint`: how to install it (default:
-  the requirements file). Returns the module."""
+  the requirements file). Returns the module. Usable at module level (the whole file is skipped)."""
   import importlib
 
   try:
@@ -64,7 +64,7 @@ def require_reference(module_name: str, hint: str = ''):
     )
     if os.environ.get('CI', '').lower() == 'true':
       pytest.fail(f"CI=true: {message}", pytrace=False)
-    pytest.skip(message)
+    pytest.skip(message, allow_module_level=True)
 
 
 def pycocotools_keypoint_eval(gt, results, sigmas, img_ids=None):
