@@ -4,8 +4,10 @@
       [--plain] [--tiny]
 
 Both are the ViTPose++ architecture of `--variant` at 256x192 (configs/common.py's sizes: B/16 = hidden 768, 12
-layers, 12 heads, MLP 3072, six experts of 192 channels, the classic two-deconvolution head), random weights, eval
-mode, one batch of `--batch` uint8 images of one dataset (COCO, 17 keypoints):
+layers, 12 heads, MLP 3072, six experts of 192 channels, the classic two-deconvolution head) with the same
+weights: transformers' random initialisation, converted into the project's model by `posebh_jax.convert`'s code
+path (the largest heatmap difference between the two is printed; `--random_weights`: independent random weights
+instead, without the conversion), eval mode, one batch of `--batch` uint8 images of one dataset (COCO, 17 keypoints):
   posebh_jax     `inference.Predictor`'s jit'd forward (the multi-dataset model serving its COCO head: the shared
                  fc2 columns and COCO's expert columns, COCO's head), images normalised on device;
   transformers   `VitPoseForPoseEstimation` (num_experts 6, part_features 192, classic decoder) under
@@ -45,7 +47,8 @@ def _config(variant: str, dtype: str, tiny: bool):
   config.model.update(dict(dtype=dtype, remat=False, scan=False, drop_path=0.0))
   config.data = common.data_config('synthetic')
   if tiny:
-    config.model.update(dict(width=64, depth=2, num_heads=2, expert_dim=16, head_channels=32))
+    # head_channels 256: transformers' classic decoder has no other width.
+    config.model.update(dict(width=64, depth=2, num_heads=2, expert_dim=16, head_channels=256))
     config.data.image_size, config.data.heatmap_size = (64, 48), (16, 12)
   return config
 
@@ -104,6 +107,7 @@ class TorchRunner:
       image_size=image_size,
       patch_size=[model_config.patch_size, model_config.patch_size],
       out_indices=[model_config.depth],
+      layer_norm_eps=1e-6,  # ViTPose's (transformers' default is 1e-12)
     )
     hf_config = VitPoseConfig(backbone_config=backbone, use_simple_decoder=False, num_labels=17)
     torch.manual_seed(0)
@@ -153,6 +157,19 @@ def _predictor(config) -> inference.Predictor:
   return inference.Predictor(config, _random_variables(model, config))
 
 
+def _converted_predictor(config, hf_model) -> inference.Predictor:
+  """The transformers model's weights through `python -m posebh_jax.convert`'s code path (save_pretrained, then
+  `convert.convert` into `config`'s model), loaded as a Predictor: both sides then compute the same heatmaps."""
+  import tempfile
+
+  from posebh_jax import convert
+
+  with tempfile.TemporaryDirectory() as tmp:
+    hf_model.save_pretrained(os.path.join(tmp, 'hf'))
+    convert.convert(config, os.path.join(tmp, 'hf'), os.path.join(tmp, 'converted'))
+    return inference.Predictor.load(os.path.join(tmp, 'converted'))
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--variant', default='B/16', help='S/16, B/16, L/16 or H/16 (configs/common.py)')
@@ -165,6 +182,11 @@ def main(argv=None) -> dict:
   )
   parser.add_argument('--plain', action='store_true', help='also time both single-dataset models (no experts)')
   parser.add_argument('--tiny', action='store_true', help='a two-layer width-64 model at 64x48 (tests)')
+  parser.add_argument(
+    '--random_weights',
+    action='store_true',
+    help='random weights on both sides instead of the transformers model converted into the project model',
+  )
   args = parser.parse_args(argv)
   import torch
 
@@ -173,13 +195,25 @@ def main(argv=None) -> dict:
   images = np.random.default_rng(0).integers(0, 256, (args.batch, image_h, image_w, 3), dtype=np.uint8)
   backend = jax.default_backend()
   torch_device = 'cuda' if backend == 'gpu' and torch.cuda.is_available() else 'cpu'
-  predictor = _predictor(config)
+  reference = TorchRunner(config, images, args.dtype, torch_device)
+  if args.random_weights:
+    predictor = _predictor(config)
+  else:
+    predictor = _converted_predictor(config, reference.model)
   runners = {'posebh_jax': JaxRunner(predictor, 'coco', images)}
   if args.plain:
     runners['posebh_jax_plain'] = JaxRunner(predictor.single_dataset('coco'), 'coco', images)
-  runners['transformers'] = TorchRunner(config, images, args.dtype, torch_device)
+  runners['transformers'] = reference
   if args.plain:
     runners['transformers_plain'] = TorchRunner(config, images, args.dtype, torch_device, experts=False)
+  difference = None
+  if not args.random_weights:
+    ours = np.asarray(runners['posebh_jax'].function(predictor.variables, runners['posebh_jax'].images), np.float32)
+    theirs = reference.forward().float().cpu().numpy().transpose(0, 2, 3, 1)
+    difference = float(np.max(np.abs(ours - theirs)))
+    print(
+      f'same weights (transformers model converted by posebh_jax.convert): max |heatmap difference| {difference:.2e}'
+    )
   for runner in runners.values():
     for _ in range(max(args.warmup, 0) + 1):  # the first JAX call compiles
       runner.run()
@@ -206,6 +240,7 @@ def main(argv=None) -> dict:
     'timed_runs': args.repeats * args.rounds,
     **{f'{name}_img_s': round(args.batch / seconds, 3) for name, seconds in medians.items()},
     'ratio': round(ratio, 4),
+    'max_heatmap_difference': difference,
   }
   print(json.dumps(summary), flush=True)
   return summary

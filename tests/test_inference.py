@@ -335,5 +335,7 @@ def test_inference_benchmark_runs_at_tiny_sizes(capsys):
 
   summary = benchmark.main(['--tiny', '--batch=2', '--repeats=1', '--rounds=1', '--warmup=0'])
   assert summary['posebh_jax_img_s'] > 0 and summary['transformers_img_s'] > 0 and summary['ratio'] > 0
+  # Both sides ran the same weights (transformers' converted by posebh_jax.convert).
+  assert summary['max_heatmap_difference'] < 1e-4
   last = capsys.readouterr().out.strip().splitlines()[-1]
   assert json.loads(last) == summary
