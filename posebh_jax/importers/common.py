@@ -14,6 +14,8 @@ from typing import Mapping
 
 import numpy as np
 
+from posebh_jax.errors import UserError
+
 Path = tuple[str, ...]
 # The official ViTPose++ / PoseBH dataset order: `keypoint_head` is the first, `associate_keypoint_heads.H` the
 # (H+1)-th, and expert E belongs to the E-th (docs/METHOD.md §1); transformers' `dataset_index` counts the same way.
@@ -72,6 +74,42 @@ class Conversion:
     self.arrays[path] = np.asarray(value)
     self.origin[path] = ' + '.join(source_names)
     self.used.update(source_names)
+
+
+def require(arrays: Mapping[str, np.ndarray], names, layout: str) -> None:
+  """Raises a one-line UserError naming the first missing of `names` in a `layout` checkpoint (e.g. 'the
+  transformers checkpoint')."""
+  missing = [n for n in names if n not in arrays]
+  if missing:
+    raise UserError(f'{layout} lacks {", ".join(missing[:4])}: it is incomplete or another layout')
+
+
+def put_bias(arrays, name: str, path: Path, size: int, conversion: Conversion) -> None:
+  """`arrays[name]` into `path`, or zeros of `size` when the source has no such bias (e.g. `qkv_bias=False`)."""
+  if name in arrays:
+    conversion.put(path, arrays[name], name)
+  else:
+    conversion.put(path, np.zeros(size, np.float32))
+    conversion.origin[path] = f'{name} (absent: zeros)'
+
+
+def put_dense(arrays, source: str, path: Path, conversion: Conversion, layout: str) -> None:
+  """torch Linear `source.{weight,bias}` → Flax Dense `path/{kernel,bias}` (an absent bias as zeros)."""
+  require(arrays, [f'{source}.weight'], layout)
+  conversion.put(path + ('kernel',), dense_kernel(arrays[f'{source}.weight']), f'{source}.weight')
+  put_bias(arrays, f'{source}.bias', path + ('bias',), np.shape(arrays[f'{source}.weight'])[0], conversion)
+
+
+def put_layer_norm(arrays, source: str, path: Path, conversion: Conversion, layout: str) -> None:
+  """torch LayerNorm `source.{weight,bias}` → Flax LayerNorm `path/{scale,bias}`."""
+  require(arrays, [f'{source}.weight', f'{source}.bias'], layout)
+  conversion.put(path + ('scale',), arrays[f'{source}.weight'], f'{source}.weight')
+  conversion.put(path + ('bias',), arrays[f'{source}.bias'], f'{source}.bias')
+
+
+def show_value(value) -> str:
+  """A config or checkpoint value for messages (floats without trailing zeros)."""
+  return f'{value:g}' if isinstance(value, float) else str(value)
 
 
 def dense_kernel(weight: np.ndarray) -> np.ndarray:

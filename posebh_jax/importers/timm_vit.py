@@ -23,7 +23,10 @@ import re
 import numpy as np
 
 from posebh_jax.errors import UserError
-from posebh_jax.importers.common import Conversion, conv_kernel, dense_kernel, resample_grid
+from posebh_jax.importers.common import Conversion, conv_kernel, dense_kernel, put_bias, put_dense, put_layer_norm
+from posebh_jax.importers.common import require, resample_grid, show_value
+
+_LAYOUT = 'the ViT checkpoint'  # how messages name the source
 
 _BLOCK = re.compile(r'blocks\.(\d+)\.')
 # Source names deliberately left out: (pattern, reason).
@@ -62,7 +65,7 @@ def convert(arrays, meta, target, source_datasets=None) -> Conversion:
   conversion.put(
     backbone + ('patch_embed', 'kernel'), conv_kernel(arrays['patch_embed.proj.weight']), 'patch_embed.proj.weight'
   )
-  _put_bias(arrays, 'patch_embed.proj.bias', backbone + ('patch_embed', 'bias'), width, conversion)
+  put_bias(arrays, 'patch_embed.proj.bias', backbone + ('patch_embed', 'bias'), width, conversion)
   if int(model.patch_padding):
     conversion.notes.append(
       f'the source projects patches without padding; this model pads by config.model.patch_padding='
@@ -79,12 +82,12 @@ def convert(arrays, meta, target, source_datasets=None) -> Conversion:
       f'→ the shared fc2, the last {expert_dim} → every expert ({", ".join(target.names)})'
     )
   if 'norm.weight' in arrays:
-    _put_norm(arrays, 'norm', backbone + ('norm',), conversion)
+    put_layer_norm(arrays, 'norm', backbone + ('norm',), conversion, _LAYOUT)
     for name in ('fc_norm.weight', 'fc_norm.bias'):
       if name in arrays:
         conversion.ignored[name] = "the pooled features' norm (the backbone's final norm is `norm`)"
   elif 'fc_norm.weight' in arrays:
-    _put_norm(arrays, 'fc_norm', backbone + ('norm',), conversion)
+    put_layer_norm(arrays, 'fc_norm', backbone + ('norm',), conversion, _LAYOUT)
     conversion.notes.append('the backbone norm comes from fc_norm (a global-pool model without `norm`)')
   else:
     conversion.notes.append('the source has no final norm: backbone/norm starts fresh (scale 1, bias 0)')
@@ -110,13 +113,9 @@ def _check_architecture(arrays, target) -> tuple[int, int]:
   for what, theirs, key, ours in checks:
     if theirs != ours:
       raise UserError(
-        f'the ViT checkpoint has {what} = {_show(theirs)} but {key} is {_show(ours)}: set {key}={_show(theirs)}'
+        f'the ViT checkpoint has {what} = {show_value(theirs)} but {key} is {show_value(ours)}: set {key}={show_value(theirs)}'
       )
   return width, num_blocks
-
-
-def _show(value) -> str:
-  return f'{value:g}' if isinstance(value, float) else str(value)
 
 
 def _pos_embed(arrays, target, conversion: Conversion) -> None:
@@ -154,24 +153,24 @@ def _pos_embed(arrays, target, conversion: Conversion) -> None:
 def _block(arrays, index: int, width: int, expert_dim: int, target, conversion: Conversion) -> None:
   source = f'blocks.{index}.'
   block = ('params', 'backbone', f'block_{index}')
-  _put_norm(arrays, f'{source}norm1', block + ('norm1',), conversion)
-  _put_norm(arrays, f'{source}norm2', block + ('norm2',), conversion)
+  put_layer_norm(arrays, f'{source}norm1', block + ('norm1',), conversion, _LAYOUT)
+  put_layer_norm(arrays, f'{source}norm2', block + ('norm2',), conversion, _LAYOUT)
   qkv = f'{source}attn.qkv'
-  _require(arrays, [f'{qkv}.weight'])
+  require(arrays, [f'{qkv}.weight'], _LAYOUT)
   conversion.put(block + ('attn', 'qkv', 'kernel'), dense_kernel(arrays[f'{qkv}.weight']), f'{qkv}.weight')
   if f'{qkv}.bias' in arrays:
     conversion.put(block + ('attn', 'qkv', 'bias'), arrays[f'{qkv}.bias'], f'{qkv}.bias')
   elif f'{source}attn.q_bias' in arrays:
     q_bias, v_bias = f'{source}attn.q_bias', f'{source}attn.v_bias'
-    _require(arrays, [v_bias])
+    require(arrays, [v_bias], _LAYOUT)
     bias = np.concatenate([arrays[q_bias], np.zeros(width, np.float32), arrays[v_bias]])
     conversion.put(block + ('attn', 'qkv', 'bias'), bias, q_bias, v_bias)
   else:
-    _put_bias(arrays, f'{qkv}.bias', block + ('attn', 'qkv', 'bias'), 3 * width, conversion)
+    put_bias(arrays, f'{qkv}.bias', block + ('attn', 'qkv', 'bias'), 3 * width, conversion)
   for ours, theirs in (('attn', 'proj'), ('mlp', 'fc1')):
-    _put_dense(arrays, f'{source}{ours}.{theirs}', block + (ours, theirs), conversion)
+    put_dense(arrays, f'{source}{ours}.{theirs}', block + (ours, theirs), conversion, _LAYOUT)
   fc2 = f'{source}mlp.fc2'
-  _require(arrays, [f'{fc2}.weight', f'{fc2}.bias'])
+  require(arrays, [f'{fc2}.weight', f'{fc2}.bias'], _LAYOUT)
   kernel, bias = dense_kernel(arrays[f'{fc2}.weight']), np.asarray(arrays[f'{fc2}.bias'])
   if not expert_dim:
     conversion.put(block + ('mlp', 'fc2', 'kernel'), kernel, f'{fc2}.weight')
@@ -184,29 +183,3 @@ def _block(arrays, index: int, width: int, expert_dim: int, target, conversion: 
   experts = np.broadcast_to(kernel[:, shared:], (num_experts,) + kernel[:, shared:].shape)
   conversion.put(block + ('mlp', 'expert_kernel'), np.array(experts), f'{fc2}.weight')
   conversion.put(block + ('mlp', 'expert_bias'), np.tile(bias[shared:], (num_experts, 1)), f'{fc2}.bias')
-
-
-def _require(arrays, names) -> None:
-  missing = [n for n in names if n not in arrays]
-  if missing:
-    raise UserError(f'the ViT checkpoint lacks {", ".join(missing[:4])}: it is incomplete or another layout')
-
-
-def _put_dense(arrays, source: str, path: tuple, conversion: Conversion) -> None:
-  _require(arrays, [f'{source}.weight'])
-  conversion.put(path + ('kernel',), dense_kernel(arrays[f'{source}.weight']), f'{source}.weight')
-  _put_bias(arrays, f'{source}.bias', path + ('bias',), np.shape(arrays[f'{source}.weight'])[0], conversion)
-
-
-def _put_norm(arrays, source: str, path: tuple, conversion: Conversion) -> None:
-  _require(arrays, [f'{source}.weight', f'{source}.bias'])
-  conversion.put(path + ('scale',), arrays[f'{source}.weight'], f'{source}.weight')
-  conversion.put(path + ('bias',), arrays[f'{source}.bias'], f'{source}.bias')
-
-
-def _put_bias(arrays, name: str, path: tuple, size: int, conversion: Conversion) -> None:
-  if name in arrays:
-    conversion.put(path, arrays[name], name)
-  else:
-    conversion.put(path, np.zeros(size, np.float32))
-    conversion.origin[path] = f'{name} (absent: zeros)'

@@ -30,8 +30,15 @@ from posebh_jax.importers.common import (
   conv_kernel,
   deconv_kernel,
   dense_kernel,
+  put_bias,
+  put_dense,
+  put_layer_norm,
+  require,
   resample_grid,
+  show_value,
 )
+
+_LAYOUT = 'the transformers checkpoint'  # how messages name the source
 
 _PATCH = 'backbone.embeddings.patch_embeddings.projection'
 _POS = 'backbone.embeddings.position_embeddings'
@@ -81,7 +88,7 @@ def convert(arrays, meta, target, source_datasets=None) -> Conversion:
         f'a layer after the output stage stage{arch["depth"]} (backbone_config.out_indices); '
         'VitPoseForPoseEstimation never uses it'
       )
-  _put_layer_norm(arrays, 'backbone.layernorm', ('params', 'backbone', 'norm'), conversion)
+  put_layer_norm(arrays, 'backbone.layernorm', ('params', 'backbone', 'norm'), conversion, _LAYOUT)
   if experts:
     _expert_notes(experts, target, conversion)
   if 'head.deconv1.weight' in arrays:
@@ -171,13 +178,9 @@ def _check_architecture(arch: dict, target) -> None:
   for what, theirs, key, ours in checks:
     if theirs != ours:
       raise UserError(
-        f'the transformers checkpoint has {what} = {_show(theirs)} but {key} is {_show(ours)}: set {key}='
-        f'{_show(theirs)} (or choose the config of that variant)'
+        f'the transformers checkpoint has {what} = {show_value(theirs)} but {key} is {show_value(ours)}: set {key}='
+        f'{show_value(theirs)} (or choose the config of that variant)'
       )
-
-
-def _show(value) -> str:
-  return f'{value:g}' if isinstance(value, float) else str(value)
 
 
 def _expert_datasets(num_experts: int, source_datasets) -> tuple[str, ...]:
@@ -202,7 +205,7 @@ def _embeddings(arrays, arch: dict, target, conversion: Conversion) -> None:
   conversion.put(
     ('params', 'backbone', 'patch_embed', 'kernel'), conv_kernel(arrays[f'{_PATCH}.weight']), f'{_PATCH}.weight'
   )
-  _put_bias(arrays, f'{_PATCH}.bias', ('params', 'backbone', 'patch_embed', 'bias'), arch['width'], conversion)
+  put_bias(arrays, f'{_PATCH}.bias', ('params', 'backbone', 'patch_embed', 'bias'), arch['width'], conversion)
   if _POS not in arrays:
     return
   table = np.asarray(arrays[_POS], np.float32)
@@ -228,7 +231,7 @@ def _layer(arrays, index: int, arch: dict, experts: tuple[str, ...], target, con
   width = arch['width']
   attention = f'{source}attention.attention.'
   parts = [f'{attention}{part}' for part in ('query', 'key', 'value')]
-  _require(arrays, [f'{p}.weight' for p in parts])
+  require(arrays, [f'{p}.weight' for p in parts], _LAYOUT)
   kernel = np.concatenate([dense_kernel(arrays[f'{p}.weight']) for p in parts], axis=1)
   conversion.put(block + ('attn', 'qkv', 'kernel'), kernel, *(f'{p}.weight' for p in parts))
   if all(f'{p}.bias' in arrays for p in parts):
@@ -237,11 +240,11 @@ def _layer(arrays, index: int, arch: dict, experts: tuple[str, ...], target, con
   else:
     conversion.put(block + ('attn', 'qkv', 'bias'), np.zeros(3 * width, np.float32))
     conversion.origin[block + ('attn', 'qkv', 'bias')] = f'{attention}* (qkv_bias=False: zeros)'
-  _put_dense(arrays, f'{source}attention.output.dense', block + ('attn', 'proj'), conversion)
-  _put_layer_norm(arrays, f'{source}layernorm_before', block + ('norm1',), conversion)
-  _put_layer_norm(arrays, f'{source}layernorm_after', block + ('norm2',), conversion)
-  _put_dense(arrays, f'{source}mlp.fc1', block + ('mlp', 'fc1'), conversion)
-  _put_dense(arrays, f'{source}mlp.fc2', block + ('mlp', 'fc2'), conversion)
+  put_dense(arrays, f'{source}attention.output.dense', block + ('attn', 'proj'), conversion, _LAYOUT)
+  put_layer_norm(arrays, f'{source}layernorm_before', block + ('norm1',), conversion, _LAYOUT)
+  put_layer_norm(arrays, f'{source}layernorm_after', block + ('norm2',), conversion, _LAYOUT)
+  put_dense(arrays, f'{source}mlp.fc1', block + ('mlp', 'fc1'), conversion, _LAYOUT)
+  put_dense(arrays, f'{source}mlp.fc2', block + ('mlp', 'fc2'), conversion, _LAYOUT)
   if not experts:
     return
   kernel_path, bias_path = block + ('mlp', 'expert_kernel'), block + ('mlp', 'expert_bias')
@@ -253,7 +256,7 @@ def _layer(arrays, index: int, arch: dict, experts: tuple[str, ...], target, con
     if dataset not in target.names:
       continue  # left unused: merge lists it unless --allow_unused
     expert = f'{source}mlp.experts.{source_index}'
-    _require(arrays, [f'{expert}.weight', f'{expert}.bias'])
+    require(arrays, [f'{expert}.weight', f'{expert}.bias'], _LAYOUT)
     weight, bias = np.asarray(arrays[f'{expert}.weight']), np.asarray(arrays[f'{expert}.bias'])
     row = target.names.index(dataset)
     if weight.shape != kernels.shape[1:][::-1] or bias.shape != biases.shape[1:]:
@@ -286,7 +289,7 @@ def _head(arrays, target, conversion: Conversion) -> None:
     for n in ('deconv1.weight', 'deconv2.weight', 'conv.weight', 'conv.bias')
     + tuple(f'batchnorm{i}.{p}' for i in (1, 2) for p in ('weight', 'bias', 'running_mean', 'running_var'))
   ]
-  _require(arrays, names)
+  require(arrays, names, _LAYOUT)
   for index in (1, 2):
     tracked = f'head.batchnorm{index}.num_batches_tracked'
     if tracked in arrays:
@@ -323,29 +326,3 @@ def _head(arrays, target, conversion: Conversion) -> None:
     f'the checkpoint\'s one head ({num_keypoints} keypoints) copied '
     f'into the heads of {", ".join(receivers)}' + (f'; fresh heads: {", ".join(fresh)}' if fresh else '')
   )
-
-
-def _require(arrays, names) -> None:
-  missing = [n for n in names if n not in arrays]
-  if missing:
-    raise UserError(f'the transformers checkpoint lacks {", ".join(missing[:4])}: it is incomplete or another layout')
-
-
-def _put_dense(arrays, source: str, path: tuple, conversion: Conversion) -> None:
-  _require(arrays, [f'{source}.weight', f'{source}.bias'])
-  conversion.put(path + ('kernel',), dense_kernel(arrays[f'{source}.weight']), f'{source}.weight')
-  conversion.put(path + ('bias',), arrays[f'{source}.bias'], f'{source}.bias')
-
-
-def _put_layer_norm(arrays, source: str, path: tuple, conversion: Conversion) -> None:
-  _require(arrays, [f'{source}.weight', f'{source}.bias'])
-  conversion.put(path + ('scale',), arrays[f'{source}.weight'], f'{source}.weight')
-  conversion.put(path + ('bias',), arrays[f'{source}.bias'], f'{source}.bias')
-
-
-def _put_bias(arrays, name: str, path: tuple, size: int, conversion: Conversion) -> None:
-  if name in arrays:
-    conversion.put(path, arrays[name], name)
-  else:
-    conversion.put(path, np.zeros(size, np.float32))
-    conversion.origin[path] = f'{name} (absent: zeros)'
