@@ -17,6 +17,7 @@ from posebh_jax.evaluation.coco import SUMMARY_NAMES, evaluate_coco_keypoints, l
 from posebh_jax.evaluation.crowdpose import CROWDPOSE_NAMES, evaluate_crowdpose
 from posebh_jax.evaluation.pck import hand_metrics, match_results
 from posebh_jax.evaluation.pckh import pckh_metrics
+from posebh_jax.evaluation.pose3d import get_evaluator3d, list_protocols
 from posebh_jax.evaluation.wholebody import WHOLEBODY_NAMES, evaluate_wholebody
 from posebh_jax.skeletons import get_format
 
@@ -190,21 +191,28 @@ _EVALUATORS = {
   "interhand": PCKEvaluator("interhand"),
   "smpl24": OKSEvaluator("smpl24", "smpl24"),  # 3DPW transfer: COCO-style AP on the projected SMPL joints
 }
+# The 3D benchmarks' protocols (`pose3d.Pose3DEvaluator`: MPJPE, PA-MPJPE, PCK150, AUC, MPJPE-abs) under names
+# that no 2D format uses (a 2D entry of the same name would win). A 3D format's own name may equal a 2D one, so
+# `pose3d.get_evaluator3d` is the 3D lookup for any name, and `python -m posebh_jax.evaluate` picks it by the
+# ground-truth file's layout.
+_EVALUATORS_3D = {name: get_evaluator3d(name) for name in list_protocols()}
 
 
 def list_evaluators() -> tuple[str, ...]:
-  """Dataset (format) names that have an evaluator."""
-  return tuple(sorted(_EVALUATORS))
+  """Dataset (format) names that have an evaluator: the 2D ones sorted, then the 3D benchmarks."""
+  return tuple(sorted(_EVALUATORS)) + tuple(name for name in _EVALUATORS_3D if name not in _EVALUATORS)
 
 
 def get_evaluator(format_name: str):
   """The evaluator of a dataset: `OKSEvaluator` / `CrowdPoseEvaluator` / `WholeBodyEvaluator` (kind 'oks'),
-  `PCKhEvaluator` (kind 'pckh') or `PCKEvaluator` (kind 'pck')."""
-  if format_name not in _EVALUATORS:
+  `PCKhEvaluator` (kind 'pckh'), `PCKEvaluator` (kind 'pck') or, for 'h36m', '3dhp' and '3dpw',
+  `Pose3DEvaluator` (kind 'pose3d'; other 3D names: `get_evaluator3d`)."""
+  evaluator = _EVALUATORS.get(format_name, _EVALUATORS_3D.get(format_name))
+  if evaluator is None:
     raise ValueError(
       f"no evaluator for format {format_name!r}; pass --dataset as one of: {', '.join(list_evaluators())}"
     )
-  return _EVALUATORS[format_name]
+  return evaluator
 
 
 NMS_CHOICES = ('oks', 'soft_oks', 'none')  # config.eval_nms
