@@ -10,7 +10,10 @@ One ArrayRecord record per person example (a person in one camera view at one in
   height, width int64         image size in px
   bbox          float32 (4,)  x, y, w, h in px of the original (distorted) image: the person box
   intrinsics    float32 (3,3) camera matrix K of the original image (pixel centres at integer coordinates)
-  distortion    float32 (5,)  OpenCV coefficients k1, k2, p1, p2, k3 (zeros: none)
+  distortion    float32 (5,)  coefficients k1, k2, p1, p2, k3 (zeros: none)
+  distortion_model bytes      b'opencv' (cv2.projectPoints' formula) or b'h36m' (the Human3.6M release's, whose
+                              tangential terms differ: its labels are reproduced only with it); see
+                              `posebh_jax.geometry.Camera`
   joints3d      float32 (J,3) camera-frame joints in mm (x right, y down, z forward) in the registry order of the
                               record's format (`posebh_jax.skeletons.get_format3d(format).joint_names`)
   valid         bool (J,)     which joints are labelled (an unlabelled joint holds zeros and is ignored by losses)
@@ -52,6 +55,7 @@ SCALAR_FIELDS = {
   'camera': (bytes, b''),
   'frame': (np.int64, -1),
   'format': (bytes, None),
+  'distortion_model': (bytes, b'opencv'),
 }
 
 
