@@ -2,13 +2,16 @@
 
   python -m data_pipeline.prepare synthetic [--num_train N] [--num_val N] [--data_dir DIR]
       [--image_size H,W] [--difficulty D] [--seed S] [--num_workers N] [--overwrite]
+  python -m data_pipeline.prepare synthetic3d [--config=CONFIG] [same flags as synthetic]
   python -m data_pipeline.prepare <real dataset> --manual_dir=RAW_DIR [--data_dir DIR] [--det_json FILE]
       [--det_score_threshold T] [--ann_file SPLIT=PATH ...] [--image_dir SPLIT=DIR ...] [--headboxes FILE]
       [--ap10k_split N] [--overwrite]
 
 Real datasets: coco_keypoints, aic, mpii, ap10k, apt36k, coco_wholebody, ochuman, crowdpose, halpe,
-interhand, 3dpw (raw layouts: see data_pipeline/builders/*.py). `--det_json` adds a detector-box eval split
-(`validation_det`; CrowdPose `test_det`). Skipped records are counted and listed at the end.
+interhand, 3dpw (raw layouts: see data_pipeline/builders/*.py). 3D datasets (the records3d layout): h36m,
+mpi_inf_3dhp, panoptic, pw3d_3d, and generic3d --dataset3d=NAME for any of the 28 from the generic per-example
+layout; `--label_only` keeps examples without images, `--option KEY=VALUE` sets builder options. `--det_json` adds
+a detector-box eval split (`validation_det`; CrowdPose `test_det`). Skipped records are counted and listed at the end.
 
 `--num_train` is per train format. An existing preparation with the same parameters is kept; one with
 different parameters is rebuilt only with `--overwrite`. No TensorFlow is needed.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import pathlib
 import shutil
@@ -94,6 +98,43 @@ def prepare_synthetic(
     log(f'{synthetic.TFDS_NAME} is already prepared in {builder.data_path} with these parameters')
   else:
     log(f'building {synthetic.TFDS_NAME} into {data_dir} with {params.to_metadata()}')
+    tfds.disable_progress_bar()
+    builder.download_and_prepare()
+    built = True
+  return _summary(builder, time.perf_counter() - start, built)
+
+
+def prepare_synthetic3d(
+  data_dir: str = DEFAULT_DATA_DIR,
+  params=None,
+  num_workers: int | None = None,
+  overwrite: bool = False,
+  log: Callable[[str], None] = _print,
+) -> dict:
+  """Builds `posebh_synthetic3d` (the synthetic 3D datasets, `data_pipeline/builders/synthetic3d.py`) in `data_dir`
+  (no-op if already built with the same parameters). Args, return value and errors as `prepare_synthetic`'s, with
+  `params` a `builders.synthetic3d.Synthetic3DParams`."""
+  from data_pipeline.builders import synthetic3d  # pylint: disable=g-import-not-at-top
+
+  params = params or synthetic3d.Synthetic3DParams()
+
+  def make():
+    return synthetic3d.PosebhSynthetic3d(data_dir=data_dir, params=params, num_workers=num_workers, log=log)
+
+  builder, built, start = make(), False, time.perf_counter()
+  if builders.is_prepared(builder) and builder.params != params:
+    if not overwrite:
+      raise ValueError(
+        f'{synthetic3d.TFDS_NAME} in {data_dir} was built with {builder.params.to_metadata()}; pass '
+        f'--overwrite to rebuild it with {params.to_metadata()}, or use another --data_dir'
+      )
+    log(f'removing {builder.data_path} (built with other parameters)')
+    shutil.rmtree(builder.data_path)
+    builder = make()
+  if builders.is_prepared(builder):
+    log(f'{synthetic3d.TFDS_NAME} is already prepared in {builder.data_path} with these parameters')
+  else:
+    log(f'building {synthetic3d.TFDS_NAME} into {data_dir} with {params.to_metadata()}')
     tfds.disable_progress_bar()
     builder.download_and_prepare()
     built = True
@@ -198,6 +239,11 @@ def _run_real(args) -> dict:
     options['headboxes'] = args.headboxes
   if args.ap10k_split is not None:
     options['ap10k_split'] = args.ap10k_split
+  if args.label_only:
+    options['label_only'] = True
+  if args.dataset3d is not None:
+    options['dataset3d'] = args.dataset3d
+  options.update(_parse_options(args.option))
   if args.manual_dir is None and not args.ann_file:
     raise ValueError(f'{args.dataset} needs --manual_dir=<directory with the raw dataset in its official layout>')
   return prepare_real(
@@ -211,6 +257,20 @@ def _run_real(args) -> dict:
     options=options,
     overwrite=args.overwrite,
   )
+
+
+def _parse_options(values) -> dict:
+  """`--option KEY=VALUE` flags -> {key: value}; a value that parses as JSON (numbers, true/false) is parsed."""
+  out = {}
+  for value in values or ():
+    key, sep, text = value.partition('=')
+    if not sep or not key:
+      raise ValueError(f'--option expects KEY=VALUE (e.g. near_duplicate_mm=50), got {value!r}')
+    try:
+      out[key] = json.loads(text)
+    except ValueError:
+      out[key] = text
+  return out
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -242,6 +302,25 @@ def _run_synthetic(args) -> dict:
   return prepare_synthetic(args.data_dir, params, num_workers=args.num_workers, overwrite=args.overwrite)
 
 
+def _run_synthetic3d(args) -> dict:
+  from data_pipeline.builders import synthetic3d  # pylint: disable=g-import-not-at-top
+
+  defaults = synthetic3d.Synthetic3DParams()
+  if args.config:  # config.data.synthetic3d when the config has one, else the 2D synthetic data's sizes
+    data = load_config(args.config).data
+    defaults = synthetic3d.Synthetic3DParams.from_settings(
+      data.synthetic3d if 'synthetic3d' in data else data.synthetic
+    )
+  params = synthetic3d.Synthetic3DParams(
+    num_train_per_format=args.num_train if args.num_train is not None else defaults.num_train_per_format,
+    num_val=args.num_val if args.num_val is not None else defaults.num_val,
+    image_size=args.image_size or defaults.image_size,
+    difficulty=args.difficulty if args.difficulty is not None else defaults.difficulty,
+    seed=args.seed if args.seed is not None else defaults.seed,
+  )
+  return prepare_synthetic3d(args.data_dir, params, num_workers=args.num_workers, overwrite=args.overwrite)
+
+
 def load_config(spec: str):
   """Loads `path/to/config.py[:arg]` and returns `get_config(arg)` (used for the synthetic sizes)."""
   path, _, arg = spec.partition(':')
@@ -253,7 +332,11 @@ def load_config(spec: str):
   return module.get_config(arg) if arg else module.get_config()
 
 
-_RUNNERS = {'synthetic': _run_synthetic, **{name: _run_real for name in builders.REAL_DATASETS}}
+_RUNNERS = {
+  'synthetic': _run_synthetic,
+  'synthetic3d': _run_synthetic3d,
+  **{name: _run_real for name in builders.REAL_DATASETS},
+}
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -308,6 +391,24 @@ def main(argv: list[str] | None = None) -> int:
     help='mpii: head boxes of the validation persons (mpii_gt_val.mat, or .json/.npy (N,2,2))',
   )
   parser.add_argument('--ap10k_split', type=int, default=None, help='ap10k: which official split (1, 2, 3)')
+  parser.add_argument(
+    '--label_only',
+    action='store_true',
+    help='3D datasets: keep examples whose image is missing as records without image bytes (labels only)',
+  )
+  parser.add_argument(
+    '--dataset3d',
+    default=None,
+    help='generic3d: the 3D dataset name (its format; see data_pipeline/builders/generic3d.py)',
+  )
+  parser.add_argument(
+    '--option',
+    action='append',
+    default=None,
+    metavar='KEY=VALUE',
+    help='builder-specific option (repeatable; e.g. panoptic: cameras=00_03,00_06, validation_sequences=..., '
+    'min_confidence=0.1; 3D datasets: near_duplicate_mm=100, near_duplicates_all_splits=true)',
+  )
   args = parser.parse_args(argv)
 
   runner = _RUNNERS.get(args.dataset)

@@ -25,6 +25,9 @@ _ANIMALS = 'data_pipeline.builders.animals'
 
 BUILDERS: dict[str, BuilderEntry] = {
   'synthetic': BuilderEntry('synthetic', 'posebh_synthetic', 'data_pipeline.builders.synthetic', 'PosebhSynthetic'),
+  'synthetic3d': BuilderEntry(
+    'synthetic3d', 'posebh_synthetic3d', 'data_pipeline.builders.synthetic3d', 'PosebhSynthetic3d'
+  ),
   # Real datasets (`python -m data_pipeline.prepare <name> --manual_dir=<raw dir>`); training sets first.
   'coco_keypoints': BuilderEntry('coco_keypoints', 'coco_keypoints', _COCO, 'CocoKeypoints'),
   'aic': BuilderEntry('aic', 'aic', _COCO, 'Aic'),
@@ -37,8 +40,16 @@ BUILDERS: dict[str, BuilderEntry] = {
   'halpe': BuilderEntry('halpe', 'halpe', _COCO, 'Halpe'),
   'interhand': BuilderEntry('interhand', 'interhand26m', 'data_pipeline.builders.interhand', 'Interhand26m'),
   '3dpw': BuilderEntry('3dpw', 'pw3d', 'data_pipeline.builders.pw3d', 'Pw3d'),
+  # 3D datasets (the records3d layout; `data_pipeline.builders.real3d`).
+  'h36m': BuilderEntry('h36m', 'h36m', 'data_pipeline.builders.h36m', 'H36m'),
+  'mpi_inf_3dhp': BuilderEntry('mpi_inf_3dhp', 'mpi_inf_3dhp', 'data_pipeline.builders.mpi_inf_3dhp', 'MpiInf3dhp'),
+  'panoptic': BuilderEntry('panoptic', 'panoptic', 'data_pipeline.builders.panoptic', 'Panoptic'),
+  'pw3d_3d': BuilderEntry('pw3d_3d', 'pw3d_3d', 'data_pipeline.builders.pw3d_3d', 'Pw3d3D'),
+  # One tfds config per 3D dataset name (`--dataset3d`): tfds name 'generic3d/<dataset>'.
+  'generic3d': BuilderEntry('generic3d', 'generic3d', 'data_pipeline.builders.generic3d', 'Generic3D'),
 }
-REAL_DATASETS = tuple(name for name in BUILDERS if name != 'synthetic')
+SYNTHETIC_DATASETS = ('synthetic', 'synthetic3d')
+REAL_DATASETS = tuple(name for name in BUILDERS if name not in SYNTHETIC_DATASETS)
 
 
 def known_names() -> tuple[str, ...]:
@@ -47,7 +58,9 @@ def known_names() -> tuple[str, ...]:
 
 
 def entry_for_tfds_name(tfds_name: str) -> BuilderEntry | None:
-  """Returns the registry entry whose tfds name is `tfds_name`, or None."""
+  """Returns the registry entry whose tfds name is `tfds_name` (a config suffix '/<config>' is ignored:
+  'generic3d/aspset'), or None."""
+  tfds_name = tfds_name.split('/', 1)[0]
   for entry in BUILDERS.values():
     if entry.tfds_name == tfds_name:
       return entry

@@ -29,8 +29,8 @@ def prepared_builder(tfds_name: str, data_dir: str):
     builders.builder_class(tfds_name)  # registers the builder with tfds
   if entry is None:
     how = f'no builder is registered for it (known: {", ".join(b.tfds_name for b in builders.BUILDERS.values())})'
-  elif entry.prepare_name == 'synthetic':
-    how = f'run: python -m data_pipeline.prepare synthetic --data_dir={data_dir}'
+  elif entry.prepare_name in builders.SYNTHETIC_DATASETS:
+    how = f'run: python -m data_pipeline.prepare {entry.prepare_name} --data_dir={data_dir}'
   else:
     how = (
       f'run: python -m data_pipeline.prepare {entry.prepare_name} --manual_dir=<raw {entry.prepare_name} '

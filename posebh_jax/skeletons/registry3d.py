@@ -201,6 +201,23 @@ def get_format3d(name: str) -> Skeleton3DFormat:
   return fmt
 
 
+_EXTRA_SPECS: dict[str, dict] = {}
+
+
+def register_format3d(name: str, spec: dict) -> Skeleton3DFormat:
+  """Adds a 3D format outside the merged list, so that `get_format3d(name)` finds it: `spec` has the keys of a
+  `formats3d.FORMATS3D` entry. The 555 merged joints, the datasets and the benchmarks do not change (used for the
+  synthetic 3D datasets' formats, `data_pipeline/synthetic/formats3d.py`). Returns the format; registering an equal
+  spec again returns the registered one. Raises ValueError for a name already taken by a real format or by another
+  spec, and for a spec the registry rejects."""
+  if name in _data.FORMATS3D or (name in _EXTRA_SPECS and _EXTRA_SPECS[name] != spec):
+    raise ValueError(f'3D skeleton format {name!r} is already registered with another definition')
+  if name not in _EXTRA_SPECS:
+    _REGISTRY[name] = _build(name, spec)
+    _EXTRA_SPECS[name] = dict(spec)
+  return _REGISTRY[name]
+
+
 # --- datasets -------------------------------------------------------------------------------------------------------
 
 
