@@ -16,6 +16,11 @@ Printed, per worker process (one OpenCV thread, so img/s per core):
   os.cpu_count()): img/s, per worker, scaling efficiency against 1 worker, CPU ms per image (this process
   and its workers) and the cores they kept busy on average (CPU seconds / wall seconds): on a shared
   machine a flat CPU ms/img with few cores busy means the scaling is capped by the cores others leave free.
+  (d) with `--records3d=N` (default 200; 0 skips it): the 3D train transform (`Pose3DTrainTransform`: perspective
+  crop, scale / rotation / flip, synthetic occlusion, colour) beside the 2D one on the same N synthetic 3D images
+  (`posebh_synthetic3d`'s records in format syn_h36m, rendered in-process; the 2D transform reads the projected
+  joints as 17 'coco' keypoints, so both crop the same people at the same output size), per worker process as in
+  (a)/(b), plus the 3D transform without occlusion and colour (what those two cost).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import cv2
 import numpy as np
 
 from configs import common
-from data_pipeline import pipeline, prepare
+from data_pipeline import pipeline, prepare, transforms3d
 from data_pipeline.transforms import TopDownTrainTransform, crop_matrix, decode_jpeg, decode_reduction, warp_keypoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -276,6 +281,73 @@ def time_pipeline(cfg, workers: int, batch_size: int, steps: int, warmup: int) -
   return {'img_s': images / wall, 'cpu_s_per_img': cpu / images, 'cores_busy': cpu / wall}
 
 
+# ----------------------------------------------------------------------------------------------- 3D
+
+
+def synthetic3d_records(count: int, format_name: str = 'syn_h36m') -> list[dict]:
+  """`count` records of `posebh_synthetic3d`'s train split of `format_name` (256 x 256 JPEGs, the builder's own
+  rendering), each with 'keypoints' (J, 3): the joints projected with the record's intrinsics, visibility 2 where
+  they land inside the image (so the 2D transform can crop the same records)."""
+  from data_pipeline.builders import synthetic3d  # pylint: disable=g-import-not-at-top
+  from posebh_jax.geometry import project_in_image  # pylint: disable=g-import-not-at-top
+
+  params = synthetic3d.Synthetic3DParams().to_metadata()
+  records = []
+  for index in range(count):
+    _, rendered = synthetic3d.render_example((index, index, 'train', params))
+    record = synthetic3d.format_record(rendered, format_name)
+    uv, inside = project_in_image(
+      record['joints3d'].astype(np.float64), record['intrinsics'], int(record['height']), int(record['width'])
+    )
+    visible = inside & record['valid']
+    record['keypoints'] = np.concatenate([uv, 2.0 * visible[:, None]], axis=1).astype(np.float32)
+    records.append(record)
+  return records
+
+
+def time_3d(cfg, count: int, iterations: int) -> None:
+  """Prints (d): img/s per worker process of the 2D and the 3D train transforms on the same synthetic 3D records
+  (see the module docstring)."""
+  start = time.perf_counter()
+  records = [('syn_h36m', record) for record in synthetic3d_records(count)]
+  rendered_s = time.perf_counter() - start
+  size = tuple(cfg.image_size)
+  transforms = {
+    '2D TopDownTrainTransform': TopDownTrainTransform(
+      format_name='coco',
+      codec_name='udp',
+      image_size_hw=size,
+      heatmap_size_hw=tuple(cfg.heatmap_size),
+      sigma=cfg.sigma,
+      bbox_padding=cfg.bbox_padding,
+      aug=cfg.aug,
+      half_body=True,
+      fast_decode=cfg.fast_jpeg_decode,
+    ),
+    '3D Pose3DTrainTransform': transforms3d.Pose3DTrainTransform(
+      'syn_h36m', size, cfg.bbox_padding, transforms3d.DEFAULT_AUG, fast_decode=cfg.fast_jpeg_decode
+    ),
+    '3D, no occlusion/colour': transforms3d.Pose3DTrainTransform(
+      'syn_h36m',
+      size,
+      cfg.bbox_padding,
+      dict(transforms3d.DEFAULT_AUG, occlusion_prob=0.0, brightness=0.0, contrast=0.0, saturation=0.0),
+      fast_decode=cfg.fast_jpeg_decode,
+    ),
+  }
+  times = time_transforms({label: {'syn_h36m': t} for label, t in transforms.items()}, records, iterations)
+  print(
+    f'\n(d) 2D and 3D train transforms on the same {count} synthetic 3D images (256x256 JPEG q90, rendered in '
+    f'{rendered_s:.1f} s), output {size[0]}x{size[1]}, 2D: config.data.aug, 3D: transforms3d.DEFAULT_AUG; '
+    f'{iterations} passes; per worker process (1 OpenCV thread):'
+  )
+  print(f'{"transform":<26} {"img/s by CPU":>13} {"[by wall]":>10} {"CPU ms/img":>11}')
+  for label, values in times.items():
+    images = values.shape[0] * values.shape[1]
+    cpu, wall = values[..., 0].sum(), values[..., 1].sum()
+    print(f'{label:<26} {images / cpu:>13.1f} [{images / wall:>8.1f}] {1e3 * cpu / images:>11.2f}')
+
+
 # ----------------------------------------------------------------------------------------------- main
 
 
@@ -300,6 +372,9 @@ def main():
   parser.add_argument('--max_records', type=int, default=200, help='records per dataset for (a) and (b)')
   parser.add_argument('--data_dir', default='', help='prepared tfds data_dir; default: prepare the samples')
   parser.add_argument('--realdata', default=default_realdata())
+  parser.add_argument(
+    '--records3d', type=int, default=200, help='synthetic 3D records for (d), 2D and 3D transforms; 0 skips it'
+  )
   args = parser.parse_args()
   cv2.setNumThreads(1)
   os.environ['OPENCV_FOR_THREADS_NUM'] = '1'  # the same in the (spawned) worker processes
@@ -394,6 +469,9 @@ def main():
             f'{scaling:>7.2f}x {scaling / workers:>10.0%} {1e3 * result["cpu_s_per_img"]:>11.2f} '
             f'{result["cores_busy"]:>11.2f}'
           )
+
+    if args.records3d > 0:
+      time_3d(cfg, args.records3d, args.iterations)
 
 
 if __name__ == '__main__':
