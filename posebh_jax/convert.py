@@ -18,6 +18,7 @@ import os
 import sys
 from typing import Mapping
 
+import numpy as np
 from absl import app
 from absl import flags
 from absl import logging
@@ -78,7 +79,7 @@ def read_source(path: str) -> tuple[dict, dict]:
       raise UserError(f'--from={path} cannot be read as safetensors: {_first_line(e)}') from None
     meta['format'] = 'safetensors'
   elif suffix == '.npz':
-    with __import__('numpy').load(path) as data:
+    with np.load(path) as data:
       arrays = {k: data[k] for k in data.files}
     meta['format'] = 'npz'
   else:
@@ -127,7 +128,6 @@ def _first_line(error: BaseException) -> str:
 def build_target(config):
   """(Target of the model `config` builds, freshly initialised; the full fresh state for writing)."""
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
 
   from posebh_jax import flops as flops_lib  # pylint: disable=g-import-not-at-top
@@ -166,7 +166,6 @@ def rescan(flat: dict, scanned: bool, depth: int) -> dict:
   """The inverse of `unscan` for a scanned model (block entries stacked along a new leading axis)."""
   if not scanned:
     return flat
-  import numpy as np  # pylint: disable=g-import-not-at-top
 
   out, blocks = {}, {}
   for path, value in flat.items():
@@ -208,8 +207,6 @@ def merge(target, conversion, allow_unused: bool, source_names) -> tuple[dict, l
 
   Raises UserError for a target path the model lacks, a shape that differs, or source names that nothing used
   (unless `allow_unused`)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
   from posebh_jax.importers.common import guess_grid, resample_grid  # pylint: disable=g-import-not-at-top
 
   for path, value in conversion.arrays.items():

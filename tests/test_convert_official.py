@@ -66,6 +66,17 @@ def test_single_dataset_vitpose(tmp_path):
   _compare_heads(Predictor.load(str(tmp_path / 'out')), model, tv.random_images(2, seed=2), ('coco',))
 
 
+def test_scanned_model(tmp_path):
+  """A config whose blocks are scanned (`model.scan`, L/16 and H/16's default) gets the blocks stacked."""
+  model = tv.make_model([17, 14], seed=3)
+  source = tv.save_checkpoint(model, tmp_path / 'vitpp.pth')
+  config = tv.tiny_config(('coco', 'aic'), scan=True)
+  convert.convert(config, source, str(tmp_path / 'out'))
+  predictor = Predictor.load(str(tmp_path / 'out'))
+  assert 'blocks' in predictor.variables['params']['backbone']
+  _compare_heads(predictor, model, tv.random_images(2, seed=3), ('coco', 'aic'))
+
+
 def test_posebh_heads_embedding_and_prototypes(tmp_path):
   """PoseBH with --source_datasets=aic,coco into a config ordered coco,aic: heads, the embedding map (proto head
   output before normalisation) and the prototypes' rows, all by dataset name."""
