@@ -99,6 +99,72 @@ def data_config(sources: str = 'synthetic', datasets=TRAIN_DATASETS) -> ml_colle
       num_workers=2,
       prefetch_buffer_size=2,
       synthetic=dict(num_train_per_format=2000, num_val=300, image_size=(256, 256), difficulty=0.5, seed=0),
+      # The 3D datasets' augmentation (data_pipeline/transforms3d.py, docs/METHOD.md §3.6): crop scale 1 ± scale_factor,
+      # roll ± rotation degrees, flips, 1 to occlusion_max synthetic occluders, colour factors 1 ± x.
+      aug3d=dict(
+        scale_factor=0.25,
+        rotation=20.0,
+        flip_prob=0.5,
+        occlusion_prob=0.5,
+        occlusion_max=3,
+        brightness=0.2,
+        contrast=0.2,
+        saturation=0.2,
+      ),
+      # `python -m data_pipeline.prepare synthetic3d --config=...`: the synthetic 3D datasets' sizes.
+      synthetic3d=dict(num_train_per_format=1000, num_val=200, image_size=(256, 256), difficulty=0.5, seed=0),
+    )
+  )
+
+
+# The synthetic 3D datasets (tfds `posebh_synthetic3d`, data_pipeline/builders/synthetic3d.py): one per format.
+SYNTHETIC_3D_FORMATS = ('syn_smpl', 'syn_h36m', 'syn_markers')
+
+
+def dataset3d_entry(
+  fmt: str, tfds_name: str, train_split: str, eval_split: str, protocol: str = '', weight: float = 1.0
+) -> ml_collections.ConfigDict:
+  """A `config.data.datasets` entry of a 3D dataset trained by the MeTRAbs task (`task='metrabs3d'`): its 3D
+  skeleton format (registry3d), splits, mixture weight and evaluation `protocol` (`evaluation.get_evaluator3d`:
+  'h36m', '3dhp', '3dpw', or '' = the format's name: every joint of its ground truth)."""
+  return ml_collections.ConfigDict(
+    dict(
+      task='metrabs3d',
+      tfds_name=tfds_name,
+      train_split=train_split,
+      eval_split=eval_split,
+      format=fmt,
+      weight=weight,
+      keypoints_from='annotation',
+      protocol=protocol,
+    )
+  )
+
+
+def add_synthetic3d(config: ml_collections.ConfigDict, formats=SYNTHETIC_3D_FORMATS) -> ml_collections.ConfigDict:
+  """Adds the synthetic 3D datasets of `formats` (named after their formats) to `config.data` and its order."""
+  for fmt in formats:
+    config.data.datasets[fmt] = dataset3d_entry(fmt, 'posebh_synthetic3d', f'train_{fmt}', f'validation_{fmt}')
+  config.data.order = tuple(config.data.order) + tuple(formats)
+  return config
+
+
+def metrabs_config() -> ml_collections.ConfigDict:
+  """config.metrabs: the MeTRAbs head and objective shared by every `metrabs3d` dataset (docs/METHOD.md §3.2-3.3).
+
+  The head is one module (`head_metrabs`) over the joints of the config's 3D datasets' formats (each format once,
+  in `data.order`), and each dataset supervises its own format's joints."""
+  return ml_collections.ConfigDict(
+    dict(
+      depth_bins=8,  # D_z of the volumetric heatmaps
+      box_mm=2200.0,  # the metric box the crop's longer side spans (and the depth range)
+      virtual_batch=16,  # ghost BatchNorm's virtual batch (each dataset's count must be a multiple, or smaller)
+      bn_momentum=0.9,
+      init_std=0.001,  # the 1x1 convolution's initial weights
+      abs_loss_weight=0.1,
+      abs_loss_start_step=5000,  # L_abs counts from this train step on
+      loss_2d_weight=0.2,  # the 2D examples' term (for 2D datasets that supervise the 3D head)
+      proj_min_depth_mm=300.0,  # L_proj ignores ground-truth joints closer than this
     )
   )
 
@@ -161,6 +227,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.init_from = ''  # workdir or checkpoint dir of a baseline run: loads its backbone and heads
   config.posebh = posebh_config(False)
   config.transfer = transfer_config(False)
+  config.metrabs = metrabs_config()
   return config
 
 

@@ -6,9 +6,13 @@
       --config.init_from=workdirs/demo                                  # PoseBH stages from the baseline
   python -m posebh_jax.main --config=configs/demo.py:transfer --workdir=workdirs/demo_transfer \
       --config.init_from=workdirs/demo_posebh                           # domain transfer to SMPL-24 (3DPW)
+  python -m data_pipeline.prepare synthetic3d --config=configs/demo.py:task=3d   # the 3D demo's data, once
+  python -m posebh_jax.main --config=configs/demo.py:task=3d --workdir=workdirs/demo3d
 Args (comma separated): `tiny` shrinks everything for unit tests; `posebh` turns on prototypes, CSS and the
 three-stage schedule (compressed to the demo's step budget); `transfer` (implies `posebh`) adds the SMPL-24
-skeleton to a trained PoseBH run (docs/METHOD.md §2 domain transfer; configs/common.py add_transfer).
+skeleton to a trained PoseBH run (docs/METHOD.md §2 domain transfer; configs/common.py add_transfer); `task=3d`
+trains MeTRAbs (one shared 3D head) on the three synthetic 3D formats instead of the 2D datasets (combines with
+`tiny`, not with `posebh` / `transfer`).
 
 Sized for 2 CPU cores: 128×96 crops with patch 16 (8×6 tokens), width 192, depth 4, 32×24 heatmaps. The
 generator's difficulty is low (near-frontal people, side-on animals, little clutter) and augmentation is light,
@@ -20,11 +24,13 @@ from configs import common
 
 def _parse(arg: str) -> set[str]:
   flags = set(filter(None, (arg or '').split(',')))
-  unknown = flags - {'tiny', 'posebh', 'transfer'}
+  unknown = flags - {'tiny', 'posebh', 'transfer', 'task=3d'}
   if unknown:
     raise ValueError(
-      f"unknown demo config argument(s) {sorted(unknown)}; use configs/demo.py[:tiny][,posebh|,transfer]"
+      f"unknown demo config argument(s) {sorted(unknown)}; use configs/demo.py[:tiny][,posebh|,transfer|,task=3d]"
     )
+  if 'task=3d' in flags and flags & {'posebh', 'transfer'}:
+    raise ValueError('configs/demo.py: task=3d does not combine with posebh or transfer')
   if 'transfer' in flags:  # the transfer run restores a PoseBH run of the same size
     flags.add('posebh')
   return flags
@@ -120,7 +126,39 @@ def get_config(arg: str = ''):
       config.posebh.backbone_thaw_epoch = 2.0
   if 'transfer' in flags:
     _transfer(config, tiny='tiny' in flags)
+  if 'task=3d' in flags:
+    _task3d(config, tiny='tiny' in flags)
   return common.finalize(config)
+
+
+def _task3d(config, tiny: bool):
+  """MeTRAbs on the three synthetic 3D formats (tfds `posebh_synthetic3d`) with the demo's model: square crops,
+  one shared head over the 24 + 17 + 33 joints, each format an equal part of the batch; L_abs from a third of the
+  run on. Sized for 2 CPU cores: a few minutes."""
+  data = config.data
+  data.datasets = {}
+  data.order = ()
+  common.add_synthetic3d(config)
+  data.aug3d.update(dict(scale_factor=0.1, rotation=10.0, occlusion_prob=0.2, occlusion_max=1))
+  data.synthetic3d.update(dict(num_train_per_format=1500, num_val=150, image_size=(192, 192), difficulty=0.0))
+  config.viz_formats = False  # the all-formats picture draws 2D heatmap heads
+  if tiny:
+    data.image_size = (64, 64)  # patch 8: an 8x8 grid
+    data.heatmap_size = (32, 32)
+    data.synthetic3d.update(dict(num_train_per_format=24, num_val=12, image_size=(96, 96)))
+    config.batch_size = 24  # 8 per format: a multiple of 8 devices
+    config.metrabs.virtual_batch = 8
+    config.metrabs.abs_loss_start_step = 10
+  else:
+    data.image_size = (128, 128)  # patch 16: an 8x8 grid
+    data.heatmap_size = (32, 32)
+    config.batch_size = 48  # 16 per format, one ghost-BatchNorm virtual batch each
+    config.metrabs.virtual_batch = 16
+    config.total_steps = 600
+    config.metrabs.abs_loss_start_step = 200
+    config.optim.warmup_steps = 50
+    config.checkpoint_every_steps = 200
+    config.eval_every_steps = 600
 
 
 def _transfer(config, tiny: bool):

@@ -216,6 +216,13 @@ def _dataset_seeds(seed: int, dataset_position: int) -> tuple[int, int]:
   return int(shuffle_seed), int(augment_seed)
 
 
+def record_fields(transform) -> tuple[str, ...]:
+  """The stored record fields a train transform reads: its `record_fields` (e.g. the 3D transforms'), else
+  'image', 'bbox' and its `keypoints_key` (the 2D top-down transforms)."""
+  fields = getattr(transform, 'record_fields', None)
+  return tuple(fields) if fields is not None else ('image', 'bbox', transform.keypoints_key)
+
+
 class _NameBatches(grain.transforms.Map):
   """Tuple of per-dataset batches -> {name: batch}."""
 
@@ -267,8 +274,8 @@ def make_train_dataset(
     stored = open_source(cfg.tfds_name, cfg.train_split, data_config.data_dir)
     transform = transforms[name] if transforms is not None else train_transform(data_config, name)
     source = derived.wrap_source(stored, cfg)
-    if source is stored:  # annotated keypoints: read only what the transform reads
-      source = select_fields(stored, ('image', 'bbox', transform.keypoints_key))
+    if source is stored:  # annotated records: read only what the transform reads
+      source = select_fields(stored, record_fields(transform))
     shuffle_seed, augment_seed = _dataset_seeds(seed, position)
     stream = (
       grain.MapDataset.source(source)
@@ -313,7 +320,7 @@ def make_train_iterator(
   `get_state()` / `set_state()` (e.g. through `grain.checkpoint.CheckpointSave/Restore`). Close it with
   `.close()` when done if it uses worker processes. `transforms` ({name: grain transform}, the trainer passes
   each dataset's task's) replaces the default top-down heatmap transform (`train_transform`); a transform
-  reads the record fields 'image', 'bbox' and its `keypoints_key` and returns the example's arrays.
+  reads the record fields of `record_fields(transform)` and returns the example's arrays.
   """
   return iter(
     make_train_dataset(data_config, global_batch_size, num_groups, process_index, process_count, seed, transforms)
@@ -391,6 +398,27 @@ def make_eval_iterator(data_config, name: str, batch_size: int):
   dataset = grain.MapDataset.source(_PaddedSelection(source, indices, padded)).map(transform).batch(batch_size)
   threads = max(1, min(4, os.cpu_count() or 1))
   return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2)))
+
+
+def make_eval_records_iterator(data_config, name: str, batch_size: int, transform, fields: Sequence[str]):
+  """Iterator over every record of dataset `name`'s eval split in stored order (one pass), each read with only
+  `fields` and mapped by `transform` (a grain Map that turns `PADDING` into a padding example), in batches of
+  `batch_size`; the last batch is padded with `PADDING` records. For tasks whose eval split holds one example per
+  record in the dataset's format (the 3D datasets: `tasks.metrabs` with `transforms3d.Pose3DEvalTransform`)."""
+  if batch_size < 1:
+    raise ValueError(f'eval batch size must be >= 1, got {batch_size}')
+  source = eval_records(data_config, name, fields)
+  padded = -(-len(source) // batch_size) * batch_size
+  indices = np.arange(len(source), dtype=np.int64)
+  dataset = grain.MapDataset.source(_PaddedSelection(source, indices, padded)).map(transform).batch(batch_size)
+  threads = max(1, min(4, os.cpu_count() or 1))
+  return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2)))
+
+
+def eval_records(data_config, name: str, fields: Sequence[str]):
+  """Random-access source of dataset `name`'s eval split that reads only `fields` of each record."""
+  cfg = _dataset_config(data_config, name)
+  return select_fields(open_source(cfg.tfds_name, cfg.eval_split, data_config.data_dir), tuple(fields))
 
 
 def eval_ground_truth(data_config, name: str) -> dict[str, Any]:
@@ -508,8 +536,10 @@ __all__ = [
   'dataset_sizes',
   'eval_ground_truth',
   'make_eval_iterator',
+  'make_eval_records_iterator',
   'make_train_dataset',
   'make_train_iterator',
   'open_source',
+  'record_fields',
   'train_transform',
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from data_pipeline.errors import DataConfigError
+from data_pipeline.synthetic import formats3d as _synthetic_formats3d  # noqa: F401 (registers the syn_* 3D formats)
 from posebh_jax import skeletons
 
 
@@ -22,7 +23,10 @@ def validate_config(data_config) -> None:
     try:
       skeletons.get_format(entry.format)
     except ValueError as e:
-      raise DataConfigError(f'config.data.datasets.{name}.format: {e}') from None
+      try:  # a 3D skeleton format (the 3D tasks' datasets)
+        skeletons.get_format3d(entry.format)
+      except ValueError:
+        raise DataConfigError(f'config.data.datasets.{name}.format: {e}') from None
     if entry.weight <= 0:
       raise DataConfigError(f'config.data.datasets.{name}.weight must be > 0 (got {entry.weight})')
   for key in ('image_size', 'heatmap_size'):

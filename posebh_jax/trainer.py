@@ -208,12 +208,12 @@ class Trainer:
       return jax.jit(move, out_shardings=self.state_shardings, donate_argnums=(0,))(state)
 
   # ------------------------------------------------------------------------------------------------ train step
-  def task_losses(self, outputs: Mapping[str, Any], batch: Mapping[str, Mapping[str, jax.Array]]):
-    """Each present dataset's task loss on its own slice. Returns (total scalar, {dataset: loss},
-    {'<dataset>/<term>': value} of the tasks' named parts)."""
+  def task_losses(self, outputs: Mapping[str, Any], batch: Mapping[str, Mapping[str, jax.Array]], step=None):
+    """Each present dataset's task loss on its own slice at train `step` (the state's). Returns (total scalar,
+    {dataset: loss}, {'<dataset>/<term>': value} of the tasks' named parts)."""
     per_dataset, terms = {}, {}
     for name, output in outputs.items():
-      per_dataset[name], parts = self.tasks[name].loss(output, batch[name])
+      per_dataset[name], parts = self.tasks[name].loss(output, batch[name], step=step)
       terms.update({f'{name}/{term}': value for term, value in parts.items()})
     return sum(per_dataset.values()), per_dataset, terms
 
@@ -231,7 +231,7 @@ class Trainer:
         outputs, updates = self.model.apply(
           variables(params), images, train=True, rngs={'dropout': step_rng}, mutable=['batch_stats']
         )
-        total, per_dataset, terms = self.task_losses(outputs, batch)
+        total, per_dataset, terms = self.task_losses(outputs, batch, state['step'])
         return total, (per_dataset, terms, updates['batch_stats'], state['extra'])
       # PoseBH: the heads' task losses plus the prototype objective (domain transfer: new datasets' prototypes only).
       objective = transfer_objective if phase.prototype_datasets else posebh_objective
@@ -245,7 +245,7 @@ class Trainer:
         mutable=['batch_stats'],
         method=pose_model.PoseModel.posebh_outputs,
       )
-      head_total, per_dataset, terms = self.task_losses(outputs['heatmaps'], batch)
+      head_total, per_dataset, terms = self.task_losses(outputs['heatmaps'], batch, state['step'])
       extra_total, posebh_terms, extra = objective(
         outputs, batch, state['extra'], phase, self.config.posebh, self.keypoint_offsets, self.num_keypoints
       )

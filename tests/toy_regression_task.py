@@ -101,7 +101,8 @@ class Task(base.Task):
   def head_spec(self):
     return RegressionHeadSpec(self.num_keypoints)
 
-  def loss(self, output, batch):
+  def loss(self, output, batch, step=None):
+    del step
     weights = batch['coord_weights'][..., None]
     l1 = jnp.sum(jnp.abs(output - batch['coords']) * weights) / jnp.maximum(jnp.sum(weights) * 2, 1.0)
     return l1, {'l1': l1}

@@ -202,7 +202,11 @@ class MetrabsHead(nn.Module):
 @dataclasses.dataclass(frozen=True)
 class MetrabsHeadSpec:
   """What the MeTRAbs task asks of the model: one `MetrabsHead` predicting `num_keypoints` joints (J, e.g. the 555
-  merged joints) on `image_size_hw` (H, W) px crops. Never stacked with other heads (`stack_key` None)."""
+  merged joints) on `image_size_hw` (H, W) px crops. Never stacked with other heads (`stack_key` None).
+
+  `head_name`: datasets whose specs have the same non-empty `head_name` share one head module `head_<head_name>`
+  in `PoseModel` (the MeTRAbs task: 'metrabs', one head over the config's 3D joints that every 3D dataset
+  supervises on its own joints); '' gives the dataset its own head `head_<dataset>`."""
 
   num_keypoints: int
   image_size_hw: tuple[int, int]
@@ -212,6 +216,7 @@ class MetrabsHeadSpec:
   bn_momentum: float = 0.9
   init_std: float = 0.001
   return_heatmaps: bool = False
+  head_name: str = ''
 
   def __post_init__(self):
     object.__setattr__(self, 'image_size_hw', tuple(int(s) for s in self.image_size_hw))

@@ -19,7 +19,9 @@ from posebh_jax.models.embedding import KeypointEmbedding
 
 
 class PoseModel(nn.Module):
-  """ViT backbone with MoE FFN + one head per dataset, built from the dataset's head spec (its task's).
+  """ViT backbone with MoE FFN + one head per dataset, built from the dataset's head spec (its task's); datasets
+  whose specs have the same `head_name` share one head module `head_<head_name>` (each runs it on its own
+  examples), every other dataset has its own `head_<dataset>`.
 
   Call: `images_by_dataset {name: uint8 (n_d, H, W, 3)}` → `{name: head output}` (heatmap heads: float32
   `(n_d, H/4, W/4, K_d)` for patch 16 and two deconvolutions). Each n_d must be a multiple of `num_groups`.
@@ -72,10 +74,13 @@ class PoseModel(nn.Module):
       param_dtype=self.param_dtype,
       stack_equal_datasets=self.stack_equal_datasets,
     )
-    self.heads = {
-      name: spec.build(self.dtype, self.param_dtype, name=f'head_{name}')
-      for name, spec in zip(self.dataset_names, self.head_specs)
-    }
+    # One module per head name: datasets whose specs share a `head_name` share one head (and its parameters).
+    specs = {}
+    for name, spec in zip(self.dataset_names, self.head_specs):
+      key = head_name(name, spec)
+      if specs.setdefault(key, spec) != spec:
+        raise ValueError(f"datasets sharing head '{key}' have different head specs: {specs[key]} and {spec}")
+    self.heads = {key: spec.build(self.dtype, self.param_dtype, name=f'head_{key}') for key, spec in specs.items()}
     if self.embed_dim > 0:
       self.embedding = KeypointEmbedding(
         channels=self.embed_channels,
@@ -85,6 +90,10 @@ class PoseModel(nn.Module):
         dtype=self.dtype,
         param_dtype=self.param_dtype,
       )
+
+  def head_of(self, name: str) -> nn.Module:
+    """The head module that dataset `name` runs (its own, or the one its spec's `head_name` shares)."""
+    return self.heads[head_name(name, self.head_specs[self.dataset_names.index(name)])]
 
   def composition(self, images_by_dataset: Mapping[str, Any]) -> composition_lib.Composition:
     unknown = set(images_by_dataset) - set(self.dataset_names)
@@ -136,13 +145,13 @@ class PoseModel(nn.Module):
       per_dataset = per_dataset.reshape((len(members), comp.groups * count) + features.shape[1:])
       per_dataset = nn.with_logical_constraint(per_dataset, (None, BATCH, None, None, None))
       spec = self.head_specs[self.dataset_names.index(members[0][1])]
-      results = spec.run_stacked([self.heads[name] for _, name, _, _ in members], per_dataset, train)
+      results = spec.run_stacked([self.head_of(name) for _, name, _, _ in members], per_dataset, train)
       stacked.update({name: out for (_, name, _, _), out in zip(members, results)})
     for _, name, offset, count in present:
       outputs[name] = (
         stacked[name]
         if name in stacked
-        else self.heads[name](composition_lib.dataset_slice(features, comp, offset, count), train)
+        else self.head_of(name)(composition_lib.dataset_slice(features, comp, offset, count), train)
       )
     return outputs
 
@@ -164,15 +173,15 @@ class PoseModel(nn.Module):
     for _, name, offset, count in present:
       out['embeddings'][name] = composition_lib.dataset_slice(embeddings, comp, offset, count)
     if cross:
-      for _, head_name, _, _ in present:
-        everything = self.heads[head_name](features, False)
+      for _, dataset, _, _ in present:
+        everything = self.head_of(dataset)(features, False)
         others = [
           composition_lib.dataset_slice(everything, comp, offset, count)
           for _, name, offset, count in present
-          if name != head_name
+          if name != dataset
         ]
         if others:
-          out['cross'][head_name] = jnp.concatenate(others, axis=0)
+          out['cross'][dataset] = jnp.concatenate(others, axis=0)
     return out
 
   def init_all(self, images_by_dataset, train: bool = False):
@@ -180,6 +189,12 @@ class PoseModel(nn.Module):
     if self.embed_dim > 0:
       return self.posebh_outputs(images_by_dataset, train)['heatmaps']
     return self(images_by_dataset, train)
+
+
+def head_name(dataset: str, spec) -> str:
+  """The head a dataset runs: its spec's `head_name` when set (datasets with equal names share one module
+  `head_<head_name>`), else the dataset's own name (module `head_<dataset>`)."""
+  return getattr(spec, 'head_name', None) or dataset
 
 
 def heatmap_head_specs(model_config, num_keypoints: Sequence[int]) -> tuple[HeatmapHeadSpec, ...]:
@@ -316,7 +331,8 @@ def split_dataset_variables(model: PoseModel, variables: Mapping[str, Any], name
     drop_path=0.0,
     embed_dim=0,
   )
-  out = {'params': {'backbone': backbone, f'head_{name}': params[f'head_{name}']}}
-  if 'batch_stats' in variables:
-    out['batch_stats'] = {f'head_{name}': jax.tree.map(np.asarray, variables['batch_stats'][f'head_{name}'])}
+  head = f'head_{head_name(name, model.head_specs[index])}'
+  out = {'params': {'backbone': backbone, head: params[head]}}
+  if 'batch_stats' in variables and head in variables['batch_stats']:
+    out['batch_stats'] = {head: jax.tree.map(np.asarray, variables['batch_stats'][head])}
   return single, out

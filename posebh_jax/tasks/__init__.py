@@ -10,8 +10,9 @@ import importlib
 from posebh_jax.errors import UserError
 from posebh_jax.tasks.base import EvalContext, Task
 from posebh_jax.tasks.heatmap import HeatmapTask
+from posebh_jax.tasks.metrabs import MetrabsTask
 
-TASKS: dict[str, type[Task]] = {HeatmapTask.kind: HeatmapTask}
+TASKS: dict[str, type[Task]] = {HeatmapTask.kind: HeatmapTask, MetrabsTask.kind: MetrabsTask}
 
 
 def get_task_class(kind: str) -> type[Task]:
@@ -41,4 +42,4 @@ def build_tasks(config) -> dict[str, Task]:
   return out
 
 
-__all__ = ['EvalContext', 'HeatmapTask', 'TASKS', 'Task', 'build_tasks', 'get_task_class']
+__all__ = ['EvalContext', 'HeatmapTask', 'MetrabsTask', 'TASKS', 'Task', 'build_tasks', 'get_task_class']

@@ -6,7 +6,7 @@ dataset and supplies everything the trainer and the evaluator need without knowi
   batch_fields()      the per-example arrays a train batch of the dataset carries besides `image`
   train_transform()   the grain transform that makes them from a stored record
   head_spec()         the head the model builds for the dataset (`models.*HeadSpec`: build, stack_key, forward_flops)
-  loss(output, batch) its loss terms on its own slice of the batch
+  loss(output, batch, step)  its loss terms on its own slice of the batch (step: the traced train step)
   predict(...)        its test-time prediction (e.g. flip test) inside the jit'd eval function
   evaluate(context)   its evaluation on the dataset's eval split: metrics, result files, pictures
 
@@ -83,8 +83,11 @@ class Task:
     """The head spec (frozen dataclass with `build`, `stack_key`, `forward_flops`) of this dataset's head."""
     raise NotImplementedError
 
-  def loss(self, output: jax.Array, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """(total scalar, {term name: scalar} of its parts, empty when it has one) on this dataset's examples."""
+  def loss(
+    self, output: jax.Array, batch: Mapping[str, jax.Array], step: jax.Array | None = None
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """(total scalar, {term name: scalar} of its parts, empty when it has one) on this dataset's examples; `step` is
+    the train step (an int32 scalar traced inside the step function; terms that start later switch on it)."""
     raise NotImplementedError
 
   def predict(self, apply: Callable, variables, images: jax.Array, flip: bool):

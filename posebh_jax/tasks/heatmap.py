@@ -67,7 +67,8 @@ class HeatmapTask(base.Task):
     model = self.config.model
     return HeatmapHeadSpec(self.num_keypoints, model.head_channels, model.head_num_deconv, model.head_deconv_init_std)
 
-  def loss(self, output, batch):
+  def loss(self, output, batch, step=None):
+    del step
     return joints_mse(output, batch['heatmaps'], batch['target_weights']), {}
 
   def predict(self, apply, variables, images, flip: bool):
