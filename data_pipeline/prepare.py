@@ -306,11 +306,8 @@ def _run_synthetic3d(args) -> dict:
   from data_pipeline.builders import synthetic3d  # pylint: disable=g-import-not-at-top
 
   defaults = synthetic3d.Synthetic3DParams()
-  if args.config:  # config.data.synthetic3d when the config has one, else the 2D synthetic data's sizes
-    data = load_config(args.config).data
-    defaults = synthetic3d.Synthetic3DParams.from_settings(
-      data.synthetic3d if 'synthetic3d' in data else data.synthetic
-    )
+  if args.config:  # the config's data.synthetic3d sizes (configs/common.py: every config has the section)
+    defaults = synthetic3d.Synthetic3DParams.from_settings(load_config(args.config).data.synthetic3d)
   params = synthetic3d.Synthetic3DParams(
     num_train_per_format=args.num_train if args.num_train is not None else defaults.num_train_per_format,
     num_val=args.num_val if args.num_val is not None else defaults.num_val,

@@ -307,14 +307,14 @@ def test_prepare_keeps_or_refuses_existing_preparation(built, capsys):
 
 
 def test_prepare_command_with_a_config(tmp_path, capsys):
-  """`--config` takes the 2D synthetic data's sizes (no `data.synthetic3d` section); flags override them."""
-  config = os.path.join(REPO, 'configs', 'demo.py') + ':tiny'
+  """`--config` takes the config's `data.synthetic3d` sizes; flags override them."""
+  config = os.path.join(REPO, 'configs', 'demo.py') + ':tiny,task=3d'
   code = prepare.main(['synthetic3d', f'--data_dir={tmp_path}', f'--config={config}', '--num_train=2', '--num_val=1'])
   assert code == 0
   out = capsys.readouterr().out
   assert 'train_syn_markers 2' in out and 'validation_syn_h36m 1' in out
   source = pipeline.open_source('posebh_synthetic3d', 'validation_syn_smpl', str(tmp_path))
-  assert int(source[0]['height']) == 96 and int(source[0]['width']) == 96  # the tiny config's image size
+  assert int(source[0]['height']) == 96 and int(source[0]['width']) == 96  # demo.py:tiny,task=3d's image size
 
 
 def test_params_validation():
