@@ -42,7 +42,7 @@ from etils import epath
 
 from data_pipeline.builders import records3d
 from data_pipeline.builders.records import gt_file_name
-from data_pipeline.builders.synthetic import GENERATOR_VERSION, JPEG_QUALITY
+from data_pipeline.builders.synthetic import JPEG_QUALITY, SyntheticParams
 from data_pipeline.synthetic import generate_example
 from data_pipeline.synthetic import formats3d
 from posebh_jax.skeletons import TRAIN_FORMATS, get_format3d
@@ -67,64 +67,28 @@ def validation_split_name(format_name: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class Synthetic3DParams:
-  """Generation parameters of `posebh_synthetic3d`.
+class Synthetic3DParams(SyntheticParams):
+  """Generation parameters of `posebh_synthetic3d`: those of the 2D synthetic data (`SyntheticParams`:
+  num_train_per_format examples in each `train_<format>` split, num_val in each `validation_<format>` split (the same
+  images in all of them), image_size, difficulty, seed, generator_version) plus `formats_version`, bumped when a
+  synthetic 3D format's definition changes, so an old preparation is not silently reused."""
 
-  Attributes:
-    num_train_per_format: examples in each `train_<format>` split.
-    num_val: examples in each `validation_<format>` split (the same images in all of them).
-    image_size: (H, W) of the generated images in px.
-    difficulty: generator difficulty in [0, 1].
-    seed: generator seed.
-    generator_version, formats_version: bumped when the generator's output or a synthetic 3D format's
-      definition changes, so an old preparation is not silently reused.
-  """
-
-  num_train_per_format: int = 1000
-  num_val: int = 200
-  image_size: tuple[int, int] = (256, 256)
-  difficulty: float = 0.5
-  seed: int = 0
-  generator_version: int = GENERATOR_VERSION
   formats_version: int = formats3d.FORMATS3D_VERSION
 
   def __post_init__(self):
-    object.__setattr__(self, 'image_size', tuple(int(v) for v in self.image_size))
-    if self.num_train_per_format < 1 or self.num_val < 1:
-      raise ValueError(
-        f'num_train_per_format and num_val must be >= 1, got {self.num_train_per_format} and {self.num_val}'
-      )
-    if len(self.image_size) != 2 or min(self.image_size) < 32:
-      raise ValueError(f'image_size must be (H, W) with both sides >= 32 px, got {self.image_size}')
-    if not 0.0 <= self.difficulty <= 1.0:
-      raise ValueError(f'difficulty must be in [0, 1], got {self.difficulty}')
+    super().__post_init__()
     if self.seed < 0:
       raise ValueError(f'seed must be >= 0, got {self.seed}')
 
   def to_metadata(self) -> dict:
     """Returns the parameters as a JSON-serialisable dict."""
-    return {
-      'num_train_per_format': int(self.num_train_per_format),
-      'num_val': int(self.num_val),
-      'image_size': list(self.image_size),
-      'difficulty': float(self.difficulty),
-      'seed': int(self.seed),
-      'generator_version': int(self.generator_version),
-      'formats_version': int(self.formats_version),
-    }
+    return {**super().to_metadata(), 'formats_version': int(self.formats_version)}
 
   @classmethod
   def from_metadata(cls, metadata: dict) -> 'Synthetic3DParams':
     """Inverse of `to_metadata`."""
-    return cls(
-      num_train_per_format=int(metadata['num_train_per_format']),
-      num_val=int(metadata['num_val']),
-      image_size=tuple(metadata['image_size']),
-      difficulty=float(metadata['difficulty']),
-      seed=int(metadata['seed']),
-      generator_version=int(metadata.get('generator_version', 0)),
-      formats_version=int(metadata.get('formats_version', 0)),
-    )
+    base = SyntheticParams.from_metadata(metadata)
+    return cls(**dataclasses.asdict(base), formats_version=int(metadata.get('formats_version', 0)))
 
   @classmethod
   def from_settings(cls, settings) -> 'Synthetic3DParams':
