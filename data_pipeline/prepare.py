@@ -82,26 +82,9 @@ def prepare_synthetic(
     ValueError: prepared with different parameters and `overwrite` is False.
   """
   params = params or synthetic.SyntheticParams()
-  builder = synthetic.PosebhSynthetic(data_dir=data_dir, params=params, num_workers=num_workers, log=log)
-  built = False
-  start = time.perf_counter()
-  if builders.is_prepared(builder) and builder.params != params:
-    if not overwrite:
-      raise ValueError(
-        f'{synthetic.TFDS_NAME} in {data_dir} was built with {builder.params.to_metadata()}; pass '
-        f'--overwrite to rebuild it with {params.to_metadata()}, or use another --data_dir'
-      )
-    log(f'removing {builder.data_path} (built with other parameters)')
-    shutil.rmtree(builder.data_path)
-    builder = synthetic.PosebhSynthetic(data_dir=data_dir, params=params, num_workers=num_workers, log=log)
-  if builders.is_prepared(builder):
-    log(f'{synthetic.TFDS_NAME} is already prepared in {builder.data_path} with these parameters')
-  else:
-    log(f'building {synthetic.TFDS_NAME} into {data_dir} with {params.to_metadata()}')
-    tfds.disable_progress_bar()
-    builder.download_and_prepare()
-    built = True
-  return _summary(builder, time.perf_counter() - start, built)
+  return _prepare_generated(
+    synthetic.PosebhSynthetic, synthetic.TFDS_NAME, data_dir, params, num_workers, overwrite, log
+  )
 
 
 def prepare_synthetic3d(
@@ -117,24 +100,32 @@ def prepare_synthetic3d(
   from data_pipeline.builders import synthetic3d  # pylint: disable=g-import-not-at-top
 
   params = params or synthetic3d.Synthetic3DParams()
+  return _prepare_generated(
+    synthetic3d.PosebhSynthetic3d, synthetic3d.TFDS_NAME, data_dir, params, num_workers, overwrite, log
+  )
+
+
+def _prepare_generated(builder_class, tfds_name: str, data_dir: str, params, num_workers, overwrite: bool, log) -> dict:
+  """Builds a generated (synthetic) dataset with `builder_class(data_dir=, params=, num_workers=, log=)` unless it
+  is already prepared with `params`; another preparation is replaced only with `overwrite`. Returns the summary."""
 
   def make():
-    return synthetic3d.PosebhSynthetic3d(data_dir=data_dir, params=params, num_workers=num_workers, log=log)
+    return builder_class(data_dir=data_dir, params=params, num_workers=num_workers, log=log)
 
   builder, built, start = make(), False, time.perf_counter()
   if builders.is_prepared(builder) and builder.params != params:
     if not overwrite:
       raise ValueError(
-        f'{synthetic3d.TFDS_NAME} in {data_dir} was built with {builder.params.to_metadata()}; pass '
+        f'{tfds_name} in {data_dir} was built with {builder.params.to_metadata()}; pass '
         f'--overwrite to rebuild it with {params.to_metadata()}, or use another --data_dir'
       )
     log(f'removing {builder.data_path} (built with other parameters)')
     shutil.rmtree(builder.data_path)
     builder = make()
   if builders.is_prepared(builder):
-    log(f'{synthetic3d.TFDS_NAME} is already prepared in {builder.data_path} with these parameters')
+    log(f'{tfds_name} is already prepared in {builder.data_path} with these parameters')
   else:
-    log(f'building {synthetic3d.TFDS_NAME} into {data_dir} with {params.to_metadata()}')
+    log(f'building {tfds_name} into {data_dir} with {params.to_metadata()}')
     tfds.disable_progress_bar()
     builder.download_and_prepare()
     built = True
