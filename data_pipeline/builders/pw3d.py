@@ -56,6 +56,18 @@ def project_world_joints(world_m: np.ndarray, cam_pose: np.ndarray, intrinsics: 
   return uvw[:, :2], camera
 
 
+def in_view(pixels: np.ndarray, camera: np.ndarray, width: int, height: int) -> np.ndarray:
+  """bool (N,): joints in front of the camera (camera-frame z > 0) whose `pixels` fall inside the width x height
+  image (pixel centres at integer coordinates)."""
+  return (
+    (camera[:, 2] > 0)
+    & (pixels[:, 0] >= 0)
+    & (pixels[:, 0] <= width - 1)
+    & (pixels[:, 1] >= 0)
+    & (pixels[:, 1] <= height - 1)
+  )
+
+
 def joints_box(pixels: np.ndarray, visible: np.ndarray, width: int, height: int) -> np.ndarray | None:
   """The person box (x, y, w, h) from projected joints: extent of the visible ones grown by BOX_GROWTH on each
   side, clipped to the image; None if fewer than 2 joints are visible or the box is empty."""
@@ -142,13 +154,7 @@ class Pw3d(CocoStyleBuilder):
             self.skipped.skip(split, 'invalid_camera_pose', f'{path}: {pwhat}')
             continue
           pixels, camera = project_world_joints(joints[f_index].reshape(NUM_JOINTS, 3), cam_poses[f_index], intrinsics)
-          inside = (
-            (camera[:, 2] > 0)
-            & (pixels[:, 0] >= 0)
-            & (pixels[:, 0] <= width - 1)
-            & (pixels[:, 1] >= 0)
-            & (pixels[:, 1] <= height - 1)
-          )
+          inside = in_view(pixels, camera, width, height)
           keypoints = np.concatenate([pixels, 2.0 * inside[:, None]], axis=1).astype(np.float32)
           box = joints_box(pixels, inside, width, height)
           instance_id = 10 * image_id + person + 1

@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from data_pipeline.builders.pw3d import FRAME_STRIDE, NUM_JOINTS, joints_box, project_world_joints
+from data_pipeline.builders.pw3d import FRAME_STRIDE, NUM_JOINTS, in_view, joints_box, project_world_joints
 from data_pipeline.builders.real import as_array, image_size_from_file
 from data_pipeline.builders.real3d import (
   Example3D,
@@ -120,13 +120,7 @@ class Pw3d3D(Real3DBuilder):
             self.skipped.skip(split, 'invalid_camera_pose', f'{path}: {what}')
             continue
           pixels, camera = project_world_joints(joints[f_index].reshape(NUM_JOINTS, 3), cam_poses[f_index], intrinsics)
-          inside = (
-            (camera[:, 2] > 0)
-            & (pixels[:, 0] >= 0)
-            & (pixels[:, 0] <= width - 1)
-            & (pixels[:, 1] >= 0)
-            & (pixels[:, 1] <= height - 1)
-          )
+          inside = in_view(pixels, camera, width, height)
           box = joints_box(pixels, inside, width, height)
           if box is None:
             self.skipped.skip(split, 'person_not_in_view', f'{path}: {what}')
