@@ -177,6 +177,42 @@ def make_record(task: tuple) -> tuple[int, dict]:
   return key, record
 
 
+class GenerationWorkers:
+  """The generator processes of a synthetic builder: `map` runs a picklable function over tasks (in `num_workers`
+  spawned processes, or in-process for <= 1; default all cores), in order, logging progress; `close` ends them."""
+
+  def __init__(self, num_workers: int | None, log: Callable[[str], None]):
+    self.num_workers = (os.cpu_count() or 1) if num_workers is None else int(num_workers)
+    self.log = log
+    self.pool = None
+
+  def map(self, function, tasks: list, label: str):
+    """Yields `function(task)` for each of `tasks` in order; logs '<label>: done/total examples (rate)' about ten
+    times."""
+    total = len(tasks)
+    every = max(10, total // 10)
+    start = time.perf_counter()
+    if self.num_workers > 1:
+      if self.pool is None:
+        # spawn: the parent may hold JAX/grain threads, which fork would copy in a broken state.
+        self.pool = multiprocessing.get_context('spawn').Pool(self.num_workers)
+      results = self.pool.imap(function, tasks, chunksize=4)
+    else:
+      results = map(function, tasks)
+    for done, result in enumerate(results, 1):
+      yield result
+      if done % every == 0 or done == total:
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        self.log(f'{label}: {done}/{total} examples ({rate:.1f} examples/s)')
+
+  def close(self) -> None:
+    """Ends the worker processes (a later `map` starts new ones)."""
+    if self.pool is not None:
+      self.pool.close()
+      self.pool.join()
+      self.pool = None
+
+
 class PosebhSynthetic(tfds.core.GeneratorBasedBuilder):
   """Builds the synthetic multi-skeleton dataset (see the module docstring for splits and features)."""
 
@@ -198,9 +234,8 @@ class PosebhSynthetic(tfds.core.GeneratorBasedBuilder):
     print), plus tfds builder args (`data_dir`, ...). The file format is ArrayRecord."""
     kwargs.setdefault('file_format', 'array_record')
     self._params = params or SyntheticParams()
-    self._num_workers = (os.cpu_count() or 1) if num_workers is None else int(num_workers)
     self._log = log or (lambda line: print(line, flush=True))
-    self._pool = None
+    self._workers = GenerationWorkers(num_workers, self._log)
     super().__init__(**kwargs)
 
   @property
@@ -251,27 +286,10 @@ class PosebhSynthetic(tfds.core.GeneratorBasedBuilder):
     return splits
 
   def _generate_examples(self, split_name: str, tasks: list):
-    total = len(tasks)
-    every = max(10, total // 10)
-    start = time.perf_counter()
-    if self._num_workers > 1:
-      if self._pool is None:
-        # spawn: the parent may hold JAX/grain threads, which fork would copy in a broken state.
-        self._pool = multiprocessing.get_context('spawn').Pool(self._num_workers)
-      records = self._pool.imap(make_record, tasks, chunksize=4)
-    else:
-      records = map(make_record, tasks)
-    for done, (key, record) in enumerate(records, 1):
-      yield key, record
-      if done % every == 0 or done == total:
-        rate = done / max(time.perf_counter() - start, 1e-9)
-        self._log(f'{TFDS_NAME} {split_name}: {done}/{total} examples ({rate:.1f} examples/s)')
+    yield from self._workers.map(make_record, tasks, f'{TFDS_NAME} {split_name}')
 
   def _download_and_prepare(self, dl_manager, download_config=None):
     try:
       return super()._download_and_prepare(dl_manager, download_config)
     finally:
-      if self._pool is not None:
-        self._pool.close()
-        self._pool.join()
-        self._pool = None
+      self._workers.close()

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import os
-import time
 from typing import Callable
 
 import cv2
@@ -42,7 +40,7 @@ from etils import epath
 
 from data_pipeline.builders import records3d
 from data_pipeline.builders.records import gt_file_name
-from data_pipeline.builders.synthetic import JPEG_QUALITY, SyntheticParams
+from data_pipeline.builders.synthetic import JPEG_QUALITY, GenerationWorkers, SyntheticParams
 from data_pipeline.synthetic import generate_example
 from data_pipeline.synthetic import formats3d
 from posebh_jax.skeletons import TRAIN_FORMATS, get_format3d
@@ -172,9 +170,8 @@ class PosebhSynthetic3d(tfds.core.GeneratorBasedBuilder):
     ...). The file format is ArrayRecord."""
     kwargs.setdefault('file_format', 'array_record')
     self._params = params or Synthetic3DParams()
-    self._num_workers = (os.cpu_count() or 1) if num_workers is None else int(num_workers)
     self._log = log or (lambda line: print(line, flush=True))
-    self._pool = None
+    self._workers = GenerationWorkers(num_workers, self._log)
     self._validation: list | None = None
     super().__init__(**kwargs)
 
@@ -206,21 +203,7 @@ class PosebhSynthetic3d(tfds.core.GeneratorBasedBuilder):
     return splits
 
   def _rendered(self, split_name: str, tasks: list):
-    total = len(tasks)
-    every = max(10, total // 10)
-    start = time.perf_counter()
-    if self._num_workers > 1:
-      if self._pool is None:
-        # spawn: the parent may hold JAX/grain threads, which fork would copy in a broken state.
-        self._pool = multiprocessing.get_context('spawn').Pool(self._num_workers)
-      rendered = self._pool.imap(render_example, tasks, chunksize=4)
-    else:
-      rendered = map(render_example, tasks)
-    for done, item in enumerate(rendered, 1):
-      yield item
-      if done % every == 0 or done == total:
-        rate = done / max(time.perf_counter() - start, 1e-9)
-        self._log(f'{TFDS_NAME} {split_name}: {done}/{total} examples ({rate:.1f} examples/s)')
+    return self._workers.map(render_example, tasks, f'{TFDS_NAME} {split_name}')
 
   def _validation_examples(self) -> list:
     """The rendered validation examples, generated once and shared by every `validation_<format>` split."""
@@ -250,7 +233,4 @@ class PosebhSynthetic3d(tfds.core.GeneratorBasedBuilder):
       return super()._download_and_prepare(dl_manager, download_config)
     finally:
       self._validation = None
-      if self._pool is not None:
-        self._pool.close()
-        self._pool.join()
-        self._pool = None
+      self._workers.close()
