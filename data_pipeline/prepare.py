@@ -20,6 +20,7 @@ different parameters is rebuilt only with `--overwrite`. No TensorFlow is needed
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -272,6 +273,18 @@ def _parse_size(text: str) -> tuple[int, int]:
   return height, width
 
 
+def _overridden_by_flags(defaults, args):
+  """`defaults` (SyntheticParams or a subclass) with the sizes given on the command line replacing its own."""
+  flags = {
+    'num_train_per_format': args.num_train,
+    'num_val': args.num_val,
+    'image_size': args.image_size,
+    'difficulty': args.difficulty,
+    'seed': args.seed,
+  }
+  return dataclasses.replace(defaults, **{key: value for key, value in flags.items() if value is not None})
+
+
 def _run_synthetic(args) -> dict:
   defaults = synthetic.SyntheticParams()
   if args.config:
@@ -283,13 +296,7 @@ def _run_synthetic(args) -> dict:
       difficulty=settings.difficulty,
       seed=settings.seed,
     )
-  params = synthetic.SyntheticParams(
-    num_train_per_format=args.num_train if args.num_train is not None else defaults.num_train_per_format,
-    num_val=args.num_val if args.num_val is not None else defaults.num_val,
-    image_size=args.image_size or defaults.image_size,
-    difficulty=args.difficulty if args.difficulty is not None else defaults.difficulty,
-    seed=args.seed if args.seed is not None else defaults.seed,
-  )
+  params = _overridden_by_flags(defaults, args)
   return prepare_synthetic(args.data_dir, params, num_workers=args.num_workers, overwrite=args.overwrite)
 
 
@@ -299,13 +306,7 @@ def _run_synthetic3d(args) -> dict:
   defaults = synthetic3d.Synthetic3DParams()
   if args.config:  # the config's data.synthetic3d sizes (configs/common.py: every config has the section)
     defaults = synthetic3d.Synthetic3DParams.from_settings(load_config(args.config).data.synthetic3d)
-  params = synthetic3d.Synthetic3DParams(
-    num_train_per_format=args.num_train if args.num_train is not None else defaults.num_train_per_format,
-    num_val=args.num_val if args.num_val is not None else defaults.num_val,
-    image_size=args.image_size or defaults.image_size,
-    difficulty=args.difficulty if args.difficulty is not None else defaults.difficulty,
-    seed=args.seed if args.seed is not None else defaults.seed,
-  )
+  params = _overridden_by_flags(defaults, args)
   return prepare_synthetic3d(args.data_dir, params, num_workers=args.num_workers, overwrite=args.overwrite)
 
 
