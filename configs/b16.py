@@ -8,9 +8,31 @@
       --config.init_from=VITPOSE_WORKDIR                                # PoseBH's three stages (docs/METHOD.md §2)
   python -m posebh_jax.main --config=configs/b16.py:method=transfer,target=smpl24 --workdir=DIR \
       --config.init_from=POSEBH_WORKDIR                                 # domain transfer to a new skeleton
+  python -m posebh_jax.main --config=configs/b16.py:task=3d --workdir=DIR   # MeTRAbs on 28 3D + 4 2D datasets
+  python -m posebh_jax.main --config=configs/b16.py:task=joint --workdir=DIR  # the same + the six 2D heatmap heads
+  python -m posebh_jax.main --config=configs/b16.py:runlocal,task=3d --workdir=DIR   # 5 steps on synthetic 3D + 2D
+      (first: python -m data_pipeline.prepare synthetic|synthetic3d --config=configs/b16.py:runlocal,task=3d
+       --data_dir=data/tfds_runlocal)
 Args (comma separated): variant=S/16|B/16|L/16|H/16, runlocal, data=real|synthetic (default: real, synthetic
   with runlocal),
-  method=vitpose|posebh|transfer, target=smpl24|interhand (the transfer skeleton: 3DPW or InterHand2.6M).
+  method=vitpose|posebh|transfer, target=smpl24|interhand (the transfer skeleton: 3DPW or InterHand2.6M),
+  task=2d|3d|joint (default 2d: ViTPose++ on the six 2D datasets; 3d and joint: docs/METHOD.md §3, method=vitpose).
+
+task=3d: the 28 real 3D datasets (configs/common.py add_real3d; each prepared by `python -m data_pipeline.prepare
+  h36m|mpi_inf_3dhp|panoptic` or `generic3d --dataset3d=NAME`) trained by the MeTRAbs head with their per-batch
+  counts (H36M 4, MuCo-3DHP 6, ..., 96 in all), plus COCO, AIC, MPII and COCO-WholeBody 8 each (32) supervising
+  only the 3D head through their 2D labels (`metrabs2d`): 128 per batch. task=joint: the same 28, plus all six 2D
+  datasets with their heatmap heads, the human ones also supervising the 3D head (`heatmap_metrabs`), the animals
+  heatmaps only; the 32 2D examples split COCO 8, AIC 6, MPII 6, COCO-WholeBody 6, AP-10K 3, APT-36K 3 (our
+  choice: COCO, the headline benchmark, keeps its task=3d share; the two animal sets, whose labels do not reach
+  the 3D head, share one human set's 6). Both: 256×256 square crops (64×64 heatmaps for the 2D heads), 400k steps,
+  AdamW at lr 2.121e-4 with MeTRAbs' schedule (`optim.schedule='metrabs'`), no per-dataset experts (32-34 experts
+  would add ~230M parameters to B/16; MeTRAbs' backbone has none: --config.model.use_experts=True turns them on);
+  evaluated on H36M and MPI-INF-3DHP (joint: and the six 2D datasets). `--config.data.missing=skip` trains on the
+  prepared datasets only.
+  The weights are the per-batch counts and batch_size is 128, the composition of one batch shard: a run on G data
+  shards (devices of the mesh's data axes, or processes) passes --config.batch_size=128·G, so that every shard
+  holds the whole composition (each dataset count·G examples in the global batch, count in each shard).
 """
 
 import ml_collections
@@ -19,7 +41,7 @@ from configs import common
 
 
 def _parse(arg: str) -> dict:
-  parsed = {'variant': 'B/16', 'runlocal': False, 'data': '', 'method': 'vitpose', 'target': 'smpl24'}
+  parsed = {'variant': 'B/16', 'runlocal': False, 'data': '', 'method': 'vitpose', 'target': 'smpl24', 'task': '2d'}
   for item in filter(None, (arg or '').split(',')):
     key, _, value = item.partition('=')
     if key not in parsed:
@@ -30,10 +52,34 @@ def _parse(arg: str) -> dict:
     raise ValueError(f"unknown data '{parsed['data']}'; choose data=real or data=synthetic")
   if parsed['method'] not in METHODS:
     raise ValueError(f"unknown method '{parsed['method']}'; choose one of {', '.join(METHODS)}")
+  if parsed['task'] not in TASKS:
+    raise ValueError(f"unknown task '{parsed['task']}'; choose task=2d, task=3d or task=joint")
+  if parsed['task'] != '2d' and parsed['method'] != 'vitpose':
+    raise ValueError(f"task={parsed['task']} does not combine with method={parsed['method']}; drop one of them")
   return parsed
 
 
 METHODS = ('vitpose', 'posebh', 'transfer')
+TASKS = ('2d', '3d', 'joint')
+# The 2D datasets' examples per batch beside the 96 3D ones (docs/METHOD.md §3.1: 4 × 8 2D examples) and the task
+# each trains: task=3d, the human datasets supervising the 3D head only; task=joint, all six with their heatmap
+# heads, the human ones also supervising the 3D head (the split of the 32: the module docstring).
+TASK_2D_DATASETS = {
+  '3d': {
+    'coco': ('metrabs2d', 8),
+    'aic': ('metrabs2d', 8),
+    'mpii': ('metrabs2d', 8),
+    'coco_wholebody': ('metrabs2d', 8),
+  },
+  'joint': {
+    'coco': ('heatmap_metrabs', 8),
+    'aic': ('heatmap_metrabs', 6),
+    'mpii': ('heatmap_metrabs', 6),
+    'ap10k': ('heatmap', 3),
+    'apt36k': ('heatmap', 3),
+    'coco_wholebody': ('heatmap_metrabs', 6),
+  },
+}
 
 
 def _posebh(config: ml_collections.ConfigDict) -> None:
@@ -57,6 +103,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.optim.layer_decay = common.VARIANTS[args['variant']][5]
   synthetic = args['data'] == 'synthetic'
   config.data = common.data_config('synthetic' if synthetic else 'real')
+  if args['task'] != '2d':
+    _task3d(config, args['task'], synthetic)
   if args['runlocal']:
     config.batch_size = 6
     config.total_steps = 5
@@ -71,6 +119,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     if synthetic:
       config.data.data_dir = 'data/tfds_runlocal'
     config.model.dtype = 'float32'
+    if args['task'] != '2d':
+      config.batch_size = len(config.data.order)  # weights 1: one example of each dataset
+      config.metrabs.abs_loss_start_step = 2
+      config.data.synthetic3d.num_train_per_format = 12
+      config.data.synthetic3d.num_val = 12
   if args['method'] in ('posebh', 'transfer'):
     _posebh(config)
     if args['method'] == 'transfer':
@@ -88,3 +141,34 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       if args['method'] == 'transfer':
         config.batch_size = config.eval_batch_size = len(config.data.order)  # one example of each dataset
   return common.finalize(config)
+
+
+def _task3d(config: ml_collections.ConfigDict, task: str, synthetic: bool) -> None:
+  """task=3d | joint (the module docstring): the 3D datasets (the real 28, or on synthetic data the three
+  synthetic 3D formats), then the 2D datasets of TASK_2D_DATASETS[task]; MeTRAbs' input size and optimisation."""
+  tasks_2d = TASK_2D_DATASETS[task]
+  names_2d = tuple(name for name in common.TRAIN_DATASETS if name in tasks_2d)
+  config.data = common.data_config(config.data.sources, names_2d)
+  config.data.order = ()
+  config.eval_datasets = ()
+  if synthetic:  # equal weights: runlocal's few-example batches hold one of each dataset
+    common.add_synthetic3d(config)
+    config.eval_datasets = tuple(config.data.order)
+  else:
+    common.add_real3d(config)  # weights = per-batch counts; eval_datasets = the 3D benchmarks
+  for name in names_2d:
+    kind, count = tasks_2d[name]
+    config.data.datasets[name].task = kind
+    config.data.datasets[name].weight = 1.0 if synthetic else float(count)
+  config.data.order = tuple(config.data.order) + names_2d
+  if task == 'joint':
+    config.eval_datasets = names_2d + tuple(config.eval_datasets)
+  config.data.image_size = (256, 256)  # MeTRAbs' square crops
+  config.data.heatmap_size = (64, 64)  # the 2D heads' output: 16×16 tokens, two ×2 deconvolutions
+  config.model.use_experts = False
+  config.batch_size = 128  # one batch shard's composition; see the module docstring for several shards
+  config.total_steps = 400_000
+  config.optim.name = 'adamw'
+  config.optim.lr = 2.121e-4
+  config.optim.schedule = 'metrabs'
+  config.viz_formats = False  # the all-formats picture draws 2D heatmap heads only

@@ -113,6 +113,9 @@ def data_config(sources: str = 'synthetic', datasets=TRAIN_DATASETS) -> ml_colle
       ),
       # `python -m data_pipeline.prepare synthetic3d --config=...`: the synthetic 3D datasets' sizes.
       synthetic3d=dict(num_train_per_format=1000, num_val=200, image_size=(256, 256), difficulty=0.5, seed=0),
+      # A dataset of `order` whose train split is not prepared in `data_dir`: 'error' stops the run (one line
+      # naming the prepare command); 'skip' drops it from the run (printed), the others keep their weights' ratios.
+      missing='error',
     )
   )
 
@@ -165,6 +168,8 @@ def metrabs_config() -> ml_collections.ConfigDict:
       abs_loss_start_step=5000,  # L_abs counts from this train step on
       loss_2d_weight=0.2,  # the 2D examples' term (for 2D datasets that supervise the 3D head)
       proj_min_depth_mm=300.0,  # L_proj ignores ground-truth joints closer than this
+      # 2D datasets' assumed camera (tasks 'metrabs2d' / 'heatmap_metrabs'): field of view of the longer side, degrees.
+      fov_2d_deg=55.0,
     )
   )
 
@@ -361,4 +366,53 @@ def add_transfer(
 def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Locks the config so that a misspelt `--config.key` override fails instead of being ignored."""
   config.lock()
+  return config
+
+
+# --- the real 3D datasets (docs/METHOD.md §3) -------------------------------------------------------------------
+
+# 3D datasets with their own builders: (tfds name, train split, eval split, evaluation protocol). The other 3D
+# datasets are prepared by `python -m data_pipeline.prepare generic3d --dataset3d=NAME` as 'generic3d/NAME'.
+REAL3D_OWN_BUILDERS = {
+  'h36m': ('h36m', 'train', 'test', 'h36m'),  # test: S9, S11
+  'mpi_inf_3dhp': ('mpi_inf_3dhp', 'train', 'test', '3dhp'),  # test: TS1-TS6
+  'panoptic': ('panoptic', 'train', 'validation', ''),
+}
+# The 3D datasets evaluated by default: the benchmarks among the training datasets. (3DPW, the third benchmark
+# with a builder, `prepare pw3d_3d`, is not one of the 28 training datasets, and config.eval_datasets must name
+# datasets of data.order.)
+REAL3D_BENCHMARKS = ('h36m', 'mpi_inf_3dhp')
+
+
+def real3d_source(name: str) -> tuple[str, str, str, str]:
+  """(tfds name, train split, eval split, evaluation protocol) of 3D dataset `name` (registry3d.DATASETS_3D)."""
+  if name in REAL3D_OWN_BUILDERS:
+    return REAL3D_OWN_BUILDERS[name]
+  return f'generic3d/{name}', 'train', 'validation', ''
+
+
+def add_real3d(config: ml_collections.ConfigDict, names=None) -> ml_collections.ConfigDict:
+  """Adds the real 3D datasets `names` (default: all 28 of registry3d.DATASETS_3D, 96 examples per batch) to
+  `config.data` and its order, each trained by `metrabs3d` with its per-batch count as mixture weight, and adds
+  the benchmarks among them to `config.eval_datasets` (an empty eval_datasets, which means every dataset, first
+  becomes the datasets already in the order). Returns `config`.
+
+  AGORA and BEHAVE label two formats (smpl + smplx, smpl + coco), but a record holds one format: the generic
+  builder prepares each format as its own tfds config ('generic3d/agora' = smpl, 'generic3d/agora_smplx'). Each
+  dataset trains on its first format's records only (its whole per-batch count); its second format's joints are
+  still in the shared head (RICH labels smplx, HUMBI / Panoptic / AIST++ coco).
+  """
+  from posebh_jax.skeletons import registry3d  # lazy: the skeleton registry is not needed by the 2D configs
+
+  names = tuple(registry3d.DATASETS_3D) if names is None else tuple(names)
+  if not tuple(config.eval_datasets):
+    config.eval_datasets = tuple(config.data.order)
+  for name in names:
+    dataset = registry3d.get_dataset3d(name)
+    tfds_name, train_split, eval_split, protocol = real3d_source(name)
+    config.data.datasets[name] = dataset3d_entry(
+      dataset.format, tfds_name, train_split, eval_split, protocol, weight=float(dataset.per_batch)
+    )
+  config.data.order = tuple(config.data.order) + names
+  config.eval_datasets = tuple(config.eval_datasets) + tuple(n for n in names if n in REAL3D_BENCHMARKS)
   return config

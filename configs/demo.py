@@ -8,11 +8,14 @@
       --config.init_from=workdirs/demo_posebh                           # domain transfer to SMPL-24 (3DPW)
   python -m data_pipeline.prepare synthetic3d --config=configs/demo.py:task=3d   # the 3D demo's data, once
   python -m posebh_jax.main --config=configs/demo.py:task=3d --workdir=workdirs/demo3d
+  python -m data_pipeline.prepare synthetic3d --config=configs/demo.py:task=joint # (the 2D data: as for the demo)
+  python -m posebh_jax.main --config=configs/demo.py:task=joint --workdir=workdirs/demo_joint
 Args (comma separated): `tiny` shrinks everything for unit tests; `posebh` turns on prototypes, CSS and the
 three-stage schedule (compressed to the demo's step budget); `transfer` (implies `posebh`) adds the SMPL-24
 skeleton to a trained PoseBH run (docs/METHOD.md §2 domain transfer; configs/common.py add_transfer); `task=3d`
-trains MeTRAbs (one shared 3D head) on the three synthetic 3D formats instead of the 2D datasets (combines with
-`tiny`, not with `posebh` / `transfer`).
+trains MeTRAbs (one shared 3D head) on the three synthetic 3D formats instead of the 2D datasets; `task=joint`
+trains both halves in one model and one batch: the six 2D heads and the 3D head (the 3D formats and the human 2D
+datasets supervise it). Both combine with `tiny`, not with `posebh` / `transfer`.
 
 Sized for 2 CPU cores: 128×96 crops with patch 16 (8×6 tokens), width 192, depth 4, 32×24 heatmaps. The
 generator's difficulty is low (near-frontal people, side-on animals, little clutter) and augmentation is light,
@@ -24,13 +27,17 @@ from configs import common
 
 def _parse(arg: str) -> set[str]:
   flags = set(filter(None, (arg or '').split(',')))
-  unknown = flags - {'tiny', 'posebh', 'transfer', 'task=3d'}
+  unknown = flags - {'tiny', 'posebh', 'transfer', 'task=3d', 'task=joint'}
   if unknown:
     raise ValueError(
-      f"unknown demo config argument(s) {sorted(unknown)}; use configs/demo.py[:tiny][,posebh|,transfer|,task=3d]"
+      f'unknown demo config argument(s) {sorted(unknown)}; use '
+      'configs/demo.py[:tiny][,posebh|,transfer|,task=3d|,task=joint]'
     )
-  if 'task=3d' in flags and flags & {'posebh', 'transfer'}:
-    raise ValueError('configs/demo.py: task=3d does not combine with posebh or transfer')
+  tasks = flags & {'task=3d', 'task=joint'}
+  if len(tasks) > 1:
+    raise ValueError('configs/demo.py: choose one of task=3d and task=joint')
+  if tasks and flags & {'posebh', 'transfer'}:
+    raise ValueError(f'configs/demo.py: {tasks.pop()} does not combine with posebh or transfer')
   if 'transfer' in flags:  # the transfer run restores a PoseBH run of the same size
     flags.add('posebh')
   return flags
@@ -128,6 +135,8 @@ def get_config(arg: str = ''):
     _transfer(config, tiny='tiny' in flags)
   if 'task=3d' in flags:
     _task3d(config, tiny='tiny' in flags)
+  if 'task=joint' in flags:
+    _task_joint(config, tiny='tiny' in flags)
   return common.finalize(config)
 
 
@@ -153,6 +162,43 @@ def _task3d(config, tiny: bool):
     data.image_size = (128, 128)  # patch 16: an 8x8 grid
     data.heatmap_size = (32, 32)
     config.batch_size = 48  # 16 per format, one ghost-BatchNorm virtual batch each
+    config.metrabs.virtual_batch = 16
+    config.total_steps = 600
+    config.metrabs.abs_loss_start_step = 200
+    config.optim.warmup_steps = 50
+    config.checkpoint_every_steps = 200
+    config.eval_every_steps = 600
+
+
+# The synthetic 2D datasets of people: in the joint demo they also supervise the 3D head (docs/METHOD.md §3.1).
+HUMAN_2D = ('coco', 'aic', 'mpii', 'coco_wholebody')
+
+
+def _task_joint(config, tiny: bool):
+  """The mission's shape on the synthetic data: the six 2D datasets with their heatmap heads (the four human ones
+  also supervising the 3D head through its 2D term: task 'heatmap_metrabs') and the three synthetic 3D formats
+  through the shared MeTRAbs head, one backbone with one expert per dataset, one batch. The 2D demo's 128x96 crops
+  for every dataset (the 3D crops too: the 2200 mm box spans their height); 8 examples of each 2D dataset and 16 of
+  each 3D one per batch (96), so the 3D head sees 80 examples (5 ghost-BatchNorm virtual batches of 16)."""
+  data = config.data
+  for name in HUMAN_2D:
+    data.datasets[name].task = 'heatmap_metrabs'
+  common.add_synthetic3d(config)
+  data.aug3d.update(dict(scale_factor=0.1, rotation=10.0, occlusion_prob=0.2, occlusion_max=1))
+  data.synthetic3d.update(dict(num_train_per_format=1500, num_val=150, image_size=(192, 192), difficulty=0.0))
+  for name in common.SYNTHETIC_3D_FORMATS:
+    data.datasets[name].weight = 2.0
+  data.datasets.coco.weight = 1.0
+  config.viz_formats = False  # the all-formats picture draws 2D heatmap heads only
+  if tiny:
+    for name in common.SYNTHETIC_3D_FORMATS:
+      data.datasets[name].weight = 1.0
+    data.synthetic3d.update(dict(num_train_per_format=24, num_val=12, image_size=(96, 96)))
+    config.batch_size = 72  # 8 of each of the 9 datasets: a multiple of 8 devices
+    config.metrabs.virtual_batch = 8
+    config.metrabs.abs_loss_start_step = 2
+  else:
+    config.batch_size = 96
     config.metrabs.virtual_batch = 16
     config.total_steps = 600
     config.metrabs.abs_loss_start_step = 200

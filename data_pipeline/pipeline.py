@@ -10,6 +10,7 @@ and the iterator state is just a position.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from typing import Any, Mapping, Sequence
@@ -113,6 +114,112 @@ def dataset_sizes(data_config) -> dict[str, int]:
     cfg = _dataset_config(data_config, name)
     sizes[name] = len(open_source(cfg.tfds_name, cfg.train_split, data_config.data_dir))
   return sizes
+
+
+# ----------------------------------------------------------------------------------------------- missing datasets
+
+MISSING_POLICIES = ('error', 'skip')  # config.data.missing
+
+
+def prepare_command(tfds_name: str, data_dir: str) -> str:
+  """The `python -m data_pipeline.prepare ...` command that prepares tfds dataset `tfds_name` in `data_dir`, or a
+  clause saying that no builder exists for it."""
+  entry = builders.entry_for_tfds_name(tfds_name)
+  if entry is None:
+    known = ', '.join(b.tfds_name for b in builders.BUILDERS.values())
+    return f'no builder is registered for {tfds_name!r} (known: {known})'
+  if entry.prepare_name in builders.SYNTHETIC_DATASETS:
+    return f'python -m data_pipeline.prepare {entry.prepare_name} --data_dir={data_dir}'
+  raw = entry.prepare_name
+  dataset3d = ''
+  if '/' in tfds_name:  # one tfds config per dataset ('generic3d/aspset')
+    raw = tfds_name.split('/', 1)[1]
+    dataset3d = f' --dataset3d={raw}'
+  return (
+    f'python -m data_pipeline.prepare {entry.prepare_name}{dataset3d} --manual_dir=<raw {raw} directory> '
+    f'--data_dir={data_dir}'
+  )
+
+
+def missing_train_split(data_config, name: str) -> str | None:
+  """Why dataset `name`'s train split cannot be read from `data_config.data_dir` (a clause naming its tfds name,
+  split and data_dir), or None when it is prepared."""
+  entry = _dataset_config(data_config, name)
+  where = f'train split {entry.train_split!r} of tfds dataset {entry.tfds_name!r}'
+  try:
+    builder = prepared_builder(entry.tfds_name, data_config.data_dir)
+  except DatasetNotFoundError:
+    return f'{where} is not prepared in {data_config.data_dir}'
+  if entry.train_split not in builder.info.splits:
+    return f'{where} is not in {data_config.data_dir} (it has: {", ".join(sorted(builder.info.splits))})'
+  return None
+
+
+def drop_missing_datasets(config):
+  """Applies `config.data.missing` to the datasets of `config.data.order` whose train split is not prepared.
+
+  Returns (config, dropped): with 'skip', a copy of `config` (locked as it was) without those datasets in
+  `data.order`, `data.datasets`, `eval_datasets` and `transfer.new_datasets` / `init_like` (the others keep their
+  weights, hence their ratios), and dropped = {name: why} in order; `config` itself and {} when none is missing.
+  Raises DatasetNotFoundError (one line: dataset, tfds name, split, data_dir, prepare command) for a missing dataset
+  under 'error', and DataConfigError when 'skip' leaves no dataset, or no dataset of a non-empty eval_datasets, or
+  `missing` is neither.
+  """
+  data = config.data
+  policy = data.get('missing', 'error')
+  if policy not in MISSING_POLICIES:
+    raise DataConfigError(f"config.data.missing is {policy!r}; use 'error' (stop) or 'skip' (train without them)")
+  known = [name for name in data.order if name in data.datasets]  # unknown names: validate_config's message
+  dropped = {name: why for name in known if (why := missing_train_split(data, name)) is not None}
+  if not dropped:
+    return config, {}
+  if policy == 'error':
+    name, why = next(iter(dropped.items()))
+    entry = data.datasets[name]
+    others = [n for n in dropped if n != name]
+    more = f'; also not prepared: {", ".join(others)}' if others else ''
+    raise DatasetNotFoundError(
+      f'dataset {name!r}: {why}; run: {prepare_command(entry.tfds_name, data.data_dir)}{more} (or pass '
+      '--config.data.missing=skip to train without the datasets that are not prepared)'
+    )
+  kept = tuple(name for name in data.order if name not in dropped)
+  if not kept:
+    raise DataConfigError(
+      f'no dataset of config.data.order is prepared in {data.data_dir} (config.data.missing=skip dropped all '
+      f'{len(dropped)}: {", ".join(dropped)}); prepare them with python -m data_pipeline.prepare, or fix '
+      'config.data.data_dir'
+    )
+  evaluated = tuple(config.eval_datasets)
+  if evaluated and all(name in dropped for name in evaluated):
+    raise DataConfigError(
+      f'config.data.missing=skip dropped every dataset of config.eval_datasets ({", ".join(evaluated)}: not '
+      f'prepared in {data.data_dir}); prepare one of them, or set --config.eval_datasets to datasets of {kept}'
+    )
+  resolved = copy.deepcopy(config)
+  with resolved.unlocked():
+    resolved.data.order = kept
+    for name in dropped:
+      del resolved.data.datasets[name]
+    resolved.eval_datasets = tuple(name for name in evaluated if name not in dropped)
+    if 'transfer' in resolved:
+      transfer = resolved.transfer
+      transfer.new_datasets = tuple(n for n in transfer.new_datasets if n not in dropped)
+      transfer.init_like = tuple(pair for pair in transfer.init_like if not set(pair) & set(dropped))
+  return resolved, dropped
+
+
+def missing_lines(dropped: Mapping[str, str]) -> list[str]:
+  """One printed line per dataset `drop_missing_datasets` dropped, saying why."""
+  return [f"skipped dataset {name!r} (config.data.missing=skip): {why}" for name, why in dropped.items()]
+
+
+def describe_composition(counts: Mapping[str, int], num_groups: int) -> str:
+  """One line: the per-dataset examples of one global batch (`composition`) with their shares, e.g. 'composition
+  of the batch of 48 (1 shard): coco 18 (38%), aic 6 (12%), ...'."""
+  total = sum(counts.values())
+  shards = f'{num_groups} shards of {total // num_groups}' if num_groups > 1 else '1 shard'
+  parts = ', '.join(f'{name} {count} ({count / total:.1%})' for name, count in counts.items())
+  return f'composition of the batch of {total} ({shards}): {parts}'
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -233,8 +340,11 @@ class _NameBatches(grain.transforms.Map):
     return dict(zip(self.names, batches))
 
 
-def train_transform(data_config, name: str) -> TopDownTrainTransform:
-  """Returns the train transform of dataset `name` (its format, codec, half-body setting and config.data.aug)."""
+def train_transform(
+  data_config, name: str, camera_fov_deg: float | None = None, with_heatmaps: bool = True
+) -> TopDownTrainTransform:
+  """Returns the train transform of dataset `name` (its format, codec, half-body setting and config.data.aug);
+  `camera_fov_deg` and `with_heatmaps` as `TopDownTrainTransform`'s."""
   cfg = _dataset_config(data_config, name)
   return TopDownTrainTransform(
     format_name=cfg.format,
@@ -246,6 +356,8 @@ def train_transform(data_config, name: str) -> TopDownTrainTransform:
     aug=data_config.aug,
     half_body=cfg.half_body,
     fast_decode=data_config.fast_jpeg_decode,
+    camera_fov_deg=camera_fov_deg,
+    with_heatmaps=with_heatmaps,
   )
 
 

@@ -262,6 +262,8 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
     keypoints_key: str = 'keypoints',
     reduced_decode: bool = True,
     fast_decode: bool = True,
+    camera_fov_deg: float | None = None,
+    with_heatmaps: bool = True,
   ):
     """Args: skeleton `format_name`; `codec_name` 'udp' | 'msra' (also selects the UDP warp); model
     `image_size_hw` (H, W) and `heatmap_size_hw` (h, w); Gaussian `sigma` (heatmap px); `bbox_padding`;
@@ -269,7 +271,10 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
     half_body_min_keypoints; `half_body` enables half-body; `keypoints_key` is the record field;
     `reduced_decode` decodes JPEGs at 1/2, 1/4 or 1/8 size when the crop shrinks the image that much
     (see `decode_and_crop`; the targets never depend on it); `fast_decode` uses libjpeg's fast IDCT and
-    upsampling (see `decode_jpeg`)."""
+    upsampling (see `decode_jpeg`); `camera_fov_deg` (2D examples that supervise a 3D head): also return the crop
+    camera (`crop_camera_2d` of an assumed camera with this field of view) as 'intrinsics' float32 (3, 3) and the
+    crop's keypoints as 'keypoints2d' float32 (K, 2) px and 'keypoints2d_valid' bool (K,) (labelled and inside the
+    crop); `with_heatmaps` False leaves out 'heatmaps' and 'target_weights' (a dataset without a heatmap head)."""
     skeleton = get_format(format_name)
     self.format_name = format_name
     self.output_size_wh = (int(image_size_hw[1]), int(image_size_hw[0]))
@@ -286,10 +291,18 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
     self.keypoints_key = keypoints_key
     self.reduced_decode = bool(reduced_decode)
     self.fast_decode = bool(fast_decode)
+    self.camera_fov_deg = None if camera_fov_deg is None else float(camera_fov_deg)
+    self.with_heatmaps = bool(with_heatmaps)
     self.num_keypoints = skeleton.num_keypoints
     self.flip_index = np.asarray(skeleton.flip_index, np.int64)
     self.upper_ids = tuple(int(i) for i in skeleton.upper_body_ids)
     self.lower_ids = tuple(int(i) for i in skeleton.lower_body_ids)
+
+  @property
+  def record_fields(self) -> tuple[str, ...]:
+    """The stored record fields the transform reads (the image size too when it returns the crop camera)."""
+    fields = ('image', 'bbox', self.keypoints_key)
+    return fields + ('height', 'width') if self.camera_fov_deg is not None else fields
 
   def sample_crop(self, keypoints: np.ndarray, bbox, rng: np.random.Generator):
     """Draws the augmentation: returns (center (2,), scale (2,), rotation_deg, flip) for the original image."""
@@ -325,10 +338,37 @@ class TopDownTrainTransform(grain.transforms.RandomMap):
     matrix = crop_matrix(center, scale, rotation, flip, 0, self.output_size_wh, self.use_udp)
     crop = decode_and_crop(element['image'], matrix, self.output_size_wh, self.reduced_decode, self.fast_decode)
     warped = warp_keypoints(keypoints, matrix, self.output_size_wh, self.flip_index if flip else None)
-    heatmaps, weights = self.codec.encode(
-      warped[:, :2], warped[:, 2] > 0, self.output_size_wh, self.heatmap_size_wh, self.sigma, channels_last=True
-    )
-    return {'image': crop, 'heatmaps': heatmaps, 'target_weights': weights}
+    example = {'image': crop}
+    if self.with_heatmaps:
+      example['heatmaps'], example['target_weights'] = self.codec.encode(
+        warped[:, :2], warped[:, 2] > 0, self.output_size_wh, self.heatmap_size_wh, self.sigma, channels_last=True
+      )
+    if self.camera_fov_deg is not None:
+      image_hw = (int(element['height']), int(element['width']))
+      example['intrinsics'] = crop_camera_2d(matrix, image_hw, self.camera_fov_deg, flip)
+      example['keypoints2d'] = np.ascontiguousarray(warped[:, :2])
+      example['keypoints2d_valid'] = warped[:, 2] > 0
+    return example
+
+
+def assumed_intrinsics(image_hw, fov_deg: float) -> np.ndarray:
+  """float64 (3, 3) intrinsics of an image without a known camera: square pixels, the principal point at the image
+  centre and the focal length that gives the image's longer side a field of view of `fov_deg` degrees."""
+  height, width = (float(v) for v in image_hw)
+  focal = max(height, width) / (2.0 * np.tan(np.deg2rad(fov_deg) / 2.0))
+  return np.array([[focal, 0.0, (width - 1.0) / 2.0], [0.0, focal, (height - 1.0) / 2.0], [0.0, 0.0, 1.0]])
+
+
+def crop_camera_2d(matrix: np.ndarray, image_hw, fov_deg: float, flip: bool) -> np.ndarray:
+  """float32 (3, 3) intrinsics of a 2D example's affine crop: K_crop = A K (M), A the image → crop affine `matrix`
+  (2, 3) as a 3×3, K `assumed_intrinsics(image_hw, fov_deg)`, M = diag(-1, 1, 1) when the crop is `flip`ped, so that
+  the crop camera is a proper one (positive determinant) viewing the mirrored scene, as the 3D examples' flip
+  mirrors their joints. Projecting camera-frame points with it (K_crop X / z) lands them in crop px."""
+  affine_3x3 = np.concatenate([np.asarray(matrix, np.float64), [[0.0, 0.0, 1.0]]])
+  intrinsics = affine_3x3 @ assumed_intrinsics(image_hw, fov_deg)
+  if flip:
+    intrinsics = intrinsics @ np.diag([-1.0, 1.0, 1.0])
+  return intrinsics.astype(np.float32)
 
 
 def eval_crop(image: np.ndarray, bbox, image_size_hw, bbox_padding: float, use_udp: bool):

@@ -26,7 +26,7 @@ class Evaluator:
     self.config = config
     self.trainer = trainer
     self.workdir = workdir
-    self.names = tuple(config.eval_datasets) or tuple(config.data.order)
+    self.names = evaluated_datasets(config)
     self._predict = {}
 
   def context(self, state, name: str, step: int) -> tasks.EvalContext:
@@ -84,12 +84,22 @@ def eval_batch_size(config, groups: int) -> int:
   return config.eval_batch_size - config.eval_batch_size % groups or groups
 
 
+def evaluated_datasets(config) -> tuple[str, ...]:
+  """`config.eval_datasets`, or, when empty, every dataset of `config.data.order` whose task evaluates."""
+  if config.eval_datasets:
+    return tuple(config.eval_datasets)
+  return tuple(n for n in config.data.order if tasks.get_task_class(config.data.datasets[n].task).evaluates)
+
+
 def validate_config(config) -> None:
   """Checks the evaluation keys of `config`; raises UserError (one line)."""
   order = tuple(config.data.order)
   for name in config.eval_datasets:
     if name not in order:
       raise UserError(f"config.eval_datasets names '{name}', which is not in config.data.order {list(order)}")
+    kind = config.data.datasets[name].task
+    if not tasks.get_task_class(kind).evaluates:
+      raise UserError(f"config.eval_datasets names '{name}', whose task '{kind}' has no evaluation; leave it out")
   if config.eval_nms not in NMS_CHOICES:
     raise UserError(f"config.eval_nms is '{config.eval_nms}'; use one of {', '.join(NMS_CHOICES)}")
   if config.eval_batch_size < 1:

@@ -14,7 +14,13 @@ from flax import traverse_util
 from posebh_jax.errors import UserError
 
 
-SCHEDULES = ('step', 'cosine')  # config.optim.schedule
+SCHEDULES = ('step', 'cosine', 'metrabs')  # config.optim.schedule
+# The 'metrabs' schedule (docs/METHOD.md §3.6): ×1/3 over the first KNEE of the run, then a drop to 1/DROP of the
+# base lr that decays by ×LAST_DECAY over the rest.
+METRABS_KNEE = 0.92
+METRABS_FIRST_DECAY = 1.0 / 3.0
+METRABS_DROP = 30.0
+METRABS_LAST_DECAY = 0.3
 
 
 def check_frozen_patterns(section: str, patterns: Sequence[str]) -> None:
@@ -54,7 +60,9 @@ def learning_rate_schedule(
 ) -> Callable[[jax.Array], jax.Array]:
   """Linear warmup from `base_lr * warmup_ratio` to `base_lr` over `warmup_steps`, then either (kind 'step')
   ×decay_factor at each step in `decay_steps`, or (kind 'cosine') a half cosine from `base_lr` down to
-  `base_lr * final_ratio` at `total_steps`. Returns step → lr (float32)."""
+  `base_lr * final_ratio` at `total_steps`, or (kind 'metrabs', MeTRAbs' schedule; T = `total_steps`, K = 0.92 T)
+  `base_lr * (1/3)^(t/K)` for t < K, then `base_lr / 30 * 0.3^((t - K)/(T - K))`, both times the warmup factor
+  (t counts from step 0, as the 'step' kind's decay does). Returns step → lr (float32)."""
   if kind not in SCHEDULES:
     raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {kind!r}")
   boundaries = jnp.asarray(sorted(decay_steps) or [np.iinfo(np.int32).max], jnp.int32)
@@ -66,6 +74,12 @@ def learning_rate_schedule(
     if kind == 'cosine':
       done = jnp.clip((step - warmup_steps).astype(jnp.float32) / max(total_steps - warmup_steps, 1), 0.0, 1.0)
       return base_lr * warm * (final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + jnp.cos(jnp.pi * done)))
+    if kind == 'metrabs':
+      t = step.astype(jnp.float32)
+      knee = METRABS_KNEE * total_steps
+      first = METRABS_FIRST_DECAY ** (t / max(knee, 1.0))
+      last = METRABS_LAST_DECAY ** ((t - knee) / max(total_steps - knee, 1.0)) / METRABS_DROP
+      return base_lr * warm * jnp.where(t < knee, first, last)
     drops = jnp.sum(step >= boundaries) if decay_steps else 0
     return base_lr * warm * decay_factor**drops
 

@@ -111,6 +111,15 @@ def _print(message: str):
     print(message, flush=True)
 
 
+def drop_missing_datasets(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` without the datasets that `config.data.missing` drops (`pipeline.drop_missing_datasets`), printing
+  one line per dropped dataset; raises its one-line errors."""
+  config, dropped = pipeline.drop_missing_datasets(config)
+  for line in pipeline.missing_lines(dropped):
+    _print(line)
+  return config
+
+
 def build(config: ml_collections.ConfigDict, steps_per_epoch: int | None = None):
   """(mesh, counts, steps per epoch, Trainer) of a validated config."""
   mesh = sharding_lib.make_mesh(config.mesh)
@@ -229,16 +238,15 @@ class _TrainLoop:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from the latest checkpoint in `workdir`), evaluates on schedule; returns last metrics."""
   run_start = time.perf_counter()
+  config = drop_missing_datasets(config)
   validate_config(config)
   workdir = os.path.abspath(workdir)
   run_config = workdir_lib.read_run_config(workdir)  # the previous run's, replaced once this run has started
   mesh, counts, steps_per_epoch, trainer = build(config)
   groups = trainer.groups
   total_steps = trainer.total_steps
-  _print(
-    f'mesh {dict(mesh.shape)} | batch {config.batch_size} = {counts} | {steps_per_epoch} steps/epoch | '
-    f'{total_steps} steps'
-  )
+  _print(f'mesh {dict(mesh.shape)} | batch {config.batch_size} | {steps_per_epoch} steps/epoch | {total_steps} steps')
+  _print(pipeline.describe_composition(counts, groups))
   note = pipeline.mixture_note(config.data, config.batch_size, groups, counts)
   if note:
     _print(note)
@@ -311,6 +319,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """`--mode=eval`: evaluates the latest checkpoint in `workdir` and logs `eval/<dataset>/<metric>`."""
+  config = drop_missing_datasets(config)  # the datasets the run trained on, under the same config.data.missing
   validate_config(config)
   workdir = os.path.abspath(workdir)
   _, _, _, trainer = build(config, steps_per_epoch=1)

@@ -21,6 +21,7 @@ import ml_collections
 import optax
 
 from posebh_jax import checkpoint as checkpoint_lib
+from posebh_jax.errors import UserError
 from posebh_jax import flops as flops_lib
 from posebh_jax import optim
 from posebh_jax import sharding as sharding_lib
@@ -50,7 +51,14 @@ class Trainer:
     self.groups = sharding_lib.num_batch_groups(mesh)
     self.counts = dict(counts)
     self.posebh = config.posebh.enabled
+    not_heatmap = [n for n, task in self.tasks.items() if task.kind != tasks_lib.HeatmapTask.kind]
+    if self.posebh and not_heatmap:
+      raise UserError(
+        f"config.posebh.enabled: PoseBH's prototypes train on 'heatmap' datasets only, and {', '.join(not_heatmap)} "
+        "have other tasks; turn PoseBH off for 3D or joint runs"
+      )
     self.head_specs = {n: task.head_spec() for n, task in self.tasks.items()}
+    pose_model.check_head_batches(self.head_specs, self.counts)
     self.model = pose_model.build_model(
       config.model,
       self.names,

@@ -3,7 +3,7 @@
 
 import pytest
 
-from configs import b16, demo, h16
+from configs import b16, common, demo, h16
 from posebh_jax import stages
 from posebh_jax.errors import UserError
 
@@ -134,3 +134,117 @@ def test_transfer_needs_posebh_and_known_datasets():
   config.posebh.enabled = False
   with pytest.raises(UserError, match='posebh'):
     stages.plan_phases(config, 7, 7)
+
+
+# --- task=3d / task=joint (docs/METHOD.md §3) -----------------------------------------------------------------------
+
+HUMAN_2D = ('coco', 'aic', 'mpii', 'coco_wholebody')
+
+
+def _3d_datasets():
+  from posebh_jax.skeletons import registry3d
+
+  return registry3d.DATASETS_3D
+
+
+@pytest.mark.parametrize('task', ['3d', 'joint'])
+def test_task3d_configs_have_method_values(task):
+  config = b16.get_config(f'task={task}')
+  _assert_locked(config)
+  datasets3d = _3d_datasets()
+  names_2d = HUMAN_2D if task == '3d' else TRAIN
+  assert tuple(config.data.order) == tuple(datasets3d) + names_2d
+  for name, dataset in datasets3d.items():
+    entry = config.data.datasets[name]
+    assert (entry.task, entry.format, entry.weight) == ('metrabs3d', dataset.format, dataset.per_batch)
+  protocols = {n: config.data.datasets[n].protocol for n in datasets3d if config.data.datasets[n].protocol}
+  assert protocols == {'h36m': 'h36m', 'mpi_inf_3dhp': '3dhp'}
+  kinds = {n: config.data.datasets[n].task for n in names_2d}
+  if task == '3d':
+    assert kinds == dict.fromkeys(HUMAN_2D, 'metrabs2d')
+    assert all(config.data.datasets[n].weight == 8 for n in HUMAN_2D)
+    assert tuple(config.eval_datasets) == ('h36m', 'mpi_inf_3dhp')
+  else:
+    assert kinds == {n: 'heatmap_metrabs' if n in HUMAN_2D else 'heatmap' for n in TRAIN}
+    assert tuple(config.eval_datasets) == TRAIN + ('h36m', 'mpi_inf_3dhp')
+  assert sum(config.data.datasets[n].weight for n in names_2d) == 32
+  assert (config.batch_size, config.total_steps, config.data.image_size, config.data.heatmap_size) == (
+    128,
+    400_000,
+    (256, 256),
+    (64, 64),
+  )
+  assert (config.optim.name, config.optim.lr, config.optim.schedule) == ('adamw', 2.121e-4, 'metrabs')
+  assert config.metrabs.to_dict() == common.metrabs_config().to_dict()
+  assert config.data.missing == 'error'
+
+
+@pytest.mark.parametrize('task', ['3d', 'joint'])
+@pytest.mark.parametrize('groups', [1, 8])
+def test_task3d_composition_is_the_per_batch_counts_on_every_shard(task, groups):
+  """Weights = per-batch counts and batch 128·G: each dataset gets count·G examples, count in every shard."""
+  from data_pipeline import pipeline
+
+  config = b16.get_config(f'task={task}')
+  counts = pipeline.composition(config.data, 128 * groups, groups)
+  assert counts == {n: int(config.data.datasets[n].weight) * groups for n in config.data.order}
+  assert sum(counts[n] for n in _3d_datasets()) == 96 * groups
+
+
+def test_task3d_sources_are_what_the_builders_write():
+  from data_pipeline import builders
+  from data_pipeline.builders import generic3d, h36m, mpi_inf_3dhp
+
+  config = b16.get_config('task=3d')
+  own = {'h36m': h36m.H36m, 'mpi_inf_3dhp': mpi_inf_3dhp.MpiInf3dhp}
+  for name in _3d_datasets():
+    entry = config.data.datasets[name]
+    assert builders.entry_for_tfds_name(entry.tfds_name) is not None
+    if name in own:
+      assert entry.tfds_name == own[name].name and own[name].FORMAT == entry.format
+      assert {entry.train_split, entry.eval_split} == set(own[name].LAYOUT)
+    elif name == 'panoptic':  # its splits come from the sequence directories: train and validation
+      assert (entry.tfds_name, entry.train_split, entry.eval_split) == ('panoptic', 'train', 'validation')
+    else:
+      assert entry.tfds_name == f'generic3d/{name}' and generic3d.CONFIG_FORMATS[name] == entry.format
+      assert {entry.train_split, entry.eval_split} <= set(generic3d.Generic3D.LAYOUT)
+
+
+def test_task_default_is_2d_and_3d_refuses_posebh():
+  assert b16.get_config('task=2d').to_dict() == b16.get_config('').to_dict()
+  for method in ('posebh', 'transfer'):
+    with pytest.raises(ValueError, match=f'^task=3d does not combine with method={method}; drop one of them$'):
+      b16.get_config(f'task=3d,method={method}')
+  with pytest.raises(ValueError, match='task=joint does not combine'):
+    b16.get_config('method=posebh,task=joint')
+  with pytest.raises(ValueError, match="unknown task '4d'"):
+    b16.get_config('task=4d')
+
+
+@pytest.mark.parametrize('task', ['3d', 'joint'])
+def test_task3d_runlocal_builds_on_synthetic_data(task):
+  config = b16.get_config(f'runlocal,task={task}')
+  _assert_locked(config)
+  assert config.data.sources == 'synthetic' and config.data.data_dir == 'data/tfds_runlocal'
+  synthetic3d = tuple(common.SYNTHETIC_3D_FORMATS)
+  assert tuple(config.data.order[:3]) == synthetic3d
+  assert config.batch_size == len(config.data.order) and config.total_steps == 5
+  assert config.data.datasets.syn_smpl.tfds_name == 'posebh_synthetic3d'
+  assert config.data.datasets.coco.tfds_name == 'posebh_synthetic'
+  assert tuple(config.eval_datasets) == (synthetic3d if task == '3d' else TRAIN + synthetic3d)
+  real = b16.get_config(f'runlocal,data=real,task={task}')
+  assert real.batch_size == len(real.data.order) == 28 + (4 if task == '3d' else 6)
+
+
+def test_metrabs_schedule_closed_form():
+  """lr·(1/3)^(t/0.92T) before 0.92T, then lr/30·0.3^((t-0.92T)/0.08T); the warmup factor multiplies both."""
+  from posebh_jax import optim
+
+  lr, total = 2.121e-4, 1000
+  schedule = optim.learning_rate_schedule(lr, 10, 0.0, [], 0.1, kind='metrabs', total_steps=total)
+  assert float(schedule(5)) == pytest.approx(lr * 0.5 * (1 / 3) ** (5 / 920), rel=1e-5)
+  for step in (10, 460, 919):
+    assert float(schedule(step)) == pytest.approx(lr * (1 / 3) ** (step / 920), rel=1e-5)
+  for step in (920, 960, 1000):
+    assert float(schedule(step)) == pytest.approx(lr / 30 * 0.3 ** ((step - 920) / 80), rel=1e-5)
+  assert float(schedule(919)) > float(schedule(920)) * 9  # the drop: 1/3 → 1/30

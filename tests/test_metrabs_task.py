@@ -4,6 +4,7 @@ heads), and the tiny 3D demo trained and evaluated through `posebh_jax.main`."""
 import json
 import math
 
+import cv2
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -155,6 +156,12 @@ def test_tiny_3d_demo_trains_evaluates_and_starts_abs_loss_late(one_device_run):
     offline = pose3d.get_evaluator3d(name).evaluate(str(gt), results)
     for metric, value in offline.items():
       assert value == pytest.approx(final[f'eval/{name}/{metric}'], rel=1e-9), metric
+    # The evaluation's picture: one row per example, the crop x2 beside a square 3D view as tall as it.
+    config = demo.get_config('tiny,task=3d')
+    height, width = config.data.image_size
+    picture = cv2.imread(str(workdir / 'viz' / f'{name}_step3.png'))
+    assert picture is not None, f'{name}: no viz/{name}_step3.png'
+    assert picture.shape == (config.viz_examples * 2 * height, 2 * width + 2 * height, 3)
 
 
 def test_eight_devices_match_one_device(tmp_path, data3d_dir, one_device_run):

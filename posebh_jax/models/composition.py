@@ -79,3 +79,19 @@ def dataset_slice(x: jax.Array, comp: Composition, offset: int, count: int) -> j
   grouped = x.reshape((comp.groups, comp.group_size) + x.shape[1:])
   part = grouped[:, offset : offset + count]
   return part.reshape((comp.groups * count,) + x.shape[1:])
+
+
+def datasets_slice(x: jax.Array, comp: Composition, parts: Sequence[tuple[int, int]]) -> jax.Array:
+  """The examples of several datasets, `parts` = ((offset_in_group, count_in_group), ...), out of a grouped
+  `(groups * group_size, ...)` array: `(groups * Σ count, ...)`, dataset after dataset, each in its global batch
+  order (`dataset_slice`). The order does not depend on the number of batch shards, so that a module that mixes
+  examples (ghost BatchNorm's consecutive virtual batches) computes the same on 1 device as on 8."""
+  pieces = [dataset_slice(x, comp, offset, count) for offset, count in parts]
+  return jnp.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+
+
+def split_datasets(y: jax.Array, groups: int, counts: Sequence[int]) -> list[jax.Array]:
+  """Inverse of `datasets_slice` for its output (or any array with the same leading layout): `(groups * Σ counts,
+  ...)` → one `(groups * count, ...)` array per count."""
+  bounds = np.cumsum([groups * count for count in counts])[:-1]
+  return list(jnp.split(y, [int(b) for b in bounds], axis=0))

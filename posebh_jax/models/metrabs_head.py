@@ -242,6 +242,16 @@ class MetrabsHeadSpec:
     """None: the head always runs on its own."""
     return None
 
+  def batch_error(self, count: int) -> str | None:
+    """Why `count` examples per global batch cannot train the head (ghost BatchNorm splits them into virtual batches
+    of `virtual_batch`: a larger count must be a multiple), or None."""
+    if count > self.virtual_batch and count % self.virtual_batch:
+      return (
+        f'its {count} examples per batch are not a multiple of config.metrabs.virtual_batch={self.virtual_batch} '
+        '(ghost BatchNorm); change the batch size, the mixture weights or the virtual batch'
+      )
+    return None
+
   def forward_flops(self, width: int, grid_hw) -> float:
     """Forward FLOPs of the head for one example on a `grid_hw` feature map of `width` channels: the 1×1
     convolution to J (1 + D_z) channels and the soft-argmax expectations (2 per 2D cell and joint, 3 per volume

@@ -16,6 +16,7 @@ from posebh_jax.models import vit
 from posebh_jax.models.heatmap_head import HeatmapHeadSpec
 from posebh_jax.models.partitioning import BATCH
 from posebh_jax.models.embedding import KeypointEmbedding
+from posebh_jax.models.multi_head import head_parts
 
 
 class PoseModel(nn.Module):
@@ -77,9 +78,9 @@ class PoseModel(nn.Module):
     # One module per head name: datasets whose specs share a `head_name` share one head (and its parameters).
     specs = {}
     for name, spec in zip(self.dataset_names, self.head_specs):
-      key = head_name(name, spec)
-      if specs.setdefault(key, spec) != spec:
-        raise ValueError(f"datasets sharing head '{key}' have different head specs: {specs[key]} and {spec}")
+      for _, key, part in head_parts(name, spec):
+        if specs.setdefault(key, part) != part:
+          raise ValueError(f"datasets sharing head '{key}' have different head specs: {specs[key]} and {part}")
     self.heads = {key: spec.build(self.dtype, self.param_dtype, name=f'head_{key}') for key, spec in specs.items()}
     if self.embed_dim > 0:
       self.embedding = KeypointEmbedding(
@@ -92,8 +93,11 @@ class PoseModel(nn.Module):
       )
 
   def head_of(self, name: str) -> nn.Module:
-    """The head module that dataset `name` runs (its own, or the one its spec's `head_name` shares)."""
-    return self.heads[head_name(name, self.head_specs[self.dataset_names.index(name)])]
+    """The head module that dataset `name` runs (its own, or the one its spec's `head_name` shares); a dataset with
+    several heads (`MultiHeadSpec`): its own one."""
+    parts = head_parts(name, self.head_specs[self.dataset_names.index(name)])
+    own = [key for _, key, _ in parts if key == name]
+    return self.heads[own[0] if own else parts[0][1]]
 
   def composition(self, images_by_dataset: Mapping[str, Any]) -> composition_lib.Composition:
     unknown = set(images_by_dataset) - set(self.dataset_names)
@@ -114,23 +118,44 @@ class PoseModel(nn.Module):
     return self._own_heads(features, comp, train)
 
   def _own_heads(self, features, comp: composition_lib.Composition, train: bool):
-    """{name: head `name` on dataset `name`'s examples of `features`}, in dataset order. Heads of one kind (equal
-    `stack_key`) with equal per-dataset counts run as one stacked computation (e.g. `heatmap_head.stacked_heads`),
-    the others one after another on static slices."""
+    """{name: dataset `name`'s head output on its own examples of `features`}, in dataset order (a `MultiHeadSpec`
+    dataset: {output key: that head's output}). A head shared by several datasets (`head_name`) runs once on all
+    their examples, dataset after dataset in global batch order (`composition.datasets_slice`: ghost BatchNorm's
+    virtual batches and its one running-statistics update see the same examples on any number of devices);
+    heads of one kind (equal `stack_key`) with equal per-dataset counts run as one stacked computation (e.g.
+    `heatmap_head.stacked_heads`); the others one after another on static slices."""
     present = list(comp.present())
-    outputs = {}
+    # One run per (dataset, head part): (dataset, output key, module key, spec, offset, count).
+    runs = []
+    for _, name, offset, count in present:
+      for key, module_key, spec in head_parts(name, self.head_specs[self.dataset_names.index(name)]):
+        runs.append((name, key, module_key, spec, offset, count))
+    results = {}
+    by_module: dict[str, list] = {}
+    for run in runs:
+      by_module.setdefault(run[2], []).append(run)
+    for module_key, members in by_module.items():
+      if len(members) < 2:
+        continue
+      x = composition_lib.datasets_slice(features, comp, [(offset, count) for *_, offset, count in members])
+      x = nn.with_logical_constraint(x, (BATCH, None, None, None))
+      out = self.heads[module_key](x, train)
+      counts = [count for *_, count in members]
+      pieces = jax.tree.map(lambda y: composition_lib.split_datasets(y, comp.groups, counts), out)
+      for index, (name, key, *_) in enumerate(members):
+        results[(name, key)] = jax.tree.map(lambda p, i=index: p[i], pieces, is_leaf=lambda v: isinstance(v, list))
+    alone = [run for run in runs if (run[0], run[1]) not in results]
     groups: dict[Any, list] = {}
     if self.stack_equal_datasets and not self.is_initializing():
-      for entry in present:
-        _, name, _, count = entry
-        key = getattr(self.head_specs[self.dataset_names.index(name)], 'stack_key', None)
-        if key is not None:
-          groups.setdefault((key, count), []).append(entry)
-    stacked = {}
+      for run in alone:
+        stack_key = getattr(run[3], 'stack_key', None)
+        if stack_key is not None:
+          groups.setdefault((stack_key, run[5]), []).append(run)
     for (_, count), members in groups.items():
       if len(members) < 2:
         continue
-      if len(members) == len(present):  # every dataset of the batch: a reshape, no gathering of slices
+      if len(members) == len(present) and len(runs) == len(present):
+        # Every dataset of the batch, one head each: a reshape, no gathering of slices.
         per_dataset = features.reshape((comp.groups, len(present), count) + features.shape[1:])
         per_dataset = jnp.swapaxes(per_dataset, 0, 1)
       else:
@@ -139,20 +164,24 @@ class PoseModel(nn.Module):
             composition_lib.dataset_slice(features, comp, offset, count).reshape(
               (comp.groups, count) + features.shape[1:]
             )
-            for _, _, offset, count in members
+            for *_, offset, count in members
           ]
         )
       per_dataset = per_dataset.reshape((len(members), comp.groups * count) + features.shape[1:])
       per_dataset = nn.with_logical_constraint(per_dataset, (None, BATCH, None, None, None))
-      spec = self.head_specs[self.dataset_names.index(members[0][1])]
-      results = spec.run_stacked([self.head_of(name) for _, name, _, _ in members], per_dataset, train)
-      stacked.update({name: out for (_, name, _, _), out in zip(members, results)})
-    for _, name, offset, count in present:
-      outputs[name] = (
-        stacked[name]
-        if name in stacked
-        else self.head_of(name)(composition_lib.dataset_slice(features, comp, offset, count), train)
-      )
+      outs = members[0][3].run_stacked([self.heads[run[2]] for run in members], per_dataset, train)
+      results.update({(run[0], run[1]): out for run, out in zip(members, outs)})
+    for name, key, module_key, _, offset, count in alone:
+      if (name, key) not in results:
+        results[(name, key)] = self.heads[module_key](
+          composition_lib.dataset_slice(features, comp, offset, count), train
+        )
+    outputs = {}
+    for name, key, *_ in runs:
+      if key is None:
+        outputs[name] = results[(name, None)]
+      else:
+        outputs.setdefault(name, {})[key] = results[(name, key)]
     return outputs
 
   def posebh_outputs(self, images_by_dataset, train: bool = False, cross: bool = False, frozen_embedding: bool = False):
@@ -192,9 +221,26 @@ class PoseModel(nn.Module):
 
 
 def head_name(dataset: str, spec) -> str:
-  """The head a dataset runs: its spec's `head_name` when set (datasets with equal names share one module
-  `head_<head_name>`), else the dataset's own name (module `head_<dataset>`)."""
+  """The head a single-head dataset runs: its spec's `head_name` when set (datasets with equal names share one
+  module `head_<head_name>`), else the dataset's own name (module `head_<dataset>`). See `head_parts` for a
+  `MultiHeadSpec`."""
   return getattr(spec, 'head_name', None) or dataset
+
+
+def check_head_batches(head_specs: Mapping[str, Any], counts: Mapping[str, int]) -> None:
+  """Raises UserError (one line) when a head's examples per global batch (`counts` {dataset: count}; a shared head
+  runs on every dataset that names it) do not suit it (its spec's `batch_error`, e.g. ghost BatchNorm's)."""
+  totals, users, specs = {}, {}, {}
+  for name, spec in head_specs.items():
+    for _, key, part in head_parts(name, spec):
+      totals[key] = totals.get(key, 0) + int(counts.get(name, 0))
+      users.setdefault(key, []).append(name)
+      specs[key] = part
+  for key, total in totals.items():
+    check = getattr(specs[key], 'batch_error', None)
+    message = check(total) if check is not None and total else None
+    if message:
+      raise UserError(f"head_{key} (datasets {', '.join(users[key])}): {message}")
 
 
 def heatmap_head_specs(model_config, num_keypoints: Sequence[int]) -> tuple[HeatmapHeadSpec, ...]:
@@ -331,8 +377,9 @@ def split_dataset_variables(model: PoseModel, variables: Mapping[str, Any], name
     drop_path=0.0,
     embed_dim=0,
   )
-  head = f'head_{head_name(name, model.head_specs[index])}'
-  out = {'params': {'backbone': backbone, head: params[head]}}
-  if 'batch_stats' in variables and head in variables['batch_stats']:
-    out['batch_stats'] = {head: jax.tree.map(np.asarray, variables['batch_stats'][head])}
+  heads = [f'head_{key}' for _, key, _ in head_parts(name, model.head_specs[index])]
+  out = {'params': {'backbone': backbone, **{head: params[head] for head in heads}}}
+  stats = variables.get('batch_stats', {})
+  if any(head in stats for head in heads):
+    out['batch_stats'] = {head: jax.tree.map(np.asarray, stats[head]) for head in heads if head in stats}
   return single, out

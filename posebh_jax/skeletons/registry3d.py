@@ -380,11 +380,19 @@ def prefix_map(format2d_name: str) -> list[list[int]]:
   return [list(ids) for ids in _prefix_map(format2d_name)]
 
 
-def prefix_matrix(format2d_name: str) -> np.ndarray:
-  """Returns float32 (K, 555) averaging weights: row k holds 1/n at the n merged joints `prefix_map` gives keypoint
-  k, zeros where it gives none; `prefix_matrix(f) @ joints_555` is the mean that keypoint k supervises."""
-  ids = _prefix_map(format2d_name)
-  matrix = np.zeros((len(ids), len(merged_joint_names())), dtype=np.float32)
+def prefix_matrix(format2d_name: str, joint_names=None) -> np.ndarray:
+  """Returns float32 (K, J) averaging weights over `joint_names` (suffixed 3D joint names, default the 555 merged
+  ones, J of them): row k holds 1/n at the n joints whose name begins with keypoint k's short name
+  (`canonical_2d_name`), zeros where none does; `prefix_matrix(f) @ joints` is the mean that keypoint k supervises."""
+  if joint_names is None:
+    ids = _prefix_map(format2d_name)
+    width = len(merged_joint_names())
+  else:
+    fmt = get_format(format2d_name)
+    shorts = [canonical_2d_name(format2d_name, keypoint) for keypoint in fmt.keypoint_names]
+    ids = [() if s is None else tuple(i for i, n in enumerate(joint_names) if n.startswith(s)) for s in shorts]
+    width = len(joint_names)
+  matrix = np.zeros((len(ids), width), dtype=np.float32)
   for k, row in enumerate(ids):
     if row:
       matrix[k, list(row)] = 1.0 / len(row)

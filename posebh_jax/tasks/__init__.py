@@ -11,8 +11,11 @@ from posebh_jax.errors import UserError
 from posebh_jax.tasks.base import EvalContext, Task
 from posebh_jax.tasks.heatmap import HeatmapTask
 from posebh_jax.tasks.metrabs import MetrabsTask
+from posebh_jax.tasks.metrabs2d import HeatmapMetrabsTask, Metrabs2DTask
 
-TASKS: dict[str, type[Task]] = {HeatmapTask.kind: HeatmapTask, MetrabsTask.kind: MetrabsTask}
+TASKS: dict[str, type[Task]] = {
+  task.kind: task for task in (HeatmapTask, MetrabsTask, Metrabs2DTask, HeatmapMetrabsTask)
+}
 
 
 def get_task_class(kind: str) -> type[Task]:
@@ -42,4 +45,14 @@ def build_tasks(config) -> dict[str, Task]:
   return out
 
 
-__all__ = ['EvalContext', 'HeatmapTask', 'MetrabsTask', 'TASKS', 'Task', 'build_tasks', 'get_task_class']
+__all__ = [
+  'EvalContext',
+  'HeatmapMetrabsTask',
+  'HeatmapTask',
+  'Metrabs2DTask',
+  'MetrabsTask',
+  'TASKS',
+  'Task',
+  'build_tasks',
+  'get_task_class',
+]

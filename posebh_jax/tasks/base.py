@@ -53,6 +53,8 @@ class Task:
   """One dataset's task. Subclasses set `kind` and implement the methods below; one instance per dataset."""
 
   kind: ClassVar[str] = ''
+  # False for a dataset that only trains (e.g. 2D labels for the 3D head): evaluation leaves it out.
+  evaluates: ClassVar[bool] = True
 
   def __init__(self, name: str, config):
     """Args: the dataset `name` (a key of `config.data.datasets`) and the run's `config`."""

@@ -27,6 +27,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from data_pipeline import pipeline
 from data_pipeline import transforms3d
@@ -37,12 +38,15 @@ from posebh_jax.losses import metrabs as metrabs_losses
 from posebh_jax.models.metrabs_head import MetrabsHeadSpec
 from posebh_jax.skeletons import get_format3d
 from posebh_jax.tasks import base
+from posebh_jax.viz import pose3d as pose3d_viz
 
 HEAD_NAME = 'metrabs'
 # The eval transform also passes these record fields on (ids of the results and the ground truth).
 EVAL_FIELDS = transforms3d.RECORD_FIELDS + ('image_id', 'instance_id')
 GT_FIELDS = ('image_id', 'instance_id', 'joints3d', 'valid')
 HEAD_OUTPUTS = ('coords2d', 'coords3d_rel')
+# The arrays `MetrabsTask.predict_split` keeps of its first examples for the picture.
+VIZ_FIELDS = ('crops', 'intrinsics', 'pred_mm', 'true_mm', 'valid')
 
 
 def head_formats(config) -> tuple[str, ...]:
@@ -54,6 +58,21 @@ def head_formats(config) -> tuple[str, ...]:
     if entry.task == MetrabsTask.kind and entry.format not in formats:
       formats.append(entry.format)
   return tuple(formats)
+
+
+def metrabs_head_spec(config) -> MetrabsHeadSpec:
+  """The shared head's spec: J = the joints of `head_formats(config)`, shaped by `config.metrabs`."""
+  m = config.metrabs
+  return MetrabsHeadSpec(
+    num_keypoints=sum(get_format3d(f).num_joints for f in head_formats(config)),
+    image_size_hw=tuple(int(s) for s in config.data.image_size),
+    depth_bins=m.depth_bins,
+    box_size_mm=m.box_mm,
+    virtual_batch=m.virtual_batch,
+    bn_momentum=m.bn_momentum,
+    init_std=m.init_std,
+    head_name=HEAD_NAME,
+  )
 
 
 class MetrabsTask(base.Task):
@@ -138,17 +157,7 @@ class MetrabsTask(base.Task):
     )
 
   def head_spec(self) -> MetrabsHeadSpec:
-    m = self.config.metrabs
-    return MetrabsHeadSpec(
-      num_keypoints=self.head_joints,
-      image_size_hw=self.image_size_hw,
-      depth_bins=m.depth_bins,
-      box_size_mm=m.box_mm,
-      virtual_batch=m.virtual_batch,
-      bn_momentum=m.bn_momentum,
-      init_std=m.init_std,
-      head_name=HEAD_NAME,
-    )
+    return metrabs_head_spec(self.config)
 
   def own_joints(self, output) -> dict:
     """The head's output dict restricted to this dataset's joints (a static slice of the head's J)."""
@@ -212,11 +221,14 @@ class MetrabsTask(base.Task):
       self._ground_truth = records3d.gt_json(records, fmt.suffixed_names, fmt.suffixed_names[fmt.index(root)])
     return self._ground_truth
 
-  def predict_split(self, context: base.EvalContext) -> list[dict]:
-    """Results for the eval split: [{'ann_id': instance id, 'image_id', 'keypoints_3d': J_d x 3 mm in the original
-    camera frame}], one per record."""
+  def predict_split(self, context: base.EvalContext) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """(results, examples) for the eval split. results: [{'ann_id': instance id, 'image_id', 'keypoints_3d': J_d x 3
+    mm in the original camera frame}], one per record. examples: the first `config.viz_examples` records for the
+    picture (`viz_examples`), as arrays: 'crops' uint8 (n, H, W, 3), 'intrinsics' (n, 3, 3) of the crop camera,
+    'pred_mm' / 'true_mm' float64 (n, J_d, 3) predicted / true joints in the crop camera frame, 'valid' (n, J_d)."""
     transform = transforms3d.Pose3DEvalTransform(self.entry.format, self.image_size_hw, self.config.data.bbox_padding)
     results = []
+    examples = {key: [] for key in VIZ_FIELDS}
     batches = pipeline.make_eval_records_iterator(
       self.config.data, self.name, context.batch_size, transform, EVAL_FIELDS
     )
@@ -232,13 +244,20 @@ class MetrabsTask(base.Task):
             'keypoints_3d': np.round(original[i], 3).tolist(),
           }
         )
-    return results
+        if len(examples['crops']) < self.config.viz_examples:
+          # The eval transform's joints3d is the ground truth already in the crop camera frame (X_crop = R X_orig).
+          examples['crops'].append(np.asarray(batch['image'][i], np.uint8))
+          examples['intrinsics'].append(np.asarray(batch['intrinsics'][i], np.float64))
+          examples['pred_mm'].append(crop_pose[i])
+          examples['true_mm'].append(np.asarray(batch['joints3d'][i], np.float64))
+          examples['valid'].append(np.asarray(batch['valid'][i], bool))
+    return results, viz_examples(examples, self.image_size_hw, self.num_keypoints)
 
   def evaluate(self, context: base.EvalContext) -> dict[str, float]:
     """Predicts the eval split, writes `eval/<name>_results_step<step>.json` and `eval/<name>_gt.json` (which
     `python -m posebh_jax.evaluate --dataset=<protocol>` scores the same), returns {'MPJPE', 'PA-MPJPE', 'PCK150',
-    'AUC', 'MPJPE-abs'} (mm, %)."""
-    results = self.predict_split(context)
+    'AUC', 'MPJPE-abs'} (mm, %). Also draws `viz/<name>_step<step>.png` (`draw`)."""
+    results, examples = self.predict_split(context)
     gt = self.ground_truth()
     if context.write_files:
       eval_dir = os.path.join(context.workdir, 'eval')
@@ -249,4 +268,36 @@ class MetrabsTask(base.Task):
       if not os.path.exists(gt_path):
         with open(gt_path, 'w') as f:
           json.dump(gt, f)
+    if context.write_files and len(examples['crops']):
+      self.draw(examples, os.path.join(context.workdir, 'viz', f'{self.name}_step{context.step}.png'))
     return dict(pose3d.get_evaluator3d(self.protocol()).evaluate(gt, results))
+
+  def draw(self, examples: dict[str, np.ndarray], path: str) -> None:
+    """Writes `path`: per example of `predict_split`'s `examples`, the crop with the projected predicted (red) and
+    true (green) skeletons and a 3D view of both root-relative poses with the MPJPE (`viz.pose3d`). A failure is
+    logged, never raised: a picture must not stop a run."""
+    try:
+      pose3d_viz.write_pose3d_png(
+        path,
+        examples['crops'],
+        examples['intrinsics'],
+        examples['pred_mm'],
+        examples['true_mm'],
+        examples['valid'],
+        self.format,
+      )
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning('3D picture %s failed: %s', path, e)
+
+
+def viz_examples(examples: dict[str, list], image_size_hw, num_joints: int) -> dict[str, np.ndarray]:
+  """`predict_split`'s lists of picture examples stacked into arrays (empty arrays of the right shapes for none)."""
+  height, width = image_size_hw
+  empty = {
+    'crops': np.zeros((0, height, width, 3), np.uint8),
+    'intrinsics': np.zeros((0, 3, 3)),
+    'pred_mm': np.zeros((0, num_joints, 3)),
+    'true_mm': np.zeros((0, num_joints, 3)),
+    'valid': np.zeros((0, num_joints), bool),
+  }
+  return {key: np.stack(examples[key]) if examples[key] else empty[key] for key in VIZ_FIELDS}
