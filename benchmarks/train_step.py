@@ -1,12 +1,27 @@
-"""Train-step throughput of the ViTPose++ variants at 256×192, and the cost of the expert/head routing.
+"""Train-step throughput of the ViTPose++ variants at 256×192, the cost of the expert/head routing, and of the 3D
+and joint (2D + 3D) steps.
 
   python -m benchmarks.train_step [--variants=S/16,B/16] [--batch_per_device=N] [--steps=N] [--dtype=bfloat16]
+      [--no-posebh] [--no-tasks3d]
 
-For each variant it times the multi-dataset step (six datasets, MoE FFN, six heads) and, in the same run, the
-same ViT with a plain FFN and one head over the same batch (the reference), and prints img/s, step time,
-TFLOP/s per device, MFU (when the device peak is known) and the routing ratio. With `--posebh` (default on) it
-also times PoseBH's stage-1 step (embedding module, prototypes, PHM/PPC/PPD, backbone frozen) and stage-2 step
-(CSS on: every head also runs on the other datasets' examples; CPS on) relative to the baseline step.
+For each variant it times the multi-dataset step (six datasets, MoE FFN, six heads: "the 2D step") and, in the
+same run, the same ViT with a plain FFN and one head over the same batch (the reference), and prints img/s, step
+time, TFLOP/s per device, MFU (when the device peak is known) and the routing ratio. With `--tasks3d` (default on)
+it also times, interleaved with those (same global batch, same model config), and prints relative to the 2D step:
+  - the 3D step: MeTRAbs on the three synthetic 3D datasets (task 'metrabs3d', one shared head `head_metrabs`),
+    equal thirds of the batch, square crops (256×256; demo: 128×128, configs/demo.py task=3d);
+  - the joint step: the six 2D datasets (the human ones, configs/demo.py HUMAN_2D, with task 'heatmap_metrabs':
+    their heatmap head and the shared 3D head's 2D term; the animals 'heatmap') and the three synthetic 3D datasets
+    in one batch, 3D datasets weighted 2 and 2D ones 1 as configs/demo.py task=joint (256×256 crops and 64×64
+    heatmaps as configs/b16.py task=joint; demo: its 128×96 and 32×24). It needs a batch of at least 9 examples
+    per device (one per dataset); a smaller one skips it.
+The per-dataset counts are `pipeline.composition`'s; the 3D head's ghost-BatchNorm virtual batch is
+config.metrabs.virtual_batch (16), or, where that does not divide the examples the shared head sees per batch, the
+largest divisor of both (printed; e.g. 8 for the joint step at batch 48: 40 examples). Random batches follow each
+task's batch fields (`_random_batch`), with plausible values so that the losses are finite. The model keeps the 2D
+step's config (experts on; configs/b16.py task=3d|joint turns them off). With `--posebh` (default on) it also times
+PoseBH's stage-1 step (embedding module, prototypes, PHM/PPC/PPD, backbone frozen) and stage-2 step (CSS on: every
+head also runs on the other datasets' examples; CPS on) relative to the baseline step.
 """
 
 from __future__ import annotations
@@ -14,6 +29,7 @@ from __future__ import annotations
 import argparse
 import glob
 import gzip
+import math
 import os
 import shutil
 import tempfile
@@ -24,6 +40,7 @@ import numpy as np
 
 from benchmarks import trace_attribution, trace_summary
 from configs import common
+from data_pipeline import pipeline
 from posebh_jax import flops as flops_lib
 from posebh_jax import sharding as sharding_lib
 from posebh_jax import trainer as trainer_lib
@@ -51,16 +68,98 @@ def _config(variant: str, dtype: str, batch: int, datasets, remat: bool):
   return config
 
 
+# Tasks whose datasets train the shared MeTRAbs head (posebh_jax/tasks/metrabs.py, metrabs2d.py).
+SHARED_3D_HEAD_TASKS = ('metrabs3d', 'metrabs2d', 'heatmap_metrabs')
+TASKS3D = ('3d', 'joint')
+
+
+def _task_config(variant: str, dtype: str, batch: int, remat: bool, task: str):
+  """The 3D ('3d') or joint ('joint') step's config (module docstring) on `_config`'s model and optimiser."""
+  from configs import demo
+
+  if task not in TASKS3D:
+    raise ValueError(f"unknown task '{task}'; choose one of {', '.join(TASKS3D)}")
+  config = _config(variant, dtype, batch, () if task == '3d' else common.TRAIN_DATASETS, remat)
+  if task == 'joint':
+    for name in demo.HUMAN_2D:
+      config.data.datasets[name].task = 'heatmap_metrabs'
+  common.add_synthetic3d(config)
+  if task == 'joint':
+    for name in common.SYNTHETIC_3D_FORMATS:
+      config.data.datasets[name].weight = 2.0
+  if variant == 'demo':  # the demo's sizes: task=3d 128x128 / 32x32, task=joint the 2D demo's 128x96 / 32x24
+    if task == '3d':
+      config.data.image_size, config.data.heatmap_size = (128, 128), (32, 32)
+  else:  # MeTRAbs' square crops (configs/b16.py task=3d|joint)
+    config.data.image_size, config.data.heatmap_size = (256, 256), (64, 64)
+  return config
+
+
+def shared_head_examples(config, counts) -> int:
+  """Examples per global batch that the shared MeTRAbs head runs on (its datasets' counts)."""
+  return sum(c for n, c in counts.items() if config.data.datasets[n].task in SHARED_3D_HEAD_TASKS)
+
+
+def task_step_setup(config, batch: int, groups: int):
+  """(counts, shared-head examples) of `config`'s batch (`pipeline.composition`), with config.metrabs.virtual_batch
+  lowered to the largest divisor of itself and the shared head's examples where it does not divide them (the
+  trainer's ghost-BatchNorm check). Raises pipeline.DataConfigError when the batch cannot hold every dataset."""
+  counts = pipeline.composition(config.data, batch, groups)
+  total = shared_head_examples(config, counts)
+  virtual = int(config.metrabs.virtual_batch)
+  if total > virtual and total % virtual:
+    config.metrabs.virtual_batch = math.gcd(total, virtual)
+  return counts, total
+
+
+def _random_field(rng, key: str, shape, dtype, image_hw, fields) -> np.ndarray:
+  """Plausible random values of batch field `key` (per-example shapes after the leading count) for an (H, W) crop;
+  `fields`: the example's fields made so far (2D joints are the projections of the 3D ones when both exist)."""
+  n = shape[0]
+  height, width = image_hw
+  if key == 'image':
+    return rng.randint(0, 256, shape).astype(np.uint8)
+  if key == 'heatmaps':
+    return rng.rand(*shape).astype(dtype)
+  if key == 'target_weights':
+    return np.ones(shape, dtype)
+  if key == 'intrinsics':  # focal ≈ the crop's longer side, principal point at the crop's centre
+    focal = max(height, width) * rng.uniform(0.9, 1.1, n)
+    out = np.zeros(shape, dtype)
+    out[:, 0, 0] = out[:, 1, 1] = focal
+    out[:, 0, 2], out[:, 1, 2], out[:, 2, 2] = (width - 1) / 2, (height - 1) / 2, 1.0
+    return out
+  if key == 'joints3d':  # camera frame, mm: a root 3500-4500 mm ahead, joints within ±500 of it
+    root = np.stack([rng.uniform(-300, 300, n), rng.uniform(-300, 300, n), rng.uniform(3500, 4500, n)], -1)
+    return (root[:, None] + rng.uniform(-500, 500, shape)).astype(dtype)
+  if key in ('valid', 'keypoints2d_valid'):
+    return rng.rand(*shape) < 0.9
+  if key in ('joints2d', 'keypoints2d'):
+    if key == 'joints2d' and 'joints3d' in fields and 'intrinsics' in fields:
+      projected = np.einsum('nij,nkj->nki', fields['intrinsics'], fields['joints3d'])
+      return (projected[..., :2] / projected[..., 2:]).astype(dtype)
+    return (rng.uniform(0.1, 0.9, shape) * np.asarray([width, height])).astype(dtype)
+  if key == 'box_size':
+    return rng.uniform(2000, 2400, shape).astype(dtype)
+  # A field this benchmark does not know: by dtype.
+  if np.dtype(dtype) == np.bool_:
+    return rng.rand(*shape) < 0.9
+  if np.issubdtype(dtype, np.floating):
+    return rng.rand(*shape).astype(dtype)
+  return np.zeros(shape, dtype)
+
+
 def _random_batch(struct, seed=0):
+  """A random global batch of `struct` ({dataset: {field: ShapeDtypeStruct}}, `Trainer.batch_structure`): plausible
+  values per field name (`_random_field`), so that every task's loss is finite."""
   rng = np.random.RandomState(seed)
-  return {
-    n: {
-      'image': rng.randint(0, 255, s['image'].shape).astype(np.uint8),
-      'heatmaps': rng.rand(*s['heatmaps'].shape).astype(np.float32),
-      'target_weights': np.ones(s['target_weights'].shape, np.float32),
-    }
-    for n, s in struct.items()
-  }
+  out = {}
+  for name, fields in struct.items():
+    image_hw = fields['image'].shape[1:3]
+    out[name] = {}
+    for key, s in fields.items():
+      out[name][key] = _random_field(rng, key, s.shape, s.dtype, image_hw, out[name])
+  return out
 
 
 TRACE_STEPS = 3
@@ -87,8 +186,8 @@ class StepRunner:
     sizeable share of a small variant's GPU step, as the first version of this benchmark did; docs/MEASUREMENTS.md)."""
     start = time.perf_counter()
     for _ in range(steps):
-      self.state, metrics = self.step(self.state, self.batch)
-    jax.block_until_ready(metrics['train/loss'])
+      self.state, self.metrics = self.step(self.state, self.batch)
+    jax.block_until_ready(self.metrics['train/loss'])
     return (time.perf_counter() - start) / max(steps, 1)
 
   def profile(self, path: str) -> None:
@@ -138,7 +237,7 @@ def main():
     '--trace_dir',
     default='',
     help='also profile each timed step and write '
-    '<trace_dir>/<variant>_<multi|plain|unstacked|no_experts>.trace.json.gz (and .hlo.txt.gz, its optimised HLO, '
+    '<trace_dir>/<variant>_<multi|plain|unstacked|no_experts|3d|joint>.trace.json.gz (and .hlo.txt.gz, its optimised HLO, '
     'for benchmarks.trace_attribution), printing its top kernels',
   )
   parser.add_argument('--rounds', type=int, default=3, help='timing rounds (runners taken in turn); the median')
@@ -160,6 +259,12 @@ def main():
     default=True,
     action=argparse.BooleanOptionalAction,
     help='also time the PoseBH stage-1 and stage-2 steps',
+  )
+  parser.add_argument(
+    '--tasks3d',
+    default=True,
+    action=argparse.BooleanOptionalAction,
+    help='also time the 3D (MeTRAbs) and the joint (2D + 3D) steps, relative to the 2D step',
   )
   args = parser.parse_args()
   on_cpu = jax.devices()[0].platform == 'cpu'
@@ -192,6 +297,17 @@ def main():
       no_experts = _config(variant, args.dtype, batch, names, args.remat)
       no_experts.model.use_experts = False
       runners['no_experts'] = StepRunner(no_experts, counts)
+    task_setups = {}
+    if args.tasks3d:
+      for task in TASKS3D:
+        task_config = _task_config(variant, args.dtype, batch, args.remat, task)
+        try:
+          task_counts, shared = task_step_setup(task_config, batch, groups)
+        except pipeline.DataConfigError as e:
+          print(f'{variant}: {task} step skipped: {e}', flush=True)
+          continue
+        task_setups[task] = (task_config, task_counts, shared)
+        runners[task] = StepRunner(task_config, task_counts)
     times = dict(zip(runners, interleaved_times(list(runners.values()), steps, args.rounds, labels=list(runners))))
     multi, plain_time = times['multi'], times['plain']
     if args.trace_dir:
@@ -199,6 +315,7 @@ def main():
       for kind, runner in runners.items():
         runner.profile(os.path.join(args.trace_dir, f"{variant.replace('/', '')}_{kind}.trace.json.gz"))
     flops = runners['multi'].flops_per_batch
+    task_flops = {task: runners[task].flops_per_batch for task in task_setups}
     del runners
     tflops = flops / multi / 1e12 / jax.device_count()
     mfu = f'{100 * tflops / peak:.1f}%' if peak else 'n/a'
@@ -218,6 +335,23 @@ def main():
       print(
         f'{variant}: six heads, plain FFN {heads_only * 1e3:.1f} ms, ratio to plain ViT {heads_only / plain_time:.3f}, '
         f'multi-dataset / six heads {multi / heads_only:.3f} (the experts)'
+      )
+    for task, (task_config, task_counts, shared) in task_setups.items():
+      seconds = times[task]
+      task_tflops = task_flops[task] / seconds / 1e12 / jax.device_count()
+      task_mfu = f'{100 * task_tflops / peak:.1f}%' if peak else 'n/a'
+      height, width = task_config.data.image_size
+      what = (
+        '3D step (MeTRAbs, 3 synthetic 3D datasets'
+        if task == '3d'
+        else 'joint step (6 2D + 3 synthetic 3D datasets'
+      )
+      composition = ', '.join(f'{n} {c}' for n, c in task_counts.items())
+      print(
+        f'{variant}: {what}, {height}x{width}; the 3D head sees {shared} of {batch}, virtual batch '
+        f'{task_config.metrabs.virtual_batch}) {seconds * 1e3:.1f} ms, {batch / seconds:.1f} img/s, '
+        f'{task_tflops:.2f} TFLOP/s/device, MFU {task_mfu} | ratio to the 2D step {seconds / multi:.3f}'
+        f' | counts: {composition}'
       )
     if args.posebh:
       posebh = _config(variant, args.dtype, batch, names, args.remat)

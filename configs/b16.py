@@ -26,8 +26,9 @@ task=3d: the 28 real 3D datasets (configs/common.py add_real3d; each prepared by
   heatmaps only; the 32 2D examples split COCO 8, AIC 6, MPII 6, COCO-WholeBody 6, AP-10K 3, APT-36K 3 (our
   choice: COCO, the headline benchmark, keeps its task=3d share; the two animal sets, whose labels do not reach
   the 3D head, share one human set's 6). Both: 256×256 square crops (64×64 heatmaps for the 2D heads), 400k steps,
-  AdamW at lr 2.121e-4 with MeTRAbs' schedule (`optim.schedule='metrabs'`), no per-dataset experts (32-34 experts
-  would add ~230M parameters to B/16; MeTRAbs' backbone has none: --config.model.use_experts=True turns them on);
+  AdamW at lr 2.121e-4 with MeTRAbs' schedule (`optim.schedule='metrabs'`); the MoE FFN has one expert per 2D
+  heatmap dataset and one expert ('3d') that the 28 3D datasets share (task=3d: the 2D datasets too, which train
+  only the 3D head) — 7 experts in task=joint, as ViTPose++'s six plus one;
   evaluated on H36M and MPI-INF-3DHP (joint: and the six 2D datasets). `--config.data.missing=skip` trains on the
   prepared datasets only.
   The weights are the per-batch counts and batch_size is 128, the composition of one batch shard: a run on G data
@@ -160,12 +161,13 @@ def _task3d(config: ml_collections.ConfigDict, task: str, synthetic: bool) -> No
     kind, count = tasks_2d[name]
     config.data.datasets[name].task = kind
     config.data.datasets[name].weight = 1.0 if synthetic else float(count)
+    if kind == 'metrabs2d':  # only the 3D head learns from it: it shares the 3D datasets' expert
+      config.data.datasets[name].expert = common.EXPERT_3D
   config.data.order = tuple(config.data.order) + names_2d
   if task == 'joint':
     config.eval_datasets = names_2d + tuple(config.eval_datasets)
   config.data.image_size = (256, 256)  # MeTRAbs' square crops
   config.data.heatmap_size = (64, 64)  # the 2D heads' output: 16×16 tokens, two ×2 deconvolutions
-  config.model.use_experts = False
   config.batch_size = 128  # one batch shard's composition; see the module docstring for several shards
   config.total_steps = 400_000
   config.optim.name = 'adamw'

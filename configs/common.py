@@ -79,6 +79,7 @@ def data_config(sources: str = 'synthetic', datasets=TRAIN_DATASETS) -> ml_colle
       codec=CODECS[name],
       half_body=name != 'mpii',
       keypoints_from='annotation',
+      expert='',  # the MoE expert: '' = its own; datasets with equal names share one
     )
   return ml_collections.ConfigDict(
     dict(
@@ -124,6 +125,10 @@ def data_config(sources: str = 'synthetic', datasets=TRAIN_DATASETS) -> ml_colle
 SYNTHETIC_3D_FORMATS = ('syn_smpl', 'syn_h36m', 'syn_markers')
 
 
+# The MoE expert that every 3D dataset shares by default (`config.data.datasets.<name>.expert`).
+EXPERT_3D = '3d'
+
+
 def dataset3d_entry(
   fmt: str, tfds_name: str, train_split: str, eval_split: str, protocol: str = '', weight: float = 1.0
 ) -> ml_collections.ConfigDict:
@@ -140,6 +145,7 @@ def dataset3d_entry(
       weight=weight,
       keypoints_from='annotation',
       protocol=protocol,
+      expert=EXPERT_3D,
     )
   )
 

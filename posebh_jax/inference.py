@@ -183,6 +183,7 @@ class Predictor:
       num_groups=1,
       posebh_config=config.posebh,
       head_specs=[self.tasks[n].head_spec() for n in self.dataset_names],
+      experts=pose_model.dataset_experts(config),
     ).clone(stack_equal_datasets=False)
     device = jax.local_devices()[0]
     self.variables = jax.device_put(

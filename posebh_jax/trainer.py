@@ -65,6 +65,7 @@ class Trainer:
       num_groups=self.groups,
       posebh_config=config.posebh,
       head_specs=[self.head_specs[n] for n in self.names],
+      experts=pose_model.dataset_experts(config),
     )
     self.steps_per_epoch = steps_per_epoch
     self.total_steps = config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch

@@ -142,3 +142,69 @@ def test_rounding_sensitivity_unperturbed_twin_repeats_the_run_bitwise(data_dir)
   assert moved[0][0] == 0.0 and len(moved) > 10
   with pytest.raises(ValueError, match='no key'):
     set_override(config, 'optim.epsilon=1e-5')
+
+
+def _tiny_task_config(task, batch):
+  """benchmarks.train_step's 3D / joint step config on the tiny demo model (configs/demo.py:tiny's sizes)."""
+  from benchmarks import train_step
+
+  config = train_step._task_config('demo', 'float32', batch, False, task)
+  config.model.update(dict(width=32, depth=2, num_heads=2, expert_dim=8, head_channels=16, patch_size=8))
+  config.data.image_size = (64, 64) if task == '3d' else (64, 48)
+  config.data.heatmap_size = (32, 32) if task == '3d' else (32, 24)
+  return config
+
+
+@pytest.mark.parametrize('task,batch,shared,virtual', [('3d', 12, 12, 16), ('joint', 24, 20, 4)])
+def test_train_step_3d_and_joint_runners_take_finite_steps(task, batch, shared, virtual):
+  """The 3D and joint steps of benchmarks.train_step: their compositions, the virtual batch lowered to divide the
+  shared head's examples where it must, and (joint: all three task kinds; ~20 s of CPU compile, so the 3D step
+  only builds its trainer) one step on the random batch with finite metrics."""
+  import jax
+
+  from benchmarks import train_step
+  from posebh_jax import sharding as sharding_lib
+  from posebh_jax import trainer as trainer_lib
+
+  config = _tiny_task_config(task, batch)
+  counts, total = train_step.task_step_setup(config, batch, jax.device_count())
+  assert sum(counts.values()) == batch and total == shared
+  assert config.metrabs.virtual_batch == virtual
+  three_d = [n for n in counts if config.data.datasets[n].task == 'metrabs3d']
+  assert three_d == list(train_step.common.SYNTHETIC_3D_FORMATS)
+  if task == '3d':
+    assert counts == {n: batch // 3 for n in three_d} and tuple(config.data.image_size) == (64, 64)
+    trainer = trainer_lib.Trainer(config, sharding_lib.make_mesh(config.mesh), steps_per_epoch=10, counts=counts)
+    assert trainer.flops_per_batch() > 0 and set(trainer.batch_structure()) == set(three_d)
+    return
+  assert list(counts) == list(train_step.common.TRAIN_DATASETS) + three_d
+  assert all(counts[n] == 2 for n in train_step.common.TRAIN_DATASETS) and all(counts[n] == 4 for n in three_d)
+  runner = train_step.StepRunner(config, counts, warmup=1)
+  metrics = jax.device_get(runner.metrics)
+  assert all(np.all(np.isfinite(v)) for v in metrics.values()), metrics
+  assert metrics['train/loss'] > 0 and runner.flops_per_batch > 0
+  assert all(f'train/loss_{n}/meanrel' in metrics for n in three_d)
+  assert 'train/loss_coco/2d' in metrics and 'train/loss_ap10k' in metrics
+
+
+def test_train_step_random_batch_is_plausible():
+  """`_random_batch` follows the batch structure: valid cameras, 3D joints ahead of them projecting into the crop."""
+  from benchmarks import train_step
+  from posebh_jax import sharding as sharding_lib
+  from posebh_jax import trainer as trainer_lib
+
+  config = _tiny_task_config('joint', 9)
+  counts, _ = train_step.task_step_setup(config, 9, 1)
+  mesh = sharding_lib.make_mesh(config.mesh)
+  struct = trainer_lib.Trainer(config, mesh, steps_per_epoch=10, counts=counts).batch_structure()
+  batch = train_step._random_batch(struct)
+  for name, fields in struct.items():
+    assert set(batch[name]) == set(fields)
+    for key, s in fields.items():
+      assert batch[name][key].shape == s.shape and batch[name][key].dtype == s.dtype, (name, key)
+  smpl = batch['syn_smpl']
+  assert np.all(smpl['joints3d'][..., 2] > 2500) and np.all(np.abs(smpl['joints3d'][..., :2]) <= 800)
+  assert np.all((smpl['joints2d'] > 0) & (smpl['joints2d'] < 48)) and 0.5 < smpl['valid'].mean() < 1
+  coco = batch['coco']
+  np.testing.assert_allclose(coco['intrinsics'][:, :2, 2], [[23.5, 31.5]] * counts['coco'])
+  assert np.all(coco['keypoints2d'][..., 0] < 48) and np.all(coco['keypoints2d'][..., 1] < 64)

@@ -227,3 +227,35 @@ def test_metrabs2d_dataset_is_left_out_of_evaluation():
   assert 'mpii' not in names and 'coco' in names and 'syn_h36m' in names
   task = tasks_lib.build_tasks(config)['mpii']
   assert set(task.batch_fields()) == {'intrinsics', 'keypoints2d', 'keypoints2d_valid'}
+
+
+def test_datasets_sharing_an_expert_equal_a_model_with_that_expert_copied():
+  """`experts` names: datasets with equal names share one MoE expert. The shared model equals (stacked and
+  unstacked) a one-expert-per-dataset model whose experts are the shared one copied, and the joint demo has seven
+  experts (six 2D datasets + the 3D datasets' '3d')."""
+  config = demo.get_config('tiny')
+  names = ('coco', 'mpii', 'aic')
+  specs = pose_model.heatmap_head_specs(config.model, (17, 16, 14))
+  rng = np.random.default_rng(0)
+  image_h, image_w = config.data.image_size
+  images = {n: jnp.asarray(rng.integers(0, 256, (4, image_h, image_w, 3), np.uint8)) for n in names}
+  for stacking in (True, False):
+    shared = pose_model.build_model(config.model, names, head_specs=specs, experts=('x', 'y', 'x')).clone(
+      stack_equal_datasets=stacking
+    )
+    separate = shared.clone(dataset_experts=())
+    variables = nn.unbox(jax.jit(lambda x, m=shared: m.init(jax.random.key(0), x))(images))
+    blocks = variables['params']['backbone']
+    copied = jax.tree.map(lambda x: x, variables)
+    for key, block in blocks.items():
+      if not key.startswith('block_'):
+        continue
+      assert block['mlp']['expert_kernel'].shape[0] == 2
+      for param in ('expert_kernel', 'expert_bias'):
+        copied['params']['backbone'][key]['mlp'][param] = block['mlp'][param][np.array([0, 1, 0])]
+    got = jax.jit(lambda v, x, m=shared: m.apply(v, x))(variables, images)
+    expected = jax.jit(lambda v, x, m=separate: m.apply(v, x))(copied, images)
+    for name in names:
+      np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=f'{name} {stacking}')
+  joint = demo.get_config(_JOINT)
+  assert pose_model.expert_indices(pose_model.dataset_experts(joint)) == (0, 1, 2, 3, 4, 5, 6, 6, 6)

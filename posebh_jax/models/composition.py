@@ -21,14 +21,16 @@ class Composition:
   """Per-group example counts of each dataset, in expert order.
 
   Attributes:
-    names: dataset names in expert order (all experts the model has).
+    names: dataset names in model order (every dataset the model has).
     per_group: examples of each dataset in one batch group (0 for datasets absent from this batch).
     groups: number of batch groups (= batch shards of the mesh).
+    experts: the MoE expert index of each dataset (datasets may share one); empty: each its own, in order.
   """
 
   names: tuple[str, ...]
   per_group: tuple[int, ...]
   groups: int
+  experts: tuple[int, ...] = ()
 
   @property
   def group_size(self) -> int:
@@ -45,13 +47,17 @@ class Composition:
 
   def present(self):
     """Yields (expert_index, name, offset_in_group, count_in_group) for datasets in this batch."""
-    for index, (name, offset, count) in enumerate(zip(self.names, self.offsets(), self.per_group)):
+    experts = self.experts or range(len(self.names))
+    for expert, name, offset, count in zip(experts, self.names, self.offsets(), self.per_group):
       if count:
-        yield index, name, offset, count
+        yield expert, name, offset, count
 
 
-def make_composition(names: Sequence[str], counts: Mapping[str, int], groups: int) -> Composition:
-  """Builds a Composition from global per-dataset counts (each must be a multiple of `groups`)."""
+def make_composition(
+  names: Sequence[str], counts: Mapping[str, int], groups: int, experts: Sequence[int] = ()
+) -> Composition:
+  """Builds a Composition from global per-dataset counts (each must be a multiple of `groups`) and the datasets'
+  expert indices (`Composition.experts`)."""
   per_group = []
   for name in names:
     count = int(counts.get(name, 0))
@@ -61,7 +67,7 @@ def make_composition(names: Sequence[str], counts: Mapping[str, int], groups: in
         "shards; change the batch size or the mixture weights"
       )
     per_group.append(count // groups)
-  return Composition(tuple(names), tuple(per_group), groups)
+  return Composition(tuple(names), tuple(per_group), groups, tuple(int(e) for e in experts))
 
 
 def group_by_dataset(arrays: Mapping[str, jax.Array], comp: Composition) -> jax.Array:

@@ -52,6 +52,13 @@ class PoseModel(nn.Module):
   # Equal per-dataset counts: experts as one batched matmul, heads of one kind as one stacked computation (same
   # results).
   stack_equal_datasets: bool = True
+  # The MoE expert index of each dataset (datasets may share one, e.g. every 3D dataset); empty: one per dataset.
+  dataset_experts: tuple[int, ...] = ()
+
+  @property
+  def num_experts(self) -> int:
+    """The number of MoE experts (distinct `dataset_experts`, or one per dataset)."""
+    return max(self.dataset_experts) + 1 if self.dataset_experts else len(self.dataset_names)
 
   @property
   def num_keypoints(self) -> tuple[int, ...]:
@@ -68,7 +75,7 @@ class PoseModel(nn.Module):
       patch_padding=self.patch_padding,
       drop_path=self.drop_path,
       expert_dim=self.expert_dim if self.use_experts else 0,
-      num_experts=len(self.dataset_names) if self.use_experts else 0,
+      num_experts=self.num_experts if self.use_experts else 0,
       remat=self.remat,
       scan=self.scan,
       dtype=self.dtype,
@@ -104,7 +111,7 @@ class PoseModel(nn.Module):
     if unknown:
       raise ValueError(f'unknown dataset(s) {sorted(unknown)}; the model has heads for {list(self.dataset_names)}')
     counts = {name: x.shape[0] for name, x in images_by_dataset.items()}
-    return composition_lib.make_composition(self.dataset_names, counts, self.num_groups)
+    return composition_lib.make_composition(self.dataset_names, counts, self.num_groups, self.dataset_experts)
 
   def features(self, images_by_dataset, train: bool = False):
     """Backbone features `(B, h, w, D)` in grouped order, and the batch Composition."""
@@ -259,10 +266,12 @@ def build_model(
   use_experts: bool | None = None,
   posebh_config=None,
   head_specs: Sequence[Any] | None = None,
+  experts: Sequence[str] | None = None,
 ) -> PoseModel:
   """Builds a PoseModel from `config.model`; each dataset's head from `head_specs` (its task's), or, without them,
-  a heatmap head per entry of `num_keypoints`. With an enabled `config.posebh` it also has the keypoint embedding
-  module."""
+  a heatmap head per entry of `num_keypoints`; `experts`: each dataset's expert name (`dataset_experts(config)`;
+  datasets with equal names share one MoE expert), default one expert per dataset. With an enabled
+  `config.posebh` it also has the keypoint embedding module."""
   if head_specs is None:
     head_specs = heatmap_head_specs(model_config, num_keypoints)
   embed = posebh_config is not None and posebh_config.enabled
@@ -294,7 +303,20 @@ def build_model(
     embed_hidden=posebh_config.embed_hidden if embed else 64,
     embed_num_deconv=model_config.head_num_deconv,
     stack_equal_datasets=resolve_stacking(model_config.stack_equal_datasets),
+    dataset_experts=expert_indices(experts) if experts is not None else (),
   )
+
+
+def dataset_experts(config) -> tuple[str, ...]:
+  """Each dataset's MoE expert name in `config.data.order`: its entry's `expert` when set (datasets with equal
+  names share one expert), else its own name."""
+  return tuple(config.data.datasets[n].get('expert', '') or n for n in config.data.order)
+
+
+def expert_indices(experts: Sequence[str]) -> tuple[int, ...]:
+  """Expert names per dataset → expert indices, numbered by first appearance (one per distinct name)."""
+  order = list(dict.fromkeys(experts))
+  return tuple(order.index(e) for e in experts)
 
 
 def validate_config(model_config) -> None:
@@ -354,6 +376,7 @@ def split_dataset_variables(model: PoseModel, variables: Mapping[str, Any], name
   multi-dataset model's output for that dataset.
   """
   index = model.dataset_names.index(name)
+  expert = model.dataset_experts[index] if model.dataset_experts else index
   params = jax.tree.map(np.asarray, nn.unbox(variables['params']))
   backbone = _unscan_blocks(dict(params['backbone']), model.depth)
   for key in [k for k in backbone if k.startswith('block_')]:
@@ -362,8 +385,8 @@ def split_dataset_variables(model: PoseModel, variables: Mapping[str, Any], name
     if 'expert_kernel' in mlp:
       fc2 = dict(mlp['fc2'])
       mlp['fc2'] = {
-        'kernel': np.concatenate([fc2['kernel'], mlp.pop('expert_kernel')[index]], axis=-1),
-        'bias': np.concatenate([fc2['bias'], mlp.pop('expert_bias')[index]], axis=-1),
+        'kernel': np.concatenate([fc2['kernel'], mlp.pop('expert_kernel')[expert]], axis=-1),
+        'bias': np.concatenate([fc2['bias'], mlp.pop('expert_bias')[expert]], axis=-1),
       }
     block['mlp'] = mlp
     backbone[key] = block
@@ -371,6 +394,7 @@ def split_dataset_variables(model: PoseModel, variables: Mapping[str, Any], name
     dataset_names=(name,),
     head_specs=(model.head_specs[index],),
     use_experts=False,
+    dataset_experts=(),
     num_groups=1,
     scan=False,
     remat=False,

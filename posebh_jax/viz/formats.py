@@ -107,7 +107,7 @@ def model_predict(config, variables) -> Callable[[np.ndarray], dict]:
   """crops (n, H, W, 3) → every head's heatmaps, one jit'd forward of the multi-dataset model (no flip test)."""
   names = tuple(config.data.order)
   sizes = [skeletons.get_format(config.data.datasets[n].format).num_keypoints for n in names]
-  model = pose_model.build_model(config.model, names, sizes, num_groups=1)
+  model = pose_model.build_model(config.model, names, sizes, num_groups=1, experts=pose_model.dataset_experts(config))
   params = {k: v for k, v in variables['params'].items() if k != 'embedding'}
   stats = {k: v for k, v in variables.get('batch_stats', {}).items() if k != 'embedding'}
   forward = jax.jit(lambda v, crops: model.apply(v, {n: crops for n in names}, train=False))
