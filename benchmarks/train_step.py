@@ -18,8 +18,9 @@ it also times, interleaved with those (same global batch, same model config), an
 The per-dataset counts are `pipeline.composition`'s; the 3D head's ghost-BatchNorm virtual batch is
 config.metrabs.virtual_batch (16), or, where that does not divide the examples the shared head sees per batch, the
 largest divisor of both (printed; e.g. 8 for the joint step at batch 48: 40 examples). Random batches follow each
-task's batch fields (`_random_batch`), with plausible values so that the losses are finite. The model keeps the 2D
-step's config (experts on; configs/b16.py task=3d|joint turns them off). With `--posebh` (default on) it also times
+task's batch fields (`_random_batch`), with plausible values so that the losses are finite. The model is the 2D
+step's (same variant, MoE FFN); the 3D datasets share one expert ('3d', configs/common.py EXPERT_3D): one expert in
+the 3D step, seven in the joint step, as configs/b16.py task=3d|joint. With `--posebh` (default on) it also times
 PoseBH's stage-1 step (embedding module, prototypes, PHM/PPC/PPD, backbone frozen) and stage-2 step (CSS on: every
 head also runs on the other datasets' examples; CPS on) relative to the baseline step.
 """
@@ -113,7 +114,7 @@ def task_step_setup(config, batch: int, groups: int):
 
 
 def _random_field(rng, key: str, shape, dtype, image_hw, fields) -> np.ndarray:
-  """Plausible random values of batch field `key` (per-example shapes after the leading count) for an (H, W) crop;
+  """Plausible random values of batch field `key` (global `shape`, the example count first) for an (H, W) crop;
   `fields`: the example's fields made so far (2D joints are the projections of the 3D ones when both exist)."""
   n = shape[0]
   height, width = image_hw
@@ -303,8 +304,13 @@ def main():
         task_config = _task_config(variant, args.dtype, batch, args.remat, task)
         try:
           task_counts, shared = task_step_setup(task_config, batch, groups)
-        except pipeline.DataConfigError as e:
-          print(f'{variant}: {task} step skipped: {e}', flush=True)
+        except pipeline.DataConfigError:
+          need = len(task_config.data.order)
+          print(
+            f'{variant}: {task} step skipped: its {need} datasets need at least {need} examples per device '
+            f'(--batch_per_device={need} or more; here {per_device})',
+            flush=True,
+          )
           continue
         task_setups[task] = (task_config, task_counts, shared)
         runners[task] = StepRunner(task_config, task_counts)
@@ -342,9 +348,7 @@ def main():
       task_mfu = f'{100 * task_tflops / peak:.1f}%' if peak else 'n/a'
       height, width = task_config.data.image_size
       what = (
-        '3D step (MeTRAbs, 3 synthetic 3D datasets'
-        if task == '3d'
-        else 'joint step (6 2D + 3 synthetic 3D datasets'
+        '3D step (MeTRAbs, 3 synthetic 3D datasets' if task == '3d' else 'joint step (6 2D + 3 synthetic 3D datasets'
       )
       composition = ', '.join(f'{n} {c}' for n, c in task_counts.items())
       print(

@@ -123,6 +123,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     if args['task'] != '2d':
       config.batch_size = len(config.data.order)  # weights 1: one example of each dataset
       config.metrabs.abs_loss_start_step = 2
+      config.bn_inference_last_steps = 1  # the last step passes through the BatchNorm-inference phase
       config.data.synthetic3d.num_train_per_format = 12
       config.data.synthetic3d.num_val = 12
   if args['method'] in ('posebh', 'transfer'):
@@ -173,4 +174,5 @@ def _task3d(config: ml_collections.ConfigDict, task: str, synthetic: bool) -> No
   config.optim.name = 'adamw'
   config.optim.lr = 2.121e-4
   config.optim.schedule = 'metrabs'
+  config.bn_inference_last_steps = 1000  # docs/METHOD.md §3: BatchNorm in inference mode for the last 1000 updates
   config.viz_formats = False  # the all-formats picture draws 2D heatmap heads only

@@ -236,6 +236,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.profile = False
   config.device_peak_tflops = -1.0  # < 0: look the device up in a table; 0: unknown
   config.init_from = ''  # workdir or checkpoint dir of a baseline run: loads its backbone and heads
+  # The last N updates run every head's BatchNorm in inference mode (MeTRAbs: 1000; 0: off).
+  config.bn_inference_last_steps = 0
   config.posebh = posebh_config(False)
   config.transfer = transfer_config(False)
   config.metrabs = metrabs_config()

@@ -32,6 +32,8 @@ class Phase:
     prototype_datasets: domain transfer: the prototype terms and update run only on these (new) datasets'
       samples against their own prototype rows; empty = every dataset (PoseBH stages).
     embedding_frozen: the embedding module gets no updates and its BatchNorm runs in inference mode.
+    bn_inference: every head's BatchNorm runs in inference mode (running statistics, not updated): the last
+      `config.bn_inference_last_steps` of a run (MeTRAbs's last 1000 updates, docs/METHOD.md §3).
   """
 
   index: int
@@ -46,10 +48,12 @@ class Phase:
   cps: bool = False
   prototype_datasets: tuple[str, ...] = ()
   embedding_frozen: bool = False
+  bn_inference: bool = False
 
   def describe(self) -> str:
     if not self.posebh:
-      return f'steps {self.start_step}-{self.end_step}'
+      note = ": the heads' BatchNorm in inference mode" if self.bn_inference else ''
+      return f'steps {self.start_step}-{self.end_step}{note}'
     if self.prototype_datasets:
       return (
         f"transfer, steps {self.start_step}-{self.end_step}: frozen {', '.join(self.frozen)}, prototypes of "
@@ -70,8 +74,17 @@ def plan_phases(config: ml_collections.ConfigDict, steps_per_epoch: int, total_s
   if config.transfer.enabled:
     return plan_transfer(config, steps_per_epoch, total_steps)
   posebh = config.posebh
+  bn_steps = int(config.get('bn_inference_last_steps', 0))
+  if bn_steps < 0:
+    raise UserError(f'config.bn_inference_last_steps must be >= 0 (got {bn_steps})')
+  if bn_steps and posebh.enabled:
+    raise UserError('config.bn_inference_last_steps works in runs without PoseBH stages; set it to 0')
   if not posebh.enabled:
-    return [Phase(0, 0, total_steps, frozen=base_frozen)]
+    cut = max(0, total_steps - bn_steps) if bn_steps else total_steps
+    phases = [Phase(0, 0, cut, frozen=base_frozen)] if cut > 0 else []
+    if cut < total_steps:
+      phases.append(Phase(len(phases), cut, total_steps, frozen=base_frozen, bn_inference=True))
+    return phases
   stage_epochs = tuple(float(e) for e in posebh.stage_epochs)
   if len(stage_epochs) != 2 or not 0 <= stage_epochs[0] <= stage_epochs[1]:
     raise UserError(

@@ -200,6 +200,7 @@ class Trainer:
     has been in no phase yet (a new run), so a first phase that already has those terms (a run that starts in
     stage 2) starts them."""
     previous_cps = False if fresh else self.phase.cps
+    previous = self.phase
     self.use_phase(index)
     tx, phase = self.tx, self.phase
     cfg = self.config.posebh
@@ -211,7 +212,9 @@ class Trainer:
         extra['cluster_prototypes'] = proto_lib.cluster_prototypes(
           extra['prototypes'], cfg.num_clusters, cfg.cluster_iterations, cfg.cluster_temperature, rng
         )[0]
-      return dict(state, opt_state=tx.init(state['params']), extra=extra)
+      # A phase that only changes how BatchNorm runs keeps the optimizer's moments (the same optimizer).
+      same = not fresh and (previous.lr, previous.frozen) == (phase.lr, phase.frozen) and phase.lr is None
+      return dict(state, opt_state=state['opt_state'] if same else tx.init(state['params']), extra=extra)
 
     with self.activate():
       return jax.jit(move, out_shardings=self.state_shardings, donate_argnums=(0,))(state)
@@ -238,7 +241,12 @@ class Trainer:
       params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, self.frozen)
       if not phase.posebh:
         outputs, updates = self.model.apply(
-          variables(params), images, train=True, rngs={'dropout': step_rng}, mutable=['batch_stats']
+          variables(params),
+          images,
+          train=True,
+          bn_inference=phase.bn_inference,
+          rngs={'dropout': step_rng},
+          mutable=['batch_stats'],
         )
         total, per_dataset, terms = self.task_losses(outputs, batch, state['step'])
         return total, (per_dataset, terms, updates['batch_stats'], state['extra'])

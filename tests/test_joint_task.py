@@ -259,3 +259,50 @@ def test_datasets_sharing_an_expert_equal_a_model_with_that_expert_copied():
       np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=f'{name} {stacking}')
   joint = demo.get_config(_JOINT)
   assert pose_model.expert_indices(pose_model.dataset_experts(joint)) == (0, 1, 2, 3, 4, 5, 6, 6, 6)
+
+
+def _random_batch(structure, seed=0):
+  rng = np.random.default_rng(seed)
+  out = {}
+  for name, fields in structure.items():
+    out[name] = {}
+    for key, spec in fields.items():
+      if spec.dtype == np.uint8:
+        value = rng.integers(0, 256, spec.shape, np.uint8)
+      elif spec.dtype == np.bool_:
+        value = np.ones(spec.shape, bool)
+      else:
+        value = rng.random(spec.shape).astype(spec.dtype)
+      out[name][key] = value
+  return out
+
+
+def test_bn_inference_phase_keeps_running_statistics_and_the_optimizer_moments():
+  """`bn_inference_last_steps`: the run's last N steps are a phase whose heads' BatchNorm uses and keeps its running
+  statistics; entering it keeps the optimizer's moments (the same optimizer), while the parameters still train."""
+  from posebh_jax import sharding as sharding_lib
+  from posebh_jax import stages
+  from posebh_jax import trainer as trainer_lib
+
+  config = _locked_copy(demo.get_config('tiny'), bn_inference_last_steps=1, total_steps=2)
+  with config.unlocked():
+    config.data.order = ('coco', 'mpii')
+  phases = stages.plan_phases(config, 10, 2)
+  assert [(p.start_step, p.end_step, p.bn_inference) for p in phases] == [(0, 1, False), (1, 2, True)]
+  mesh = sharding_lib.make_mesh(config.mesh)
+  trainer = trainer_lib.Trainer(config, mesh, 10, {'coco': 4, 'mpii': 4})
+  batch = _random_batch(trainer.batch_structure())
+  state = trainer.init_state(0)
+  initial_stats = jax.device_get(state['batch_stats'])
+  state, _ = trainer.compile_train_step(batch)(state, batch)
+  stats, moments = jax.device_get(state['batch_stats']), jax.device_get(state['opt_state'])
+  assert any(jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.any(a != b)), stats, initial_stats)))
+  state = trainer.enter_phase(state, 1)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state['opt_state']), moments)
+  params = jax.device_get(state['params'])
+  state, _ = trainer.compile_train_step(batch)(state, batch)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state['batch_stats']), stats)
+  changed = jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.any(a != b)), jax.device_get(state['params']), params))
+  assert any(changed)
+  with pytest.raises(UserError, match='bn_inference_last_steps works in runs without PoseBH'):
+    stages.plan_phases(_locked_copy(demo.get_config('tiny,posebh'), bn_inference_last_steps=1), 10, 20)

@@ -120,9 +120,10 @@ class PoseModel(nn.Module):
     images = nn.with_logical_constraint(images, (BATCH, None, None, None))
     return self.backbone(images, comp, train), comp
 
-  def __call__(self, images_by_dataset, train: bool = False):
+  def __call__(self, images_by_dataset, train: bool = False, bn_inference: bool = False):
+    """`bn_inference`: in training, the heads' BatchNorm still uses (and keeps) its running statistics."""
     features, comp = self.features(images_by_dataset, train)
-    return self._own_heads(features, comp, train)
+    return self._own_heads(features, comp, train and not bn_inference)
 
   def _own_heads(self, features, comp: composition_lib.Composition, train: bool):
     """{name: dataset `name`'s head output on its own examples of `features`}, in dataset order (a `MultiHeadSpec`
