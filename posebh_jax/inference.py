@@ -264,13 +264,14 @@ class Predictor:
   # ------------------------------------------------------------------------------------------------ top-down
   def resolve_formats(self, formats: Sequence[str] | str | None = None) -> dict[str, str]:
     """{format: the dataset whose head predicts it} for skeleton format names `formats` (a sequence or a comma-
-    separated string; None: every dataset's format). A format served by several datasets gets the first in
-    `config.data.order`. Raises UserError for a format no head predicts or a task without keypoint heatmaps."""
+    separated string; None: the format of every dataset with a heatmap head). A format served by several datasets
+    gets the first in `config.data.order`. Raises UserError for a format no head predicts or a task without keypoint
+    heatmaps."""
     by_format: dict[str, str] = {}
     for name, fmt in self.formats().items():
       by_format.setdefault(fmt, name)
     if formats is None:
-      wanted = list(by_format)
+      wanted = [fmt for fmt, name in by_format.items() if hasattr(self.tasks[name], 'codec')]
     else:
       wanted = [f.strip() for f in formats.split(',')] if isinstance(formats, str) else [str(f) for f in formats]
       wanted = list(dict.fromkeys(f for f in wanted if f))

@@ -17,6 +17,7 @@ from posebh_jax import checkpoint as checkpoint_lib
 from posebh_jax import sharding as sharding_lib
 from posebh_jax import skeletons
 from posebh_jax import workdir as workdir_lib
+from posebh_jax.models import pose_model
 from posebh_jax.errors import UserError
 
 
@@ -35,6 +36,9 @@ def load_initial_weights(trainer, state, path: str):
     raise UserError(f'config.init_from: {e}') from None
   directory, _ = checkpoint_lib.resolve_checkpoint(path)
   source_names = workdir_lib.run_dataset_order(os.path.dirname(directory)) or trainer.names
+  # Experts map by expert name (a dataset's own name unless it shares one, e.g. the 3D datasets' '3d').
+  target_experts = tuple(dict.fromkeys(pose_model.dataset_experts(trainer.config)))
+  source_experts = workdir_lib.run_expert_names(os.path.dirname(directory)) or target_experts
   loaded, fresh, mismatched = set(), set(), []
   # Domain transfer (config.transfer.init_like): a dataset new to the source run starts from an old one's
   # expert and head layers (those whose shapes match).
@@ -52,7 +56,7 @@ def load_initial_weights(trainer, state, path: str):
         if key_like in source_flat and np.shape(source_flat[key_like]) == np.shape(value):
           source_flat[key] = source_flat[key_like]
       expert_axis = (
-        _dataset_axis(np.shape(value), np.shape(source_flat[key]), len(trainer.names), len(source_names))
+        _dataset_axis(np.shape(value), np.shape(source_flat[key]), len(target_experts), len(source_experts))
         if key in source_flat and key[-1] in ('expert_kernel', 'expert_bias')
         else None
       )
@@ -64,8 +68,8 @@ def load_initial_weights(trainer, state, path: str):
           np.array(value),
           np.asarray(source_flat[key]),
           expert_axis,
-          tuple(like.get(n, n) for n in trainer.names),
-          source_names,
+          tuple(like.get(n, n) for n in target_experts),
+          source_experts,
         )
         loaded.add(group)
       elif key in source_flat:

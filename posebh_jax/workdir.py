@@ -35,6 +35,17 @@ def run_dataset_order(workdir: str) -> tuple[str, ...] | None:
     return None
 
 
+def run_expert_names(workdir: str) -> tuple[str, ...] | None:
+  """The MoE experts of the run in `workdir`, in expert order: each dataset's `expert` (or its own name), first
+  appearances (runs before shared experts: the dataset names). None without a readable config.json."""
+  try:
+    data = read_run_config(workdir)['data']
+    names = [data['datasets'].get(n, {}).get('expert', '') or n for n in data['order']]
+  except (TypeError, KeyError, AttributeError):
+    return None
+  return tuple(dict.fromkeys(names))
+
+
 def config_changes(before: dict | None, config) -> list[str]:
   """'key: old -> new' for every leaf that differs between a run's config.json and `config` (model keys first)."""
   if before is None:
