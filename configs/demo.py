@@ -200,11 +200,11 @@ def _task_joint(config, tiny: bool):
   else:
     config.batch_size = 96
     config.metrabs.virtual_batch = 16
-    config.total_steps = 600
-    config.metrabs.abs_loss_start_step = 200
+    config.total_steps = 500
+    config.metrabs.abs_loss_start_step = 150
     config.optim.warmup_steps = 50
-    config.checkpoint_every_steps = 200
-    config.eval_every_steps = 600
+    config.checkpoint_every_steps = 250
+    config.eval_every_steps = 500
 
 
 def _transfer(config, tiny: bool):
