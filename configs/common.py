@@ -180,6 +180,15 @@ def metrabs_config() -> ml_collections.ConfigDict:
   )
 
 
+def consistency_config(variant: str = 'none') -> ml_collections.ConfigDict:
+  """config.consistency: how the shared 3D head's formats are made to agree (docs/METHOD.md §3; posebh_jax/tasks/
+  consistency.py): 'none' (separate joints), 'regularize' (a: + weight · mean|P − dec(enc(P))| / 1000, × weight_2d on
+  2D examples), 'latent' (b: the head predicts the ACAE's latents, decoded by its frozen decoder), 'hybrid' (c: both
+  heads, the latent one distilled from the full one with distill_weight, inference through it). `acae`: the run
+  whose `python -m posebh_jax.acae` fit holds the ACAE (its workdir, acae directory or weights.npz)."""
+  return ml_collections.ConfigDict(dict(variant=variant, acae='', weight=1.0, weight_2d=0.2, distill_weight=1.0))
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Everything but model and data: optimisation, schedule, mesh, logging, checkpoints, evaluation."""
   config = ml_collections.ConfigDict()
@@ -241,6 +250,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.posebh = posebh_config(False)
   config.transfer = transfer_config(False)
   config.metrabs = metrabs_config()
+  config.consistency = consistency_config()
+  config.acae = acae_config()
   return config
 
 
@@ -424,3 +435,28 @@ def add_real3d(config: ml_collections.ConfigDict, names=None) -> ml_collections.
   config.data.order = tuple(config.data.order) + names
   config.eval_datasets = tuple(config.eval_datasets) + tuple(n for n in names if n in REAL3D_BENCHMARKS)
   return config
+
+
+def acae_config() -> ml_collections.ConfigDict:
+  """config.acae: the affine-combining autoencoder that `python -m posebh_jax.acae --workdir=<3D run>` fits on the
+  run's own 3D predictions (docs/METHOD.md §3; posebh_jax/acae/fit.py)."""
+  return ml_collections.ConfigDict(
+    dict(
+      num_latents=48,  # L latent points
+      num_centre_latents=8,  # of them on the body's midline; the rest pair up as 20 left + 20 right
+      chiral=True,  # the [[S, Q, X], [Q, S, X], [C, C, Z]] block structure (mirror-equivariant); False: free weights
+      lambda_sparsity=0.6,  # weight of mean|W_enc| + mean|W_dec| against the projection error in metres
+      batch_size=32,
+      steps=20000,
+      lrs=(3e-2, 3e-3, 3e-4),  # Adam's rate: lrs[i] from lr_drop_fractions[i - 1] of the steps on
+      lr_drop_fractions=(0.5, 0.75),
+      log_every=1000,  # steps between progress lines
+      # Pseudo-ground truth: the train records of these datasets of the run; empty: its 'h36m' and 'bml_movi'
+      # datasets where it has them, else every 3D (metrabs3d) dataset.
+      fit_datasets=(),
+      max_records_per_dataset=50000,  # evenly spaced records of a larger dataset; 0: all
+      flip=True,  # the mirrored crop's prediction is a second (mirrored) sample
+      held_out=0.1,  # fraction of the records whose poses only measure the reconstruction error
+      seed=0,
+    )
+  )

@@ -18,6 +18,8 @@ from configs import common, demo
 from posebh_jax import tasks as tasks_lib
 from posebh_jax.evaluation import pose3d
 from posebh_jax.models import pose_model
+from posebh_jax.tasks import metrabs as metrabs_task_lib
+from test_consistency3d import write_acae
 
 _CONFIG = 'configs/demo.py:tiny,task=3d'
 # The trained runs of this module: the mission's shape, the six 2D datasets (the human ones also supervising the 3D
@@ -127,9 +129,22 @@ _RUN = (
 
 
 @pytest.fixture(scope='module')
-def one_device_run(tmp_path_factory, data3d_dir):
+def acae_dir(tmp_path_factory):
+  """A random column-normalised ACAE over the tiny joint demo's 3D head joints: the module's runs train with the
+  output-regularisation variant (a) on top of the joint demo."""
+  names = metrabs_task_lib.head_joint_names(demo.get_config('tiny,task=joint'))
+  return write_acae(tmp_path_factory.mktemp('acae'), names)
+
+
+@pytest.fixture(scope='module')
+def run_flags(acae_dir):
+  return (*_RUN, '--config.consistency.variant=regularize', f'--config.consistency.acae={acae_dir}')
+
+
+@pytest.fixture(scope='module')
+def one_device_run(tmp_path_factory, data3d_dir, run_flags):
   workdir = tmp_path_factory.mktemp('one') / 'run'
-  _train(workdir, data3d_dir, *_RUN, config=_JOINT)
+  _train(workdir, data3d_dir, *run_flags, config=_JOINT)
   return workdir
 
 
@@ -145,14 +160,15 @@ def test_tiny_joint_demo_trains_evaluates_and_starts_abs_loss_late(one_device_ru
   for step, row in train_rows.items():
     # The row of step s is the loss at state step s - 1: L_abs counts from state step 2 (logged step 3) on.
     for name in _FORMATS:
-      terms = {t: row[f'train/loss_{name}/{t}'] for t in ('meanrel', 'proj', 'abs')}
+      terms = {t: row[f'train/loss_{name}/{t}'] for t in ('meanrel', 'proj', 'abs', 'consistency')}
       assert all(math.isfinite(v) and v > 0 for v in terms.values()), (step, name, terms)
-      expected = terms['meanrel'] + terms['proj'] + (0.1 * terms['abs'] if step >= 3 else 0.0)
+      expected = terms['meanrel'] + terms['proj'] + (0.1 * terms['abs'] if step >= 3 else 0.0) + terms['consistency']
       assert abs(row[f'train/loss_{name}'] - expected) <= 1e-5 * expected, (step, name, row)
     for name in demo.HUMAN_2D:
       heatmap, term_2d = row[f'train/loss_{name}/heatmap'], row[f'train/loss_{name}/2d']
-      assert heatmap > 0 and term_2d > 0, (step, name)
-      expected = heatmap + config.metrabs.loss_2d_weight * term_2d
+      consistency = row[f'train/loss_{name}/consistency']
+      assert heatmap > 0 and term_2d > 0 and consistency > 0, (step, name)
+      expected = heatmap + config.metrabs.loss_2d_weight * term_2d + config.consistency.weight_2d * consistency
       assert abs(row[f'train/loss_{name}'] - expected) <= 1e-5 * expected, (step, name, row)
     total = sum(row[f'train/loss_{name}'] for name in config.data.order)
     assert abs(row['train/loss'] - total) <= 1e-5 * total
@@ -175,15 +191,16 @@ def test_tiny_joint_demo_trains_evaluates_and_starts_abs_loss_late(one_device_ru
     assert picture.shape == (config.viz_examples * 2 * height, 2 * width + 2 * height, 3)
 
 
-def test_eight_devices_match_one_device(tmp_path, data3d_dir, one_device_run):
-  """A mixed 3D + 2D batch on 8 devices (4x2 data x fsdp): the shared head's ghost BatchNorm and the 3D losses are
-  global-batch computations, the 2D heads per-dataset ones; 3 steps give the 1-device losses (every dataset's and
-  its terms), and the sharded evaluation the 1-device metrics."""
+def test_eight_devices_match_one_device(tmp_path, data3d_dir, one_device_run, run_flags):
+  """A mixed 3D + 2D batch on 8 devices (4x2 data x fsdp), with the consistency variant (a): the shared head's ghost
+  BatchNorm and the 3D losses are global-batch computations, the 2D heads per-dataset ones; 3 steps give the 1-device
+  losses (every dataset's and its terms), and the sharded evaluation the 1-device metrics."""
   eight = tmp_path / 'eight'
-  _train(eight, data3d_dir, *_RUN, '--config.mesh.data=4', '--config.mesh.fsdp=2', devices=8, config=_JOINT)
+  _train(eight, data3d_dir, *run_flags, '--config.mesh.data=4', '--config.mesh.fsdp=2', devices=8, config=_JOINT)
   one_rows, eight_rows = _records(one_device_run), _records(eight)
   train_keys = sorted({k for r in one_rows for k in r if k.startswith('train/loss')})
-  assert 'train/loss_coco/2d' in train_keys and 'train/loss_syn_h36m/meanrel' in train_keys, train_keys
+  for key in ('train/loss_coco/2d', 'train/loss_coco/consistency', 'train/loss_syn_h36m/consistency'):
+    assert key in train_keys, train_keys
   for key in train_keys:
     one = [r[key] for r in one_rows if key in r]
     np.testing.assert_allclose([r[key] for r in eight_rows if key in r], one, rtol=1e-8, err_msg=key)

@@ -38,6 +38,7 @@ from posebh_jax.losses import metrabs as metrabs_losses
 from posebh_jax.models.metrabs_head import MetrabsHeadSpec
 from posebh_jax.skeletons import get_format3d
 from posebh_jax.tasks import base
+from posebh_jax.tasks import consistency as consistency_lib
 from posebh_jax.viz import pose3d as pose3d_viz
 
 HEAD_NAME = 'metrabs'
@@ -58,6 +59,11 @@ def head_formats(config) -> tuple[str, ...]:
     if entry.task == MetrabsTask.kind and entry.format not in formats:
       formats.append(entry.format)
   return tuple(formats)
+
+
+def head_joint_names(config) -> tuple[str, ...]:
+  """The shared head's joints, suffixed ('lsho_h36m'), in head order (`head_formats`)."""
+  return tuple(name for fmt in head_formats(config) for name in get_format3d(fmt).suffixed_names)
 
 
 def metrabs_head_spec(config) -> MetrabsHeadSpec:
@@ -100,6 +106,7 @@ class MetrabsTask(base.Task):
       weight_2d=m.loss_2d_weight,
       min_gt_depth_mm=m.proj_min_depth_mm,
     )
+    self.consistency = consistency_lib.Consistency(config, head_joint_names(config), metrabs_head_spec(config))
     self._ground_truth = None
 
   @property
@@ -156,30 +163,38 @@ class MetrabsTask(base.Task):
       fast_decode=data.fast_jpeg_decode,
     )
 
-  def head_spec(self) -> MetrabsHeadSpec:
-    return metrabs_head_spec(self.config)
+  def head_spec(self):
+    """The shared head's spec, or the consistency variant's 3D heads (`tasks.consistency`)."""
+    return self.consistency.spec()
 
-  def own_joints(self, output) -> dict:
-    """The head's output dict restricted to this dataset's joints (a static slice of the head's J)."""
-    return {key: output[key][:, self.joints] for key in HEAD_OUTPUTS}
+  def own_joints(self, output, inference: bool = False) -> dict:
+    """The head output's joints (the consistency variant's: training or `inference` path) restricted to this
+    dataset's (a static slice of the head's J)."""
+    heads = self.consistency.split(output)
+    joints = self.consistency.inference_joints(heads) if inference else self.consistency.joints(heads)
+    return {key: joints[key][:, self.joints] for key in HEAD_OUTPUTS}
 
   def loss(self, output, batch, step=None):
     """`metrabs_loss` on the dataset's joints; terms 'meanrel', 'proj' and 'abs' (unweighted, also before its
-    start step)."""
+    start step), and the consistency variant's term ('consistency' or 'distill') on all the head's joints."""
     labels = {'intrinsics': batch['intrinsics'], 'joints3d': batch['joints3d'], 'joints3d_valid': batch['valid']}
     total, terms = metrabs_losses.metrabs_loss(
       self.own_joints(output), labels, jnp.zeros((), jnp.int32) if step is None else step, self.loss_config
     )
-    return total, {key: terms[key] for key in ('meanrel', 'proj', 'abs')}
+    extra, extra_terms = self.consistency.terms(
+      self.consistency.split(output), self.image_size_hw, self.loss_config.box_size_mm, is_2d=False
+    )
+    return total + extra, {**{key: terms[key] for key in ('meanrel', 'proj', 'abs')}, **extra_terms}
 
   def predict(self, apply, variables, images, flip: bool):
-    """{'coords2d' (n, J_d, 2) crop px, 'coords3d_rel' (n, J_d, 3) mm} of the dataset's joints; with `flip`, the mean
+    """{'coords2d' (n, J_d, 2) crop px, 'coords3d_rel' (n, J_d, 3) mm} of the dataset's joints (the consistency
+    variant's inference path); with `flip`, the mean
     with the mirrored crop's prediction mirrored back (x → W - 1 - x in px, x → -x in the relative 3D, joints
     swapped through the format's flip_index)."""
     if not flip:
-      return self.own_joints(apply(variables, images))
+      return self.own_joints(apply(variables, images), inference=True)
     count = images.shape[0]
-    both = self.own_joints(apply(variables, jnp.concatenate([images, images[:, :, ::-1]])))
+    both = self.own_joints(apply(variables, jnp.concatenate([images, images[:, :, ::-1]])), inference=True)
     flip_index = np.asarray(self.format.flip_index)
     width = self.image_size_hw[1]
     out = {}

@@ -25,16 +25,11 @@ from data_pipeline import pipeline
 from posebh_jax.errors import UserError
 from posebh_jax.losses import metrabs as metrabs_losses
 from posebh_jax.models.multi_head import MultiHeadSpec
-from posebh_jax.skeletons import get_format3d
 from posebh_jax.skeletons import registry3d
 from posebh_jax.tasks import base
+from posebh_jax.tasks import consistency as consistency_lib
 from posebh_jax.tasks import metrabs as metrabs_task
 from posebh_jax.tasks.heatmap import HeatmapTask
-
-
-def head_joint_names(config) -> tuple[str, ...]:
-  """The shared MeTRAbs head's joints, suffixed ('lsho_h36m'), in head order (`metrabs.head_formats`)."""
-  return tuple(name for fmt in metrabs_task.head_formats(config) for name in get_format3d(fmt).suffixed_names)
 
 
 def check_has_3d_head(config, name: str, kind: str) -> None:
@@ -55,7 +50,7 @@ def check_has_3d_head(config, name: str, kind: str) -> None:
 
 def prefix_matrix(config, format2d: str) -> np.ndarray:
   """float32 (K, J_head): `registry3d.prefix_matrix` of 2D format `format2d` over the shared head's joints."""
-  return registry3d.prefix_matrix(format2d, head_joint_names(config))
+  return registry3d.prefix_matrix(format2d, metrabs_task.head_joint_names(config))
 
 
 class _Metrabs2DTerm:
@@ -66,14 +61,13 @@ class _Metrabs2DTerm:
     m = config.metrabs
     self.weight_2d = float(m.loss_2d_weight)
     self.box_size_mm = float(m.box_mm)
+    self.consistency = consistency_lib.Consistency(
+      config, metrabs_task.head_joint_names(config), metrabs_task.metrabs_head_spec(config)
+    )
 
   @functools.cached_property
   def head_prefix_matrix(self) -> np.ndarray:
     return prefix_matrix(self.config, self.entry.format)
-
-  def metrabs_spec(self):
-    """The shared MeTRAbs head's spec (the 'metrabs3d' datasets' own)."""
-    return metrabs_task.metrabs_head_spec(self.config)
 
   def camera_fields(self) -> dict:
     k = self.num_keypoints
@@ -88,10 +82,18 @@ class _Metrabs2DTerm:
       self.config.data, self.name, camera_fov_deg=self.config.metrabs.fov_2d_deg, with_heatmaps=heatmaps
     )
 
-  def loss_2d(self, head_output, batch):
-    """L_2d (unweighted) of the 3D head's output (n, J_head) on the dataset's keypoints."""
+  def loss_3d_head(self, heads, batch):
+    """(weighted total, {'2d': L_2d, and the consistency variant's term}) of the 3D heads' outputs `heads`
+    ({output key: head output} of the dataset's examples)."""
+    term = self.loss_2d(self.consistency.joints(heads), batch)
+    extra, extra_terms = self.consistency.terms(heads, self.image_size_hw, self.box_size_mm, is_2d=True)
+    return self.weight_2d * term + extra, {'2d': term, **extra_terms}
+
+  def loss_2d(self, joints, batch):
+    """L_2d (unweighted) of the 3D head's joints {'coords2d', 'coords3d_rel'} (n, J_head) on the dataset's
+    keypoints."""
     pred_abs = metrabs_losses.absolute_from_head(
-      head_output['coords2d'], head_output['coords3d_rel'], batch['intrinsics'], self.image_size_hw
+      joints['coords2d'], joints['coords3d_rel'], batch['intrinsics'], self.image_size_hw
     )
     return metrabs_losses.loss_2d(
       pred_abs,
@@ -125,12 +127,11 @@ class Metrabs2DTask(_Metrabs2DTerm, base.Task):
     return self.transform(heatmaps=False)
 
   def head_spec(self):
-    return self.metrabs_spec()
+    return self.consistency.spec()
 
   def loss(self, output, batch, step=None):
     del step
-    term = self.loss_2d(output, batch)
-    return self.weight_2d * term, {'2d': term}
+    return self.loss_3d_head(self.consistency.split(output), batch)
 
   def evaluate(self, context: base.EvalContext) -> dict[str, float]:
     raise UserError(f"dataset '{self.name}' (task '{self.kind}') has no evaluation; leave it out of eval_datasets")
@@ -157,12 +158,13 @@ class HeatmapMetrabsTask(_Metrabs2DTerm, HeatmapTask):
     return self.transform(heatmaps=True)
 
   def head_spec(self) -> MultiHeadSpec:
-    return MultiHeadSpec((('heatmaps', HeatmapTask.head_spec(self)), (metrabs_task.HEAD_NAME, self.metrabs_spec())))
+    return MultiHeadSpec((('heatmaps', HeatmapTask.head_spec(self)),) + self.consistency.head_parts())
 
   def loss(self, output, batch, step=None):
     heatmap_loss, _ = HeatmapTask.loss(self, output['heatmaps'], batch, step)
-    term = self.loss_2d(output[metrabs_task.HEAD_NAME], batch)
-    return heatmap_loss + self.weight_2d * term, {'heatmap': heatmap_loss, '2d': term}
+    heads = {key: output[key] for key, _ in self.consistency.head_parts()}
+    total, terms = self.loss_3d_head(heads, batch)
+    return heatmap_loss + total, {'heatmap': heatmap_loss, **terms}
 
   def predict(self, apply, variables, images, flip: bool):
     """The heatmap head's test-time heatmaps (`HeatmapTask.predict`; XLA drops the unused 3D head)."""
