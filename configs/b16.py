@@ -16,7 +16,9 @@
 Args (comma separated): variant=S/16|B/16|L/16|H/16, runlocal, data=real|synthetic (default: real, synthetic
   with runlocal),
   method=vitpose|posebh|transfer, target=smpl24|interhand (the transfer skeleton: 3DPW or InterHand2.6M),
-  task=2d|3d|joint (default 2d: ViTPose++ on the six 2D datasets; 3d and joint: docs/METHOD.md §3, method=vitpose).
+  task=2d|3d|joint (default 2d: ViTPose++ on the six 2D datasets; 3d and joint: docs/METHOD.md §3, method=vitpose),
+  consistency=regularize|latent|hybrid (with task=3d|joint: the ACAE consistency fine-tuning, 40k steps, of a trained
+  run: pass --config.init_from=RUN --config.consistency.acae=RUN after python -m posebh_jax.acae --workdir=RUN).
 
 task=3d: the 28 real 3D datasets (configs/common.py add_real3d; each prepared by `python -m data_pipeline.prepare
   h36m|mpi_inf_3dhp|panoptic` or `generic3d --dataset3d=NAME`) trained by the MeTRAbs head with their per-batch
@@ -42,7 +44,15 @@ from configs import common
 
 
 def _parse(arg: str) -> dict:
-  parsed = {'variant': 'B/16', 'runlocal': False, 'data': '', 'method': 'vitpose', 'target': 'smpl24', 'task': '2d'}
+  parsed = {
+    'variant': 'B/16',
+    'runlocal': False,
+    'data': '',
+    'method': 'vitpose',
+    'target': 'smpl24',
+    'task': '2d',
+    'consistency': 'none',
+  }
   for item in filter(None, (arg or '').split(',')):
     key, _, value = item.partition('=')
     if key not in parsed:
@@ -55,6 +65,10 @@ def _parse(arg: str) -> dict:
     raise ValueError(f"unknown method '{parsed['method']}'; choose one of {', '.join(METHODS)}")
   if parsed['task'] not in TASKS:
     raise ValueError(f"unknown task '{parsed['task']}'; choose task=2d, task=3d or task=joint")
+  if parsed['consistency'] not in ('none', 'regularize', 'latent', 'hybrid'):
+    raise ValueError(f"unknown consistency '{parsed['consistency']}'; choose regularize, latent or hybrid")
+  if parsed['consistency'] != 'none' and parsed['task'] == '2d':
+    raise ValueError('consistency=... fine-tunes a 3D run: combine it with task=3d or task=joint')
   if parsed['task'] != '2d' and parsed['method'] != 'vitpose':
     raise ValueError(f"task={parsed['task']} does not combine with method={parsed['method']}; drop one of them")
   return parsed
@@ -126,6 +140,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       config.bn_inference_last_steps = 1  # the last step passes through the BatchNorm-inference phase
       config.data.synthetic3d.num_train_per_format = 12
       config.data.synthetic3d.num_val = 12
+  if args['consistency'] != 'none':
+    # docs/METHOD.md §3: 40k steps from the trained separate-head run (--config.init_from, --config.consistency.acae).
+    common.consistency_finetune(config, args['consistency'], steps=config.total_steps if args['runlocal'] else 40_000)
+    config.metrabs.abs_loss_start_step = 0
   if args['method'] in ('posebh', 'transfer'):
     _posebh(config)
     if args['method'] == 'transfer':

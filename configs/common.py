@@ -189,6 +189,17 @@ def consistency_config(variant: str = 'none') -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(variant=variant, acae='', weight=1.0, weight_2d=0.2, distill_weight=1.0))
 
 
+def consistency_finetune(config: ml_collections.ConfigDict, variant: str, steps: int = 40_000) -> None:
+  """Turns a 3D or joint config into docs/METHOD.md §3's consistency fine-tuning with `variant` ('regularize',
+  'latent', 'hybrid'): `steps` updates (40k) from a trained separate-head run (pass --config.init_from and
+  --config.consistency.acae, usually the same workdir), the backbone at a tenth of the heads' lr (our choice of
+  "lower"), warmup 500 and MeTRAbs's schedule over the fine-tuning."""
+  config.consistency.variant = variant
+  config.total_steps = steps
+  config.optim.backbone_lr_scale = 0.1
+  config.optim.warmup_steps = min(int(config.optim.warmup_steps), 500)
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Everything but model and data: optimisation, schedule, mesh, logging, checkpoints, evaluation."""
   config = ml_collections.ConfigDict()
@@ -210,6 +221,7 @@ def base_config() -> ml_collections.ConfigDict:
     schedule='step',  # 'step' (decay_factor at decay_epochs, as ViTPose++) or 'cosine' (to final_lr_ratio × lr)
     final_lr_ratio=0.0,
     frozen=(),  # regexes over parameter paths ('backbone/.*') that receive no updates and no optimizer state
+    backbone_lr_scale=1.0,  # the backbone's lr relative to the heads' (fine-tuning: < 1)
   )
   config.num_epochs = 210
   config.total_steps = -1  # > 0 overrides num_epochs

@@ -15,7 +15,8 @@ three-stage schedule (compressed to the demo's step budget); `transfer` (implies
 skeleton to a trained PoseBH run (docs/METHOD.md §2 domain transfer; configs/common.py add_transfer); `task=3d`
 trains MeTRAbs (one shared 3D head) on the three synthetic 3D formats instead of the 2D datasets; `task=joint`
 trains both halves in one model and one batch: the six 2D heads and the 3D head (the 3D formats and the human 2D
-datasets supervise it). Both combine with `tiny`, not with `posebh` / `transfer`.
+datasets supervise it). Both combine with `tiny`, not with `posebh` / `transfer`; `consistency=regularize|latent|
+hybrid` (with task=3d or task=joint) fine-tunes a trained run with that consistency variant (docs/METHOD.md §3).
 
 Sized for 2 CPU cores: 128×96 crops with patch 16 (8×6 tokens), width 192, depth 4, 32×24 heatmaps. The
 generator's difficulty is low (near-frontal people, side-on animals, little clutter) and augmentation is light,
@@ -27,12 +28,15 @@ from configs import common
 
 def _parse(arg: str) -> set[str]:
   flags = set(filter(None, (arg or '').split(',')))
-  unknown = flags - {'tiny', 'posebh', 'transfer', 'task=3d', 'task=joint'}
+  variants = {f'consistency={v}' for v in CONSISTENCY_VARIANTS}
+  unknown = flags - {'tiny', 'posebh', 'transfer', 'task=3d', 'task=joint'} - variants
   if unknown:
     raise ValueError(
       f'unknown demo config argument(s) {sorted(unknown)}; use '
-      'configs/demo.py[:tiny][,posebh|,transfer|,task=3d|,task=joint]'
+      'configs/demo.py[:tiny][,posebh|,transfer|,task=3d|,task=joint][,consistency=regularize|latent|hybrid]'
     )
+  if len(flags & variants) > 1 or (flags & variants and not flags & {'task=3d', 'task=joint'}):
+    raise ValueError('configs/demo.py: one consistency=... argument, with task=3d or task=joint')
   tasks = flags & {'task=3d', 'task=joint'}
   if len(tasks) > 1:
     raise ValueError('configs/demo.py: choose one of task=3d and task=joint')
@@ -137,7 +141,25 @@ def get_config(arg: str = ''):
     _task3d(config, tiny='tiny' in flags)
   if 'task=joint' in flags:
     _task_joint(config, tiny='tiny' in flags)
+  for flag in flags:
+    if flag.startswith('consistency='):
+      _consistency(config, flag.partition('=')[2], tiny='tiny' in flags)
   return common.finalize(config)
+
+
+CONSISTENCY_VARIANTS = ('regularize', 'latent', 'hybrid')
+
+
+def _consistency(config, variant: str, tiny: bool):
+  """Consistency fine-tuning (docs/METHOD.md §3) of a trained demo 3D / joint run with `variant`, in the demo's
+  budget: 200 steps (tiny: the test's), the backbone at a tenth of the heads' lr; pass --config.init_from and
+  --config.consistency.acae (the trained run, after `python -m posebh_jax.acae --workdir=<it>`)."""
+  common.consistency_finetune(config, variant, steps=config.total_steps if tiny else 200)
+  config.optim.warmup_steps = 5 if tiny else 20
+  config.metrabs.abs_loss_start_step = 0  # the trained run is past it
+  if not tiny:
+    config.checkpoint_every_steps = 200
+    config.eval_every_steps = 200
 
 
 def _task3d(config, tiny: bool):

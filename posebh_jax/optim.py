@@ -105,13 +105,22 @@ def layer_ids(params, depth: int) -> Any:
   return traverse_util.unflatten_dict(out)
 
 
-def lr_multipliers(params, depth: int, layer_decay: float, frozen_mask) -> Any:
-  """Per-parameter lr scale = layer_decay^(depth + 1 − layer_id) (heads 1); 0 for frozen parameters."""
+def lr_multipliers(params, depth: int, layer_decay: float, frozen_mask, backbone_scale: float = 1.0) -> Any:
+  """Per-parameter lr scale = layer_decay^(depth + 1 − layer_id) (heads 1), × `backbone_scale` in the backbone
+  (e.g. a fine-tuning run that trains its heads faster than the backbone); 0 for frozen parameters."""
   ids = layer_ids(params, depth)
+  in_backbone = traverse_util.unflatten_dict(
+    {path: path[0] == 'backbone' for path in traverse_util.flatten_dict(params)}
+  )
   return jax.tree.map(
-    lambda i, frozen: np.float32(0.0) if frozen else (layer_decay ** (depth + 1 - np.asarray(i))).astype(np.float32),
+    lambda i, frozen, backbone: (
+      np.float32(0.0)
+      if frozen
+      else (layer_decay ** (depth + 1 - np.asarray(i)) * (backbone_scale if backbone else 1.0)).astype(np.float32)
+    ),
     ids,
     frozen_mask,
+    in_backbone,
   )
 
 
@@ -179,7 +188,9 @@ def build_optimizer(
     optax.clip_by_global_norm(optim_config.grad_clip) if optim_config.grad_clip > 0 else optax.identity(),
     optax.masked(optax.scale_by_adam(optim_config.b1, optim_config.b2, optim_config.eps), trainable),
     optax.add_decayed_weights(optim_config.weight_decay, mask=decay),
-    scale_by_tree(lr_multipliers(params, depth, optim_config.layer_decay, frozen)),
+    scale_by_tree(
+      lr_multipliers(params, depth, optim_config.layer_decay, frozen, float(optim_config.get('backbone_lr_scale', 1.0)))
+    ),
     optax.scale_by_learning_rate(schedule),
   )
   global_schedule = (lambda step: schedule(step - schedule_start)) if schedule_start else schedule

@@ -152,3 +152,16 @@ def test_frozen_pattern_that_matches_nothing_is_a_user_error():
   params = _params()
   with pytest.raises(UserError, match="frozen parameter pattern '\\^backbone/blocks_' .* matches no parameter"):
     optim.build_optimizer(_config(frozen=('^head_', '^backbone/blocks_')), params, depth=2, steps_per_epoch=1)
+
+
+def test_backbone_lr_scale_multiplies_the_backbone_only():
+  params = {
+    'backbone': {'block_0': {'w': np.zeros(2)}, 'patch_embed': {'w': np.zeros(2)}},
+    'head_coco': {'w': np.zeros(2)},
+  }
+  frozen = jax.tree.map(lambda _: False, params)
+  plain = optim.lr_multipliers(params, 1, 0.5, frozen)
+  scaled = optim.lr_multipliers(params, 1, 0.5, frozen, backbone_scale=0.1)
+  assert scaled['head_coco']['w'] == plain['head_coco']['w'] == 1.0
+  assert scaled['backbone']['block_0']['w'] == pytest.approx(0.1 * plain['backbone']['block_0']['w'])
+  assert scaled['backbone']['patch_embed']['w'] == pytest.approx(0.1 * 0.25)
