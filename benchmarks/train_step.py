@@ -2,7 +2,7 @@
 and joint (2D + 3D) steps.
 
   python -m benchmarks.train_step [--variants=S/16,B/16] [--batch_per_device=N] [--steps=N] [--dtype=bfloat16]
-      [--no-posebh] [--no-tasks3d]
+      [--no-posebh] [--no-tasks3d] [--no-consistency]
 
 For each variant it times the multi-dataset step (six datasets, MoE FFN, six heads: "the 2D step") and, in the
 same run, the same ViT with a plain FFN and one head over the same batch (the reference), and prints img/s, step
@@ -20,7 +20,10 @@ config.metrabs.virtual_batch (16), or, where that does not divide the examples t
 largest divisor of both (printed; e.g. 8 for the joint step at batch 48: 40 examples). Random batches follow each
 task's batch fields (`_random_batch`), with plausible values so that the losses are finite. The model is the 2D
 step's (same variant, MoE FFN); the 3D datasets share one expert ('3d', configs/common.py EXPERT_3D): one expert in
-the 3D step, seven in the joint step, as configs/b16.py task=3d|joint. With `--posebh` (default on) it also times
+the 3D step, seven in the joint step, as configs/b16.py task=3d|joint. With `--consistency` (default on, with
+`--tasks3d`) the joint step is also timed with each ACAE consistency variant (config.consistency: (a) the
+reconstruction term, (b) the latent head and the frozen decoder, (c) both heads with the distillation; a random
+ACAE with L = 48) and printed relative to the separate-head joint step. With `--posebh` (default on) it also times
 PoseBH's stage-1 step (embedding module, prototypes, PHM/PPC/PPD, backbone frozen) and stage-2 step (CSS on: every
 head also runs on the other datasets' examples; CPS on) relative to the baseline step.
 """
@@ -45,6 +48,8 @@ from data_pipeline import pipeline
 from posebh_jax import flops as flops_lib
 from posebh_jax import sharding as sharding_lib
 from posebh_jax import trainer as trainer_lib
+from posebh_jax.tasks import consistency as consistency_lib
+from posebh_jax.tasks import metrabs as metrabs_task
 
 
 def _config(variant: str, dtype: str, batch: int, datasets, remat: bool):
@@ -94,6 +99,14 @@ def _task_config(variant: str, dtype: str, batch: int, remat: bool, task: str):
   else:  # MeTRAbs' square crops (configs/b16.py task=3d|joint)
     config.data.image_size, config.data.heatmap_size = (256, 256), (64, 64)
   return config
+
+
+CONSISTENCY_VARIANTS = ('regularize', 'latent', 'hybrid')
+CONSISTENCY_LABELS = {
+  'regularize': '(a) + ACAE reconstruction term',
+  'latent': '(b) latent head + frozen decoder',
+  'hybrid': '(c) both heads, latent distilled',
+}
 
 
 def shared_head_examples(config, counts) -> int:
@@ -262,6 +275,12 @@ def main():
     help='also time the PoseBH stage-1 and stage-2 steps',
   )
   parser.add_argument(
+    '--consistency',
+    action=argparse.BooleanOptionalAction,
+    default=True,
+    help='with --tasks3d: also the joint step with each ACAE consistency variant (a, b, c), relative to it',
+  )
+  parser.add_argument(
     '--tasks3d',
     default=True,
     action=argparse.BooleanOptionalAction,
@@ -314,6 +333,19 @@ def main():
           continue
         task_setups[task] = (task_config, task_counts, shared)
         runners[task] = StepRunner(task_config, task_counts)
+    if args.tasks3d and args.consistency and 'joint' in task_setups:
+      # The consistency variants' joint steps (a random ACAE with L = 48: the step's cost does not depend on it).
+      joint_config, joint_counts, _ = task_setups['joint']
+      acae_dir = tempfile.mkdtemp(prefix='acae_')
+      names = metrabs_task.head_joint_names(joint_config)
+      rng = np.random.default_rng(0)
+      encoder, decoder = rng.random((len(names), 48)), rng.random((48, len(names)))
+      consistency_lib.write_acae(acae_dir, encoder / encoder.sum(0), decoder / decoder.sum(0), names)
+      for choice in CONSISTENCY_VARIANTS:
+        variant_config = joint_config.copy_and_resolve_references()
+        variant_config.consistency.variant = choice
+        variant_config.consistency.acae = acae_dir
+        runners[f'joint_{choice}'] = StepRunner(variant_config, joint_counts)
     times = dict(zip(runners, interleaved_times(list(runners.values()), steps, args.rounds, labels=list(runners))))
     multi, plain_time = times['multi'], times['plain']
     if args.trace_dir:
@@ -357,6 +389,13 @@ def main():
         f'{task_tflops:.2f} TFLOP/s/device, MFU {task_mfu} | ratio to the 2D step {seconds / multi:.3f}'
         f' | counts: {composition}'
       )
+    for choice in CONSISTENCY_VARIANTS:
+      if f'joint_{choice}' in times:
+        seconds = times[f'joint_{choice}']
+        print(
+          f'{variant}: joint step with consistency {choice} ({CONSISTENCY_LABELS[choice]}) {seconds * 1e3:.1f} ms, '
+          f'{batch / seconds:.1f} img/s | ratio to the separate-head joint step {seconds / times["joint"]:.3f}'
+        )
     if args.posebh:
       posebh = _config(variant, args.dtype, batch, names, args.remat)
       posebh.posebh = common.posebh_config(enabled=True)

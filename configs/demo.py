@@ -33,7 +33,7 @@ def _parse(arg: str) -> set[str]:
   if unknown:
     raise ValueError(
       f'unknown demo config argument(s) {sorted(unknown)}; use '
-      'configs/demo.py[:tiny][,posebh|,transfer|,task=3d|,task=joint][,consistency=regularize|latent|hybrid]'
+      'configs/demo.py[:tiny][,posebh|,transfer|,task=3d|,task=joint][,consistency=none|regularize|latent|hybrid]'
     )
   if len(flags & variants) > 1 or (flags & variants and not flags & {'task=3d', 'task=joint'}):
     raise ValueError('configs/demo.py: one consistency=... argument, with task=3d or task=joint')
@@ -147,7 +147,8 @@ def get_config(arg: str = ''):
   return common.finalize(config)
 
 
-CONSISTENCY_VARIANTS = ('regularize', 'latent', 'hybrid')
+# 'none': the separate-head run continued under the same fine-tuning schedule (the equal-budget control).
+CONSISTENCY_VARIANTS = ('none', 'regularize', 'latent', 'hybrid')
 
 
 def _consistency(config, variant: str, tiny: bool):

@@ -13,6 +13,7 @@ from posebh_jax.errors import UserError
 from posebh_jax.losses import consistency as consistency_losses
 from posebh_jax.models.metrabs_head import MetrabsHeadSpec
 from posebh_jax.models.multi_head import MultiHeadSpec
+from posebh_jax.tasks import consistency as consistency_lib
 from posebh_jax.tasks import metrabs as metrabs_task
 
 _CONFIG = 'tiny,task=3d'
@@ -29,8 +30,7 @@ def write_acae(path, joint_names, num_latents=8, seed=0, identity=False) -> str:
     decoder = rng.random((num_latents, count)).astype(np.float32)
     encoder /= encoder.sum(0, keepdims=True)
     decoder /= decoder.sum(0, keepdims=True)
-  path.mkdir(parents=True, exist_ok=True)
-  np.savez(path / 'weights.npz', encoder=encoder, decoder=decoder, joint_names=np.asarray(joint_names))
+  consistency_lib.write_acae(str(path), encoder, decoder, joint_names)
   return str(path)
 
 

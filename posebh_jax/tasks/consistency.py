@@ -43,6 +43,18 @@ def acae_file(path: str) -> str:
   )
 
 
+def write_acae(directory: str, encoder, decoder, joint_names) -> str:
+  """Writes `directory`/weights.npz: `encoder` (J, L) and `decoder` (L, J) (column-normalised) and the J suffixed
+  `joint_names`, the file `read_acae` and `config.consistency.acae` read. Returns its path."""
+  encoder, decoder = np.asarray(encoder, np.float32), np.asarray(decoder, np.float32)
+  if encoder.shape[::-1] != decoder.shape or encoder.shape[0] != len(joint_names):
+    raise ValueError(f'encoder {encoder.shape}, decoder {decoder.shape} and {len(joint_names)} joints disagree')
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, ACAE_FILE)
+  np.savez(path, encoder=encoder, decoder=decoder, joint_names=np.asarray(list(joint_names)))
+  return path
+
+
 @functools.lru_cache(maxsize=8)
 def read_acae(path: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
   """(encoder float32 (J, L), decoder float32 (L, J), joint names) of the ACAE at `path` (`acae_file`)."""
