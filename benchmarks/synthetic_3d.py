@@ -231,11 +231,11 @@ def main(argv=None) -> int:
     'preparing the synthetic 3D data',
   )
   plan = run_plan(workdir, data_dir, args.tiny, base_steps, finetune_steps)
-  records = {'base': ensure_run('base', plan['base'])}
+  records = {'base': ensure_run('base', plan['base'], log=_log)}
   acae_args = [f'--config.acae.steps={args.acae_steps}'] if args.acae_steps else []
   records['acae'] = ensure_acae(plan['base']['workdir'], acae_args)
   for variant in VARIANTS:
-    records[variant] = ensure_run(variant, plan[variant])
+    records[variant] = ensure_run(variant, plan[variant], log=_log)
   results = {}
   for name in ('base',) + VARIANTS:
     step, metrics = last_eval(plan[name]['workdir'])

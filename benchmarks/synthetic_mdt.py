@@ -145,16 +145,18 @@ def _existing(name: str, run: dict) -> tuple[dict | None, int | None]:
   return record, latest
 
 
-def ensure_run(name: str, run: dict) -> dict:
+def ensure_run(name: str, run: dict, log=None) -> dict:
   """Trains `run` unless its workdir holds the finished run; returns its record (args, steps, train_seconds,
-  reused). Raises SystemExit (one line) when the workdir holds another run or training fails."""
+  reused); `log` prints the progress lines (default: this benchmark's). Raises SystemExit (one line) when the
+  workdir holds another run or training fails."""
+  say = log or _log
   record_path = os.path.join(run['workdir'], 'benchmark_run.json')
   record, latest = _existing(name, run)
   if record is not None and latest is not None and latest >= run['steps'] and record.get('train_seconds'):
-    _log(f'{name}: reusing the finished run in {run["workdir"]} (step {latest})')
+    say(f'{name}: reusing the finished run in {run["workdir"]} (step {latest})')
     return dict(record, reused=True)
   command = ' '.join(['python'] + run['args'])
-  _log(f'{name}: training {run["steps"]} steps{" (resuming at step %d)" % latest if latest else ""}: {command}')
+  say(f'{name}: training {run["steps"]} steps{" (resuming at step %d)" % latest if latest else ""}: {command}')
   os.makedirs(run['workdir'], exist_ok=True)
   record = {'args': run['args'], 'steps': run['steps'], 'train_seconds': None}
   with open(record_path, 'w') as f:
@@ -181,7 +183,7 @@ def ensure_run(name: str, run: dict) -> dict:
   record['train_seconds'] = seconds
   with open(record_path, 'w') as f:
     json.dump(record, f, indent=1)
-  _log(f'{name}: trained in {seconds:.0f} s')
+  say(f'{name}: trained in {seconds:.0f} s')
   return dict(record, reused=False)
 
 

@@ -160,3 +160,24 @@ def posebh_workdir(tmp_path_factory, data_dir):
     workdir, data_dir, '--config.total_steps=2', '--config.eval_every_steps=0', config='configs/demo.py:tiny,posebh'
   )
   return str(workdir)
+
+
+# The files with the longest tests, longest first (the suite's --durations): `make test` runs files on two workers
+# (--dist loadfile), and starting these first keeps one long file from running alone at the end.
+LONG_FILES = (
+  'test_cluster.py',
+  'test_posebh_stages_e2e.py',
+  'test_posebh_e2e.py',
+  'test_train_e2e.py',
+  'test_metrabs_task.py',
+  'test_weights_checkpoint.py',
+  'test_synthetic_mdt.py',
+  'test_model.py',
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+  """Runs the `LONG_FILES` first (in that order), every other file after them in collection order."""
+  del session, config
+  rank = {name: index for index, name in enumerate(LONG_FILES)}
+  items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))
