@@ -764,14 +764,27 @@ SMPL24 = dict(
   category='human',
 )
 
-# Unified 21-keypoint skeleton of docs/METHOD.md §4: COCO 17 + pelvis, thorax, upper_neck, head_top.
-# Sigmas: COCO for 0-16; for the four extra points Halpe's value for its head/neck/hip points (0.08),
-# the closest public convention (MPII's 0.026 is a COCO-eye-like value that makes OKS very strict).
+# Unified 21-keypoint skeleton of docs/METHOD.md §4 (Khan et al. 2024): COCO's 17 in COCO order, then MPII's
+# pelvis (17), thorax (18), upper_neck (19), head_top (20); the four added points are centre points (no flip pair).
+# Sigmas: COCO's for 0-16. For the four added points 0.08, the value Halpe's own evaluation (halpecocotools
+# cocoeval.py) gives its head, neck and hip points (CrowdPose's crowdposetools uses the near-equal 0.079 for head and
+# neck): the paper scores the 21 points on Halpe, where pelvis, thorax and head_top are Halpe's hip, neck and head
+# (MAPPINGS below), so OKS on this format then agrees with Halpe's. upper_neck has no public OKS convention; it
+# takes the same 0.08. (MPII's 0.026 for these points is a COCO-eye-like value, far too strict for a torso point.)
 UNIFIED21 = dict(
   keypoint_names=_COCO_NAMES + ['pelvis', 'thorax', 'upper_neck', 'head_top'],
   flip_pairs=_COCO_FLIP,
   sigmas=_COCO_SIGMAS + [0.08, 0.08, 0.08, 0.08],
-  links=_COCO_LINKS + [('pelvis', 'thorax'), ('thorax', 'upper_neck'), ('upper_neck', 'head_top')],
+  links=_COCO_LINKS
+  + [
+    ('pelvis', 'left_hip'),
+    ('pelvis', 'right_hip'),
+    ('thorax', 'left_shoulder'),
+    ('thorax', 'right_shoulder'),
+    ('thorax', 'pelvis'),
+    ('upper_neck', 'thorax'),
+    ('head_top', 'upper_neck'),
+  ],
   upper_body=_COCO_UPPER + ['thorax', 'upper_neck', 'head_top'],
   lower_body=_COCO_LOWER + ['pelvis'],
   category='human',
@@ -826,7 +839,10 @@ MAPPINGS = {
   ('aic', 'coco'): dict(by_name=True, pairs=[]),
   ('ap10k', 'apt36k'): dict(by_name=True, pairs=[]),
   ('mpii', 'coco'): dict(by_name=True, pairs=[]),  # the 12 limb joints
-  # Halpe's 'hip' is the pelvis centre, 'head' the top of the head, 'neck' the base of the neck (MPII thorax).
+  # Halpe-26 body <-> unified21, for scoring the 21 outputs on Halpe (its 'body' part: the first 20 keypoints).
+  # The COCO 17 by name; Halpe's 'hip' (19) is the mid-hip point = pelvis; 'head' (17) the top of the head =
+  # head_top; 'neck' (18) sits at the base of the neck between the shoulders, which is MPII's thorax, not MPII's
+  # upper_neck (the neck's top, under the chin). 20 pairs: unified upper_neck and Halpe's six foot points are unmatched.
   ('halpe', 'unified21'): dict(by_name=True, pairs=[('hip', 'pelvis'), ('neck', 'thorax'), ('head', 'head_top')]),
   ('crowdpose', 'unified21'): dict(by_name=True, pairs=[('head', 'head_top')]),
   ('interhand', 'coco_wholebody'): dict(
