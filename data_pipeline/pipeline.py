@@ -503,10 +503,17 @@ def make_eval_iterator(data_config, name: str, batch_size: int):
     raise ValueError(f'eval batch size must be >= 1, got {batch_size}')
   cfg = _dataset_config(data_config, name)
   source, indices, _ = _eval_records(data_config, name)
-  padded = -(-len(indices) // batch_size) * batch_size
   transform = TopDownEvalTransform(
     tuple(data_config.image_size), data_config.bbox_padding, use_udp=codecs.get_codec(cfg.codec).use_udp
   )
+  return padded_batches(source, indices, batch_size, transform)
+
+
+def padded_batches(source, indices: np.ndarray, batch_size: int, transform):
+  """Iterator over the records of `source` at `indices`, in that order (one pass), mapped by `transform` (a grain Map
+  that turns `PADDING` into a padding example) in batches of `batch_size`; the last batch is padded with `PADDING`
+  records. A record without `instance_id` gets its position + 1 (the synthetic eval splits)."""
+  padded = -(-len(indices) // batch_size) * batch_size
   dataset = grain.MapDataset.source(_PaddedSelection(source, indices, padded)).map(transform).batch(batch_size)
   threads = max(1, min(4, os.cpu_count() or 1))
   return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2)))
@@ -520,11 +527,7 @@ def make_eval_records_iterator(data_config, name: str, batch_size: int, transfor
   if batch_size < 1:
     raise ValueError(f'eval batch size must be >= 1, got {batch_size}')
   source = eval_records(data_config, name, fields)
-  padded = -(-len(source) // batch_size) * batch_size
-  indices = np.arange(len(source), dtype=np.int64)
-  dataset = grain.MapDataset.source(_PaddedSelection(source, indices, padded)).map(transform).batch(batch_size)
-  threads = max(1, min(4, os.cpu_count() or 1))
-  return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2)))
+  return padded_batches(source, np.arange(len(source), dtype=np.int64), batch_size, transform)
 
 
 def eval_records(data_config, name: str, fields: Sequence[str]):

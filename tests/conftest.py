@@ -172,7 +172,13 @@ LONG_FILES = (
   'test_metrabs_task.py',
   'test_weights_checkpoint.py',
   'test_synthetic_mdt.py',
+  'test_task_interface.py',
   'test_model.py',
+  'test_transfer.py',
+  'test_real_e2e.py',
+  'test_viz.py',
+  'test_joint_task.py',
+  'test_benchmarks.py',
 )
 
 

@@ -38,7 +38,6 @@ import shutil
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -164,21 +163,6 @@ def restore_model(config, workdir: str):
 # ------------------------------------------------------------------------------------------------ pseudo-GT
 
 
-class _Selection:
-  """Records of `source` at `indices`, padded up to `length` with `transforms3d.PADDING`."""
-
-  def __init__(self, source, indices: np.ndarray, length: int):
-    self.source, self.indices, self.length = source, indices, length
-
-  def __len__(self) -> int:
-    return self.length
-
-  def __getitem__(self, position: int):
-    if position >= len(self.indices):
-      return transforms3d.PADDING
-    return self.source[int(self.indices[position])]
-
-
 def record_indices(count: int, limit: int) -> np.ndarray:
   """int64 indices of the records used: all `count`, or `limit` (> 0) evenly spaced ones when there are more."""
   if 0 < limit < count:
@@ -230,14 +214,11 @@ def pseudo_ground_truth(
     source = pipeline.select_fields(source, metrabs_task.EVAL_FIELDS)
     indices = record_indices(len(source), int(acae.max_records_per_dataset))
     transform = transforms3d.Pose3DEvalTransform(entry.format, image_size_hw, config.data.bbox_padding)
-    padded = -(-len(indices) // batch_size) * batch_size
-    dataset = grain.MapDataset.source(_Selection(source, indices, padded)).map(transform).batch(batch_size)
-    threads = max(1, min(4, os.cpu_count() or 1))
     if experts[name] not in runners:
       runners[experts[name]] = head_predict_function(model, tasks[name], bool(acae.flip))
     predict = runners[experts[name]]
     number = first_record
-    for batch in dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2)):
+    for batch in pipeline.padded_batches(source, indices, batch_size, transform):
       out = np.asarray(predict(variables, batch['image'], batch['intrinsics']), np.float32)
       keep = np.flatnonzero(np.asarray(batch['example_valid']))
       ids = number + np.arange(len(keep))
