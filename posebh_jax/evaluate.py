@@ -59,7 +59,8 @@ def _shown(metric: str, value, as_is: bool = False) -> str:
 
 def format_table(results: dict[str, float], model: str = 'this run') -> str:
   """The evaluation results as text: one row per dataset (headline metric -- MPJPE, AP, PCKh or AUC -- then the
-  dataset's other summary metrics), followed by one row in the layout of docs/METHOD.md's results table.
+  dataset's other summary metrics), followed by one row in the layout of docs/METHOD.md's results table when the
+  results include one of its datasets.
 
   Args:
     results: `{'eval/<dataset>/<metric>': value}` as `Evaluator.run` returns (AP-style values in [0, 1],
@@ -80,6 +81,8 @@ def format_table(results: dict[str, float], model: str = 'this run') -> str:
     others = '  '.join(f'{m} {_shown(m, metrics[m], as_is)}' for m in details if m in metrics and m != headline)
     shown = _shown(headline, metrics[headline], as_is)
     lines.append(name.ljust(16) + headline.ljust(8) + shown.rjust(7) + '   ' + others)
+  if not any(name in rows for _, name, _ in METHOD_TABLE_COLUMNS):
+    return '\n'.join(lines)  # no dataset of the 2D results table (e.g. a 3D run): its row would be all '-'
   titles = [title for title, _, _ in METHOD_TABLE_COLUMNS]
   values = [_shown(metric, rows.get(name, {}).get(metric)) for _, name, metric in METHOD_TABLE_COLUMNS]
   lines += [

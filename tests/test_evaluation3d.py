@@ -322,6 +322,9 @@ def test_registry_and_table():
   assert rows['h36m'] == ['MPJPE', '54.3', 'PA-MPJPE', '38.0', 'PCK150', '96.5', 'AUC', '51.3', 'MPJPE-abs', '210.0']
   assert rows['interhand'][:2] == ['AUC', '80.0'] and rows['coco'][:2] == ['AP', '75.0']
   assert [c.strip() for c in table[-1].split('|')[1:-1]][1] == '75.0'
+  # A 3D run alone: the rows, no all-'-' row of the 2D results table.
+  only_3d = evaluate_lib.format_table({k: v for k, v in logged.items() if k.startswith('eval/h36m/')}).splitlines()
+  assert len(only_3d) == 2 and not any(line.startswith('|') for line in only_3d)
 
 
 def test_cli_user_errors(tmp_path, capsys):
