@@ -286,3 +286,27 @@ def test_distill_objective_rejects_wrong_channel_counts():
       max_epochs=10,
       temperature=1.0,
     )
+
+
+def test_remap_keypoints_round_trips_through_the_unified_format():
+  """Per-keypoint arrays into the unified format and back: the identity on COCO's 17 and MPII's 16; the unified
+  points a format lacks get the fill value (a training target's weight 0)."""
+  from posebh_jax.skeletons import remap_keypoints
+
+  rng = np.random.default_rng(0)
+  for source, count, missing in (('coco', 17, [17, 18, 19, 20]), ('mpii', 16, [0, 1, 2, 3, 4])):
+    heatmaps = rng.random((2, 8, 6, count)).astype(np.float32)
+    unified = remap_keypoints(heatmaps, source, 'unified21', axis=-1)
+    assert unified.shape == (2, 8, 6, 21) and unified.dtype == np.float32
+    np.testing.assert_array_equal(remap_keypoints(unified, 'unified21', source, axis=-1), heatmaps)
+    weights = remap_keypoints(np.ones(count, np.float32), source, 'unified21')
+    assert np.flatnonzero(weights == 0).tolist() == missing
+    keypoints = rng.random((3, count, 3))
+    np.testing.assert_array_equal(
+      remap_keypoints(remap_keypoints(keypoints, source, 'unified21', axis=1), 'unified21', source, axis=1), keypoints
+    )
+  # METHOD.md: MPII's thorax (7) is the unified thorax (18).
+  values = np.arange(16.0)
+  assert remap_keypoints(values, 'mpii', 'unified21', fill=-1.0)[18] == 7.0
+  with pytest.raises(ValueError, match="'coco' has 17 keypoints"):
+    remap_keypoints(np.zeros(16), 'coco', 'unified21')

@@ -274,3 +274,25 @@ def format_mapping(source: str, target: str) -> list[tuple[int, int]]:
     f'no keypoint mapping defined from {source!r} to {target!r}; {source!r} maps to: '
     f'{", ".join(defined) or "nothing"} (add one to posebh_jax/skeletons/formats.py MAPPINGS)'
   )
+
+
+def remap_keypoints(values, source: str, target: str, axis: int = -1, fill: float = 0.0) -> np.ndarray:
+  """Per-keypoint `values` of format `source` (size K_source along `axis`: heatmap channels, target weights,
+  keypoint rows) placed at `target`'s keypoints (`format_mapping`): K_target along `axis`, `fill` where a target
+  keypoint has no source partner (e.g. COCO's examples in the unified format: weight 0 at pelvis, thorax, neck,
+  head top). NumPy in, NumPy out, dtype kept."""
+  values = np.asarray(values)
+  axis = axis % values.ndim
+  if values.shape[axis] != get_format(source).num_keypoints:
+    raise ValueError(
+      f'{values.shape[axis]} values along axis {axis}, but {source!r} has {get_format(source).num_keypoints} keypoints'
+    )
+  shape = list(values.shape)
+  shape[axis] = get_format(target).num_keypoints
+  out = np.full(shape, fill, dtype=values.dtype)
+  pairs = np.asarray(format_mapping(source, target), dtype=np.int64).reshape(-1, 2)
+  index = [slice(None)] * values.ndim
+  source_index, target_index = list(index), list(index)
+  source_index[axis], target_index[axis] = pairs[:, 0], pairs[:, 1]
+  out[tuple(target_index)] = values[tuple(source_index)]
+  return out
