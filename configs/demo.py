@@ -163,6 +163,17 @@ def _consistency(config, variant: str, tiny: bool):
     config.eval_every_steps = 200
 
 
+def _add_synthetic3d(config, tiny: bool):
+  """The three synthetic 3D datasets with the demo's 3D augmentation and generator sizes (`tiny`: the tests'),
+  one setting for task=3d and task=joint, so that both read one preparation of `posebh_synthetic3d`."""
+  common.add_synthetic3d(config)
+  config.data.aug3d.update(dict(scale_factor=0.1, rotation=10.0, occlusion_prob=0.2, occlusion_max=1))
+  if tiny:
+    config.data.synthetic3d.update(dict(num_train_per_format=24, num_val=12, image_size=(96, 96), difficulty=0.0))
+  else:
+    config.data.synthetic3d.update(dict(num_train_per_format=1500, num_val=150, image_size=(192, 192), difficulty=0.0))
+
+
 def _task3d(config, tiny: bool):
   """MeTRAbs on the three synthetic 3D formats (tfds `posebh_synthetic3d`) with the demo's model: square crops,
   one shared head over the 24 + 17 + 33 joints, each format an equal part of the batch; L_abs from a third of the
@@ -170,14 +181,11 @@ def _task3d(config, tiny: bool):
   data = config.data
   data.datasets = {}
   data.order = ()
-  common.add_synthetic3d(config)
-  data.aug3d.update(dict(scale_factor=0.1, rotation=10.0, occlusion_prob=0.2, occlusion_max=1))
-  data.synthetic3d.update(dict(num_train_per_format=1500, num_val=150, image_size=(192, 192), difficulty=0.0))
+  _add_synthetic3d(config, tiny)
   config.viz_formats = False  # the all-formats picture draws 2D heatmap heads
   if tiny:
     data.image_size = (64, 64)  # patch 8: an 8x8 grid
     data.heatmap_size = (32, 32)
-    data.synthetic3d.update(dict(num_train_per_format=24, num_val=12, image_size=(96, 96)))
     config.batch_size = 24  # 8 per format: a multiple of 8 devices
     config.metrabs.virtual_batch = 8
     config.metrabs.abs_loss_start_step = 10
@@ -206,9 +214,7 @@ def _task_joint(config, tiny: bool):
   data = config.data
   for name in HUMAN_2D:
     data.datasets[name].task = 'heatmap_metrabs'
-  common.add_synthetic3d(config)
-  data.aug3d.update(dict(scale_factor=0.1, rotation=10.0, occlusion_prob=0.2, occlusion_max=1))
-  data.synthetic3d.update(dict(num_train_per_format=1500, num_val=150, image_size=(192, 192), difficulty=0.0))
+  _add_synthetic3d(config, tiny)
   for name in common.SYNTHETIC_3D_FORMATS:
     data.datasets[name].weight = 2.0
   data.datasets.coco.weight = 1.0
@@ -216,7 +222,6 @@ def _task_joint(config, tiny: bool):
   if tiny:
     for name in common.SYNTHETIC_3D_FORMATS:
       data.datasets[name].weight = 1.0
-    data.synthetic3d.update(dict(num_train_per_format=24, num_val=12, image_size=(96, 96)))
     config.batch_size = 72  # 8 of each of the 9 datasets: a multiple of 8 devices
     config.metrabs.virtual_batch = 8
     config.metrabs.abs_loss_start_step = 2

@@ -81,6 +81,11 @@ def metrabs_head_spec(config) -> MetrabsHeadSpec:
   )
 
 
+def head_consistency(config) -> consistency_lib.Consistency:
+  """The config's consistency variant over the shared head (`tasks.consistency`), for every task that trains it."""
+  return consistency_lib.Consistency(config, head_joint_names(config), metrabs_head_spec(config))
+
+
 class MetrabsTask(base.Task):
   """A 3D dataset trained by MeTRAbs through the shared head (see the module docstring)."""
 
@@ -95,7 +100,6 @@ class MetrabsTask(base.Task):
     formats = head_formats(config)
     start = sum(get_format3d(f).num_joints for f in formats[: formats.index(self.entry.format)])
     self.joints = slice(start, start + self.format.num_joints)
-    self.head_joints = sum(get_format3d(f).num_joints for f in formats)
     self.image_size_hw = tuple(int(s) for s in config.data.image_size)
     m = config.metrabs
     self.loss_config = metrabs_losses.MetrabsLossConfig(
@@ -106,7 +110,7 @@ class MetrabsTask(base.Task):
       weight_2d=m.loss_2d_weight,
       min_gt_depth_mm=m.proj_min_depth_mm,
     )
-    self.consistency = consistency_lib.Consistency(config, head_joint_names(config), metrabs_head_spec(config))
+    self.consistency = head_consistency(config)
     self._ground_truth = None
 
   @property
@@ -170,7 +174,9 @@ class MetrabsTask(base.Task):
   def own_joints(self, output, inference: bool = False) -> dict:
     """The head output's joints (the consistency variant's: training or `inference` path) restricted to this
     dataset's (a static slice of the head's J)."""
-    heads = self.consistency.split(output)
+    return self._own(self.consistency.split(output), inference)
+
+  def _own(self, heads: dict, inference: bool = False) -> dict:
     joints = self.consistency.inference_joints(heads) if inference else self.consistency.joints(heads)
     return {key: joints[key][:, self.joints] for key in HEAD_OUTPUTS}
 
@@ -178,12 +184,11 @@ class MetrabsTask(base.Task):
     """`metrabs_loss` on the dataset's joints; terms 'meanrel', 'proj' and 'abs' (unweighted, also before its
     start step), and the consistency variant's term ('consistency' or 'distill') on all the head's joints."""
     labels = {'intrinsics': batch['intrinsics'], 'joints3d': batch['joints3d'], 'joints3d_valid': batch['valid']}
+    heads = self.consistency.split(output)
     total, terms = metrabs_losses.metrabs_loss(
-      self.own_joints(output), labels, jnp.zeros((), jnp.int32) if step is None else step, self.loss_config
+      self._own(heads), labels, jnp.zeros((), jnp.int32) if step is None else step, self.loss_config
     )
-    extra, extra_terms = self.consistency.terms(
-      self.consistency.split(output), self.image_size_hw, self.loss_config.box_size_mm, is_2d=False
-    )
+    extra, extra_terms = self.consistency.terms(heads, self.image_size_hw, self.loss_config.box_size_mm, is_2d=False)
     return total + extra, {**{key: terms[key] for key in ('meanrel', 'proj', 'abs')}, **extra_terms}
 
   def predict(self, apply, variables, images, flip: bool):

@@ -27,7 +27,6 @@ from posebh_jax.losses import metrabs as metrabs_losses
 from posebh_jax.models.multi_head import MultiHeadSpec
 from posebh_jax.skeletons import registry3d
 from posebh_jax.tasks import base
-from posebh_jax.tasks import consistency as consistency_lib
 from posebh_jax.tasks import metrabs as metrabs_task
 from posebh_jax.tasks.heatmap import HeatmapTask
 
@@ -61,9 +60,7 @@ class _Metrabs2DTerm:
     m = config.metrabs
     self.weight_2d = float(m.loss_2d_weight)
     self.box_size_mm = float(m.box_mm)
-    self.consistency = consistency_lib.Consistency(
-      config, metrabs_task.head_joint_names(config), metrabs_task.metrabs_head_spec(config)
-    )
+    self.consistency = metrabs_task.head_consistency(config)
 
   @functools.cached_property
   def head_prefix_matrix(self) -> np.ndarray:
