@@ -200,6 +200,61 @@ def consistency_finetune(config: ml_collections.ConfigDict, variant: str, steps:
   config.optim.warmup_steps = min(int(config.optim.warmup_steps), 500)
 
 
+def distill_config() -> ml_collections.ConfigDict:
+  """config.distill: multi-teacher distillation into one unified-skeleton student (docs/METHOD.md §4; datasets with
+  task 'distill', posebh_jax/tasks/distill.py).
+
+  `teachers`: {skeleton format: a run of this project or a converted checkpoint (workdir, checkpoints/ or
+  checkpoints/<step>)}; each teacher's head for that format (the first of its datasets with it) runs frozen, in
+  inference mode, on every image of the batch inside the train step. `gt_weight` w1 and `teacher_weights`
+  {format: w} weigh L = w1 L_gt + Σ_t w_t s_t L_KD^t; s_t = 1 − epoch / decay_epochs (clipped at 0) for the
+  teachers in `decaying_teachers`, else 1; `decay_epochs` <= 0: the run's length. `temperature`: of the spatial
+  softmax of teacher and student heatmaps (< 1 sharpens; heatmaps lie in [0, 1], so 1 would leave the distributions
+  nearly flat). `teacher_dtype`: the teachers' compute dtype ('' : the student's `model.dtype`)."""
+  return ml_collections.ConfigDict(
+    dict(
+      teachers=dict(coco='', mpii=''),
+      gt_weight=0.3,
+      teacher_weights=dict(coco=0.35, mpii=0.35),  # METHOD.md's other setting: coco 0.25, mpii 0.45
+      decaying_teachers=('mpii',),
+      decay_epochs=-1.0,
+      temperature=0.1,
+      scale_by_temperature_squared=False,
+      teacher_dtype='',
+    )
+  )
+
+
+# The distillation student's datasets (docs/METHOD.md §4): COCO and MPII train it; Halpe evaluates it over the 20
+# Halpe keypoints its 21 map to (weight 0: evaluated only).
+DISTILL_DATASETS = ('coco', 'mpii', 'halpe')
+
+
+def add_distill(config: ml_collections.ConfigDict, sources: str, teachers: dict) -> ml_collections.ConfigDict:
+  """Turns `config` into the unified-skeleton student: datasets COCO and MPII (task 'distill', equal parts of the
+  batch) and Halpe (evaluated only), one shared 21-keypoint head, a plain ViT (no MoE: one model for every image),
+  the teachers {format: run} of `teachers`. `sources`: 'real' or 'synthetic'."""
+  data = data_config(sources, ('coco', 'mpii'))
+  if sources == 'synthetic':
+    halpe = ('posebh_synthetic', 'validation', 'validation')
+  else:
+    halpe = ('halpe', 'validation', 'validation')
+  data.datasets.halpe = dict(data.datasets.coco.to_dict(), tfds_name=halpe[0], train_split=halpe[1])
+  data.datasets.halpe.update(dict(eval_split=halpe[2], format='halpe', weight=0.0))
+  for name in DISTILL_DATASETS:
+    data.datasets[name].task = 'distill'
+  data.order = DISTILL_DATASETS
+  for key in ('image_size', 'heatmap_size', 'bbox_padding', 'num_workers', 'fast_jpeg_decode', 'data_dir'):
+    data[key] = config.data[key]
+  data.aug = config.data.aug
+  data.synthetic = config.data.synthetic
+  config.data = data
+  config.model.use_experts = False
+  config.distill.teachers = dict(teachers)
+  config.viz_formats = False  # the all-heads picture draws one head per dataset; the student has one
+  return config
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Everything but model and data: optimisation, schedule, mesh, logging, checkpoints, evaluation."""
   config = ml_collections.ConfigDict()
@@ -264,6 +319,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.metrabs = metrabs_config()
   config.consistency = consistency_config()
   config.acae = acae_config()
+  config.distill = distill_config()
   return config
 
 

@@ -10,13 +10,19 @@
   python -m posebh_jax.main --config=configs/demo.py:task=3d --workdir=workdirs/demo3d
   python -m data_pipeline.prepare synthetic3d --config=configs/demo.py:task=joint # (the 2D data: as for the demo)
   python -m posebh_jax.main --config=configs/demo.py:task=joint --workdir=workdirs/demo_joint
+  python -m posebh_jax.main --config=configs/demo.py:teacher=coco --workdir=workdirs/demo_teacher_coco
+  python -m posebh_jax.main --config=configs/demo.py:teacher=mpii --workdir=workdirs/demo_teacher_mpii
+  python -m posebh_jax.main --config=configs/demo.py:distill --workdir=workdirs/demo_distill  # the two above teach
 Args (comma separated): `tiny` shrinks everything for unit tests; `posebh` turns on prototypes, CSS and the
 three-stage schedule (compressed to the demo's step budget); `transfer` (implies `posebh`) adds the SMPL-24
 skeleton to a trained PoseBH run (docs/METHOD.md §2 domain transfer; configs/common.py add_transfer); `task=3d`
 trains MeTRAbs (one shared 3D head) on the three synthetic 3D formats instead of the 2D datasets; `task=joint`
 trains both halves in one model and one batch: the six 2D heads and the 3D head (the 3D formats and the human 2D
 datasets supervise it). Both combine with `tiny`, not with `posebh` / `transfer`; `consistency=regularize|latent|
-hybrid` (with task=3d or task=joint) fine-tunes a trained run with that consistency variant (docs/METHOD.md §3).
+hybrid` (with task=3d or task=joint) fine-tunes a trained run with that consistency variant (docs/METHOD.md §3);
+`teacher=coco|mpii` trains a single-dataset model (plain ViT, no MoE) on that dataset alone, and `distill` the
+unified 21-keypoint student from the two (docs/METHOD.md §4; --config.distill.teachers.coco / .mpii name them,
+default the workdirs above), all three with the same steps and batch size.
 
 Sized for 2 CPU cores: 128×96 crops with patch 16 (8×6 tokens), width 192, depth 4, 32×24 heatmaps. The
 generator's difficulty is low (near-frontal people, side-on animals, little clutter) and augmentation is light,
@@ -29,12 +35,15 @@ from configs import common
 def _parse(arg: str) -> set[str]:
   flags = set(filter(None, (arg or '').split(',')))
   variants = {f'consistency={v}' for v in CONSISTENCY_VARIANTS}
-  unknown = flags - {'tiny', 'posebh', 'transfer', 'task=3d', 'task=joint'} - variants
+  distill = {'distill', 'teacher=coco', 'teacher=mpii'}
+  unknown = flags - {'tiny', 'posebh', 'transfer', 'task=3d', 'task=joint'} - variants - distill
   if unknown:
     raise ValueError(
-      f'unknown demo config argument(s) {sorted(unknown)}; use '
-      'configs/demo.py[:tiny][,posebh|,transfer|,task=3d|,task=joint][,consistency=none|regularize|latent|hybrid]'
+      f'unknown demo config argument(s) {sorted(unknown)}; use configs/demo.py[:tiny][,posebh|,transfer|,task=3d|'
+      ',task=joint|,distill|,teacher=coco|,teacher=mpii][,consistency=none|regularize|latent|hybrid]'
     )
+  if flags & distill and (len(flags & distill) > 1 or flags - distill - {'tiny'}):
+    raise ValueError('configs/demo.py: distill, teacher=coco and teacher=mpii each combine with tiny only')
   if len(flags & variants) > 1 or (flags & variants and not flags & {'task=3d', 'task=joint'}):
     raise ValueError('configs/demo.py: one consistency=... argument, with task=3d or task=joint')
   tasks = flags & {'task=3d', 'task=joint'}
@@ -144,7 +153,42 @@ def get_config(arg: str = ''):
   for flag in flags:
     if flag.startswith('consistency='):
       _consistency(config, flag.partition('=')[2], tiny='tiny' in flags)
+    if flag.startswith('teacher='):
+      _teacher(config, flag.partition('=')[2], tiny='tiny' in flags)
+  if 'distill' in flags:
+    _distill(config, tiny='tiny' in flags)
   return common.finalize(config)
+
+
+# The distillation demo's teachers, where `configs/demo.py:teacher=...` puts them in the commands above.
+DEMO_TEACHERS = {'coco': 'workdirs/demo_teacher_coco', 'mpii': 'workdirs/demo_teacher_mpii'}
+
+
+def _distill_budget(config, tiny: bool):
+  """The step budget that the teachers and the student share (docs/METHOD.md §4 demo: equal budgets)."""
+  if tiny:
+    config.batch_size = 16
+    return
+  config.batch_size = 32
+  config.total_steps = 600
+  config.optim.warmup_steps = 50
+  config.checkpoint_every_steps = 300
+  config.eval_every_steps = 600
+
+
+def _teacher(config, name: str, tiny: bool):
+  """A single-dataset model (plain ViT, no MoE) on dataset `name` alone: a distillation teacher, and the
+  single-dataset baseline of the comparison."""
+  config.data.order = (name,)
+  config.data.datasets = {name: config.data.datasets[name].to_dict()}
+  config.model.use_experts = False
+  _distill_budget(config, tiny)
+
+
+def _distill(config, tiny: bool):
+  """The unified 21-keypoint student (common.add_distill) on the synthetic COCO and MPII sets, Halpe evaluated."""
+  common.add_distill(config, 'synthetic', DEMO_TEACHERS)
+  _distill_budget(config, tiny)
 
 
 # 'none': the separate-head run continued under the same fine-tuning schedule (the equal-budget control).

@@ -107,10 +107,16 @@ def _dataset_config(data_config, name: str):
   return data_config.datasets[name]
 
 
+def trained_datasets(data_config) -> tuple[str, ...]:
+  """The datasets of `data_config.order` that train: weight > 0. A dataset of weight 0 is evaluated only (e.g.
+  OCHuman, or Halpe for the distillation student): it is in the model (its head, its expert) but in no batch."""
+  return tuple(n for n in data_config.order if float(_dataset_config(data_config, n).weight) != 0)
+
+
 def dataset_sizes(data_config) -> dict[str, int]:
-  """Returns {dataset name: number of train examples} for the datasets in `data_config.order`."""
+  """Returns {dataset name: number of train examples} for the datasets of `data_config.order` that train."""
   sizes = {}
-  for name in data_config.order:
+  for name in trained_datasets(data_config):
     cfg = _dataset_config(data_config, name)
     sizes[name] = len(open_source(cfg.tfds_name, cfg.train_split, data_config.data_dir))
   return sizes
@@ -145,12 +151,13 @@ def missing_train_split(data_config, name: str) -> str | None:
   """Why dataset `name`'s train split cannot be read from `data_config.data_dir` (a clause naming its tfds name,
   split and data_dir), or None when it is prepared."""
   entry = _dataset_config(data_config, name)
-  where = f'train split {entry.train_split!r} of tfds dataset {entry.tfds_name!r}'
+  split = entry.train_split if float(entry.weight) != 0 else entry.eval_split  # weight 0: evaluated only
+  where = f"{'train' if split == entry.train_split else 'eval'} split {split!r} of tfds dataset {entry.tfds_name!r}"
   try:
     builder = prepared_builder(entry.tfds_name, data_config.data_dir)
   except DatasetNotFoundError:
     return f'{where} is not prepared in {data_config.data_dir}'
-  if entry.train_split not in builder.info.splits:
+  if split not in builder.info.splits:
     return f'{where} is not in {data_config.data_dir} (it has: {", ".join(sorted(builder.info.splits))})'
   return None
 
@@ -237,16 +244,22 @@ def composition(data_config, global_batch_size: int, num_groups: int) -> dict[st
 
   Each count is a positive multiple of `num_groups` (so every batch shard holds the same number of each
   dataset's examples); the counts sum to `global_batch_size` and follow the datasets' `weight`s by the
-  largest-remainder method in units of `num_groups` (ties go to the dataset earlier in the order).
-  Raises a one-line DataConfigError (a ValueError) when that is impossible.
+  largest-remainder method in units of `num_groups` (ties go to the dataset earlier in the order). Datasets of
+  weight 0 (evaluated only, `trained_datasets`) are left out. Raises a one-line DataConfigError (a ValueError) when
+  that is impossible.
   """
-  names = list(data_config.order)
-  weights = np.array([float(_dataset_config(data_config, n).weight) for n in names])
-  if len(names) == 0:
+  if len(data_config.order) == 0:
     raise DataConfigError('config.data.order is empty; list the datasets to train on')
-  if np.any(weights <= 0):
-    bad = [n for n, w in zip(names, weights) if w <= 0]
-    raise DataConfigError(f'dataset weights must be > 0; fix config.data.datasets.<name>.weight for: {", ".join(bad)}')
+  every = np.array([float(_dataset_config(data_config, n).weight) for n in data_config.order])
+  if np.any(every < 0):
+    bad = [n for n, w in zip(data_config.order, every) if w < 0]
+    raise DataConfigError(
+      f'dataset weights must be > 0 (0: evaluated only); fix config.data.datasets.<name>.weight for: {", ".join(bad)}'
+    )
+  names = list(trained_datasets(data_config))
+  if not names:
+    raise DataConfigError('every dataset of config.data.order has weight 0 (evaluated only); give one a weight > 0')
+  weights = np.array([float(_dataset_config(data_config, n).weight) for n in names])
   if num_groups < 1:
     raise ValueError(f'num_groups must be >= 1, got {num_groups}')
   count = len(names)
@@ -376,6 +389,8 @@ def make_train_dataset(
     raise ValueError(f'process_index {process_index} is not in [0, {process_count})')
   streams = []
   for position, name in enumerate(data_config.order):
+    if name not in counts:  # evaluated only
+      continue
     cfg = _dataset_config(data_config, name)
     if counts[name] % process_count:
       raise DataConfigError(
@@ -412,7 +427,7 @@ def make_train_dataset(
       grain.MultiprocessingOptions(num_workers=int(data_config.num_workers), per_worker_buffer_size=buffer_size)
     )
   # Named after the worker hop: dicts coming back from worker processes lose their key order.
-  return dataset.map(_NameBatches(data_config.order))
+  return dataset.map(_NameBatches(tuple(counts)))
 
 
 def make_train_iterator(

@@ -27,8 +27,12 @@ def validate_config(data_config) -> None:
         skeletons.get_format3d(entry.format)
       except ValueError:
         raise DataConfigError(f'config.data.datasets.{name}.format: {e}') from None
-    if entry.weight <= 0:
-      raise DataConfigError(f'config.data.datasets.{name}.weight must be > 0 (got {entry.weight})')
+    if entry.weight < 0:
+      raise DataConfigError(
+        f'config.data.datasets.{name}.weight must be > 0, or 0 for a dataset evaluated only (got {entry.weight})'
+      )
+  if all(data_config.datasets[name].weight == 0 for name in order):
+    raise DataConfigError('every dataset of config.data.order has weight 0 (evaluated only); give one a weight > 0')
   for key in ('image_size', 'heatmap_size'):
     size = tuple(data_config[key])
     if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):

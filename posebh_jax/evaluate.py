@@ -23,6 +23,7 @@ import numpy as np
 from posebh_jax import evaluation
 from posebh_jax.errors import UserError
 from posebh_jax.evaluation.registry import NMS_CHOICES, dataset_nms
+from posebh_jax.tasks.distill import distill_summary
 
 
 # docs/METHOD.md's results table: (column title, dataset name, metric).
@@ -57,7 +58,7 @@ def _shown(metric: str, value, as_is: bool = False) -> str:
   return f'{value:.1f}' if as_is or 'PCKh' in metric else f'{100 * value:.1f}'
 
 
-def format_table(results: dict[str, float], model: str = 'this run') -> str:
+def format_table(results: dict[str, float], model: str = 'this run', unified: bool = False) -> str:
   """The evaluation results as text: one row per dataset (headline metric -- MPJPE, AP, PCKh or AUC -- then the
   dataset's other summary metrics), followed by one row in the layout of docs/METHOD.md's results table when the
   results include one of its datasets.
@@ -66,6 +67,8 @@ def format_table(results: dict[str, float], model: str = 'this run') -> str:
     results: `{'eval/<dataset>/<metric>': value}` as `Evaluator.run` returns (AP-style values in [0, 1],
       PCKh in %; 3D rows, those with an MPJPE: mm, and PCK150 / AUC in %); other keys are ignored.
     model: the row label of the docs/METHOD.md-style row.
+    unified: a unified-skeleton student (distillation, docs/METHOD.md §4): the row is §4's (COCO AP, MPII PCKh,
+      their mean "average accuracy", Halpe AP), not the multi-dataset table's.
   Returns: the table as a multi-line string (percentages with one decimal; '-' for a missing value).
   """
   rows: dict[str, dict[str, float]] = {}
@@ -81,6 +84,17 @@ def format_table(results: dict[str, float], model: str = 'this run') -> str:
     others = '  '.join(f'{m} {_shown(m, metrics[m], as_is)}' for m in details if m in metrics and m != headline)
     shown = _shown(headline, metrics[headline], as_is)
     lines.append(name.ljust(16) + headline.ljust(8) + shown.rjust(7) + '   ' + others)
+  if unified:
+    summary = distill_summary(results)
+    titles = ['COCO AP', 'MPII PCKh', 'average accuracy', 'Halpe AP']
+    values = [f'{summary[t]:.1f}' if t in summary else '-' for t in titles]
+    lines += [
+      '',
+      '| model | ' + ' | '.join(titles) + ' |',
+      '|---' * (len(titles) + 1) + '|',
+      f'| {model} | ' + ' | '.join(values) + ' |',
+    ]
+    return '\n'.join(lines)
   if not any(name in rows for _, name, _ in METHOD_TABLE_COLUMNS):
     return '\n'.join(lines)  # no dataset of the 2D results table (e.g. a 3D run): its row would be all '-'
   titles = [title for title, _, _ in METHOD_TABLE_COLUMNS]

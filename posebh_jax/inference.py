@@ -31,6 +31,7 @@ import numpy as np
 
 from data_pipeline import transforms
 from posebh_jax import checkpoint as checkpoint_lib
+from posebh_jax import skeletons
 from posebh_jax import tasks as tasks_lib
 from posebh_jax import workdir as workdir_lib
 from posebh_jax.errors import UserError
@@ -44,14 +45,14 @@ DEFAULT_BATCH_SIZE = 16
 def run_directory(path: str) -> str:
   """The run directory (the one holding `config.json`) of `path`: a workdir, its `checkpoints/` directory or one
   step's directory. Raises UserError when none of them holds a config.json."""
-  path = os.path.abspath(os.path.expanduser(path))
-  for candidate in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
-    if os.path.isfile(os.path.join(candidate, 'config.json')):
-      return candidate
-  raise UserError(
-    f'{path}: no config.json here or above it; pass a workdir of `python -m posebh_jax.main`, a directory that '
-    '`python -m posebh_jax.convert` wrote, or one of their checkpoints/<step> directories'
-  )
+  found = workdir_lib.run_directory(path)
+  if found is None:
+    raise UserError(
+      f'{os.path.abspath(os.path.expanduser(path))}: no config.json here or above it; pass a workdir of '
+      '`python -m posebh_jax.main`, a directory that `python -m posebh_jax.convert` wrote, or one of their '
+      'checkpoints/<step> directories'
+    )
+  return found
 
 
 def load_run_config(path: str) -> ml_collections.ConfigDict:
@@ -268,8 +269,9 @@ class Predictor:
     gets the first in `config.data.order`. Raises UserError for a format no head predicts or a task without keypoint
     heatmaps."""
     by_format: dict[str, str] = {}
-    for name, fmt in self.formats().items():
-      by_format.setdefault(fmt, name)
+    for name, task in self.tasks.items():
+      for fmt in task.output_formats():
+        by_format.setdefault(fmt, name)
     if formats is None:
       wanted = [fmt for fmt, name in by_format.items() if hasattr(self.tasks[name], 'codec')]
     else:
@@ -338,8 +340,8 @@ class Predictor:
       image, boxes = check_image(image), check_boxes(boxes)
       n = len(boxes)
       result = {}
-      for fmt, name in targets.items():
-        k = self.tasks[name].num_keypoints
+      for fmt in targets:
+        k = skeletons.get_format(fmt).num_keypoints
         result[fmt] = {'keypoints': np.zeros((n, k, 2), np.float32), 'scores': np.zeros((n, k), np.float32)}
       entry = _Pending(key, result, n * len(queues))
       pending.append(entry)
@@ -371,7 +373,7 @@ class Predictor:
     for fmt, name, output in outputs:
       task = self.tasks[name]
       heatmaps = np.asarray(jax.device_get(output), np.float32)[:count].transpose(0, 3, 1, 2)
-      coords, scores = task.codec.decode(heatmaps)
+      coords, scores = task.to_format(*task.codec.decode(heatmaps), fmt)
       image_xy = task.codec.to_image(coords, centers, scales, task.heatmap_size_wh)
       for (owner, row), xy, score in zip(owners, image_xy, scores):
         owner.result[fmt]['keypoints'][row] = xy

@@ -247,6 +247,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   total_steps = trainer.total_steps
   _print(f'mesh {dict(mesh.shape)} | batch {config.batch_size} | {steps_per_epoch} steps/epoch | {total_steps} steps')
   _print(pipeline.describe_composition(counts, groups))
+  if trainer.teachers is not None:
+    _print(trainer.teachers.describe())
   note = pipeline.mixture_note(config.data, config.batch_size, groups, counts)
   if note:
     _print(note)
@@ -332,6 +334,6 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = checkpointer.restore_model(latest, abstract)
   results = evaluator_lib.Evaluator(config, trainer, workdir).run(state, latest)
   metrics_lib.MetricWriter(workdir).write(latest, results)
-  _print(eval_lib.format_table(results))
+  _print(eval_lib.format_table(results, unified=any(t.kind == 'distill' for t in trainer.tasks.values())))
   checkpointer.close()
   return results

@@ -31,6 +31,7 @@ from posebh_jax.models import pose_model
 from posebh_jax.posebh import prototypes as proto_lib
 from posebh_jax.posebh.objective import posebh_objective
 from posebh_jax.posebh.transfer import transfer_objective
+from posebh_jax.tasks import teachers as teachers_lib
 
 
 class Trainer:
@@ -70,6 +71,9 @@ class Trainer:
     self.steps_per_epoch = steps_per_epoch
     self.total_steps = config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
     self.phases = stages.plan_phases(config, steps_per_epoch, self.total_steps)
+    for task in self.tasks.values():
+      task.set_run_length(steps_per_epoch, self.total_steps)
+    self._teachers = None  # loaded when the train step is first compiled (evaluation never needs them)
     # Global keypoint index: datasets in config order, each a contiguous block (214 for the six datasets).
     self.keypoint_offsets, offset = {}, 0
     for name in self.names:
@@ -103,7 +107,16 @@ class Trainer:
     """Analytic training FLOPs of one global batch (backbone and each dataset's head)."""
     grid = flops_lib.token_grid(self.config.model, self.config.data.image_size)
     head_flops = {n: spec.forward_flops(self.config.model.width, grid) for n, spec in self.head_specs.items()}
-    return flops_lib.train_flops_per_batch(self.config.model, self.config.data.image_size, self.counts, head_flops)
+    total = flops_lib.train_flops_per_batch(self.config.model, self.config.data.image_size, self.counts, head_flops)
+    return total + (self.teachers.forward_flops() if self.teachers is not None else 0.0)
+
+  @property
+  def teachers(self) -> teachers_lib.Teachers | None:
+    """The frozen distillation teachers (`tasks.teachers.Teachers`, loaded on first use), or None when no dataset
+    distills."""
+    if self._teachers is None and teachers_lib.needs_teachers(self.tasks):
+      self._teachers = teachers_lib.Teachers(self.config, self.mesh, self.rules, self.counts, self.groups, self.tasks)
+    return self._teachers
 
   @contextlib.contextmanager
   def activate(self):
@@ -229,8 +242,11 @@ class Trainer:
       terms.update({f'{name}/{term}': value for term, value in parts.items()})
     return sum(per_dataset.values()), per_dataset, terms
 
-  def train_step(self, state, batch):
-    """One optimisation step on a global batch `{name: {'image', **its task's batch fields}}`."""
+  def train_step(self, state, batch, teacher_variables=None):
+    """One optimisation step on a global batch `{name: {'image', **its task's batch fields}}`; distillation runs
+    pass the frozen teachers' `teacher_variables` (`Teachers.variables`), whose heatmaps join the batch first."""
+    if teacher_variables is not None:
+      batch = self.teachers.add_outputs(teacher_variables, batch)
     step_rng = jax.random.fold_in(jax.random.wrap_key_data(state['rng']), state['step'])
     images = {name: batch[name]['image'] for name in self.names if name in batch}
     phase = self.phase
@@ -284,20 +300,29 @@ class Trainer:
     return new_state, metrics
 
   def compile_train_step(self, example_batch):
-    """jit with explicit shardings and donated state, lowered and compiled once before the loop."""
+    """jit with explicit shardings and donated state, lowered and compiled once before the loop. Returns
+    `step(state, batch) -> (state, metrics)` (the compiled executable; with teachers, bound to their variables,
+    which are passed to every call and never donated)."""
     batch_shardings = jax.tree.map(lambda _: self.batch_sharding, example_batch)
-    step = jax.jit(
-      self.train_step,
-      in_shardings=(self.state_shardings, batch_shardings),
-      out_shardings=(self.state_shardings, sharding_lib.replicated(self.mesh)),
-      donate_argnums=(0,),
-    )
+    teachers = self.teachers
+    in_shardings = (self.state_shardings, batch_shardings)
     abstract_state = checkpoint_lib.abstract_with_shardings(self.abstract_state, self.state_shardings)
     abstract_batch = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.batch_sharding), example_batch
     )
+    arguments = (abstract_state, abstract_batch)
+    if teachers is not None:
+      in_shardings += (teachers.shardings,)
+      arguments += (teachers.abstract(),)
+    step = jax.jit(
+      self.train_step,
+      in_shardings=in_shardings,
+      out_shardings=(self.state_shardings, sharding_lib.replicated(self.mesh)),
+      donate_argnums=(0,),
+    )
     with self.activate():
-      return step.lower(abstract_state, abstract_batch).compile()
+      compiled = step.lower(*arguments).compile()
+    return compiled if teachers is None else BoundStep(compiled, teachers.variables)
 
   # ------------------------------------------------------------------------------------------------ prediction
   def predict_fn(self, name: str, flip: bool):
@@ -312,3 +337,17 @@ class Trainer:
         return jitted(variables, images)
 
     return run
+
+
+class BoundStep:
+  """A compiled train step with its trailing arguments bound (the teachers' variables): `step(state, batch)`; the
+  compiled executable's other attributes (`memory_analysis`, `cost_analysis`, `as_text`) pass through."""
+
+  def __init__(self, compiled, *bound):
+    self.compiled, self.bound = compiled, bound
+
+  def __call__(self, state, batch):
+    return self.compiled(state, batch, *self.bound)
+
+  def __getattr__(self, name: str):
+    return getattr(self.compiled, name)

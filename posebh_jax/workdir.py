@@ -18,6 +18,16 @@ def write_config(config, workdir: str):
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
+def run_directory(path: str) -> str | None:
+  """The run directory (the one holding `config.json`) of `path`: a workdir, its `checkpoints/` directory or one
+  step's directory; None when none of them holds a config.json."""
+  path = os.path.abspath(os.path.expanduser(path))
+  for candidate in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+    if os.path.isfile(os.path.join(candidate, 'config.json')):
+      return candidate
+  return None
+
+
 def read_run_config(workdir: str) -> dict | None:
   """The config.json a previous run wrote into `workdir` (None when there is none or it cannot be read)."""
   try:

@@ -211,12 +211,15 @@ class HeatmapHeadSpec:
   """What a heatmap task asks of the model: one `HeatmapHead` with K output channels.
 
   Head specs are the model's side of the task interface: `build` makes the Flax module, heads whose `stack_key`s
-  are equal can run together through `run_stacked`, and `forward_flops` feeds the step's analytic FLOPs."""
+  are equal can run together through `run_stacked`, and `forward_flops` feeds the step's analytic FLOPs. Datasets
+  whose specs have the same non-empty `head_name` share one head module `head_<head_name>` (e.g. the distillation
+  student's one 21-keypoint head); empty: the dataset's own head."""
 
   num_keypoints: int
   channels: int = 256
   num_deconv: int = 2
   deconv_init_std: float = 0.001
+  head_name: str = ''
 
   def build(self, dtype: Dtype, param_dtype: Dtype, name: str) -> HeatmapHead:
     """The head module; `(n, h, w, D)` features → `(n, 2^num_deconv h, 2^num_deconv w, K)` heatmaps."""

@@ -9,12 +9,13 @@ import importlib
 
 from posebh_jax.errors import UserError
 from posebh_jax.tasks.base import EvalContext, Task
+from posebh_jax.tasks.distill import DistillTask
 from posebh_jax.tasks.heatmap import HeatmapTask
 from posebh_jax.tasks.metrabs import MetrabsTask
 from posebh_jax.tasks.metrabs2d import HeatmapMetrabsTask, Metrabs2DTask
 
 TASKS: dict[str, type[Task]] = {
-  task.kind: task for task in (HeatmapTask, MetrabsTask, Metrabs2DTask, HeatmapMetrabsTask)
+  task.kind: task for task in (HeatmapTask, MetrabsTask, Metrabs2DTask, HeatmapMetrabsTask, DistillTask)
 }
 
 
@@ -46,6 +47,7 @@ def build_tasks(config) -> dict[str, Task]:
 
 
 __all__ = [
+  'DistillTask',
   'EvalContext',
   'HeatmapMetrabsTask',
   'HeatmapTask',

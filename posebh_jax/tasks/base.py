@@ -102,6 +102,16 @@ class Task:
     """Evaluates on the dataset's eval split; returns {metric: value} (logged as eval/<dataset>/<metric>)."""
     raise NotImplementedError
 
+  def output_formats(self) -> tuple[str, ...]:
+    """The skeleton formats this dataset's test-time output can be read in (heatmap tasks: `to_format`); the first
+    is the head's own (the dataset's format, except for a student that predicts a unified skeleton)."""
+    return (self.format.name,)
+
+  def set_run_length(self, steps_per_epoch: int, total_steps: int) -> None:
+    """Told by the trainer before the step is traced: the run's steps per epoch and total steps (for loss terms
+    scheduled over the run, e.g. distillation's decaying teacher weight)."""
+    del steps_per_epoch, total_steps
+
   def summary_metrics(self) -> tuple[str, ...]:
     """The metric names the progress line prints for this dataset."""
     return ()

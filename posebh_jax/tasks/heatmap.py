@@ -86,6 +86,15 @@ class HeatmapTask(base.Task):
   def summary_metrics(self):
     return ('AP', 'PCKh')
 
+  def to_format(self, coords: np.ndarray, scores: np.ndarray, format_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded head output → keypoints of `format_name` (one of `output_formats`).
+
+    Args: coords (n, K_head, 2) heatmap px and scores (n, K_head) from `codec.decode` of the head's heatmaps.
+    Returns (coords (n, K_fmt, 2), scores (n, K_fmt)); here the head predicts the dataset's format itself."""
+    if format_name != self.format.name:
+      raise UserError(f"dataset '{self.name}' predicts {self.format.name}, not {format_name}")
+    return coords, scores
+
   # ---------------------------------------------------------------------------------------------- evaluation
   def ground_truth(self) -> dict:
     """The eval split's ground truth (`pipeline.eval_ground_truth`) with its COCO-format part under 'coco'."""
@@ -101,7 +110,7 @@ class HeatmapTask(base.Task):
     function images → heatmaps (`EvalContext.predict`)."""
     for batch in pipeline.make_eval_iterator(self.config.data, self.name, batch_size):
       heatmaps = np.asarray(predict(batch['image'])).astype(np.float32).transpose(0, 3, 1, 2)
-      coords, scores = self.codec.decode(heatmaps)
+      coords, scores = self.to_format(*self.codec.decode(heatmaps), self.format.name)
       image_xy = self.codec.to_image(
         coords, np.asarray(batch['center']), np.asarray(batch['scale']), self.heatmap_size_wh
       )
