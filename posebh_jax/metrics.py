@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 import jax
 import numpy as np
@@ -99,6 +100,57 @@ class Chrono:
     out['perf/eta_s'] = (self.total_steps - step) * (self._busy_time / max(self._steps_done, 1))
     self._window_start, self._window_steps, self._data_wait, self._paused = now, 0, 0.0, 0.0
     return out
+
+
+class Goodput:
+  """Where a run's wall time goes: seconds in each of `MEASURED` (timed around those calls) since the run started;
+  the train step's share is what the step loop spent outside them, and 'startup' the time before the loop (building,
+  restoring, the first data), so that the shares sum to 1."""
+
+  MEASURED = ('compile', 'data_wait', 'checkpoint', 'eval')
+
+  def __init__(self, clock: Callable[[], float] = time.perf_counter, start: float | None = None):
+    """Args: `clock` in seconds; `start`: when the run started (default now)."""
+    self.clock = clock
+    self.start = clock() if start is None else start
+    self.seconds = dict.fromkeys(self.MEASURED, 0.0)
+    self.loop_start: float | None = None
+    self._before_loop = dict(self.seconds)
+
+  @contextlib.contextmanager
+  def measure(self, category: str):
+    """Adds the time the `with` body takes to `category` (one of MEASURED)."""
+    begin = self.clock()
+    try:
+      yield
+    finally:
+      self.seconds[category] += self.clock() - begin
+
+  def loop_started(self) -> None:
+    """Marks the start of the step loop (the time before it, less what was measured, is 'startup')."""
+    self.loop_start = self.clock()
+    self._before_loop = dict(self.seconds)
+
+  def shares(self) -> dict[str, float]:
+    """{'goodput/<category>': share of the wall time since the start} for startup, compile, train_step, data_wait,
+    checkpoint, eval; they sum to 1."""
+    now = self.clock()
+    wall = max(now - self.start, 1e-9)
+    loop_start = now if self.loop_start is None else self.loop_start
+    measured_before = sum(self._before_loop.values())
+    startup = max(loop_start - self.start - measured_before, 0.0)
+    in_loop = sum(self.seconds.values()) - measured_before
+    step = max(now - loop_start - in_loop, 0.0)
+    seconds = {'startup': startup, **self.seconds, 'train_step': step}
+    order = ('startup', 'compile', 'train_step', 'data_wait', 'checkpoint', 'eval')
+    return {f'goodput/{key}': seconds[key] / wall for key in order}
+
+  def summary_line(self) -> str:
+    """One line: the wall time and each category's share, e.g. 'time 4m30s: train step 81% | data wait 2% | ...'."""
+    wall = self.clock() - self.start
+    parts = [f'{key.split("/")[1].replace("_", " ")} {100 * v:.0f}%' for key, v in self.shares().items()]
+    minutes, seconds = divmod(int(round(wall)), 60)
+    return f'time {minutes}m{seconds:02d}s: ' + ' | '.join(parts)
 
 
 def format_progress(step: int, total: int, scalars: Mapping[str, float]) -> str:

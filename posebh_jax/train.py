@@ -133,8 +133,19 @@ class _TrainLoop:
   """The steps of one run from its first unfinished step: data, step, metrics read back one step late (so that
   dispatch never blocks), checkpoints, evaluations and stop requests on schedule."""
 
-  def __init__(self, config, trainer: Trainer, workdir: str, train_iter, checkpointer, state, total_steps: int):
+  def __init__(
+    self,
+    config,
+    trainer: Trainer,
+    workdir: str,
+    train_iter,
+    checkpointer,
+    state,
+    total_steps: int,
+    goodput: metrics_lib.Goodput | None = None,
+  ):
     self.config, self.trainer, self.workdir, self.train_iter = config, trainer, workdir, train_iter
+    self.goodput = goodput or metrics_lib.Goodput()
     self.checkpointer, self.state, self.total_steps = checkpointer, state, total_steps
     self.chrono = metrics_lib.Chrono(
       total_steps, config.batch_size, trainer.flops_per_batch(), flops_lib.device_peak_tflops(config.device_peak_tflops)
@@ -150,7 +161,8 @@ class _TrainLoop:
   def compile_phase(self):
     """Compiles the current phase's train step, printing its compile time and memory per device."""
     compile_start = time.perf_counter()
-    compiled = self.trainer.compile_train_step(self.batch_struct)
+    with self.goodput.measure('compile'):
+      compiled = self.trainer.compile_train_step(self.batch_struct)
     memory = compiled.memory_analysis()
     _print(
       f'compiled train step in {time.perf_counter() - compile_start:.1f}s'
@@ -179,6 +191,7 @@ class _TrainLoop:
     scalars = {k: float(np.mean([w[k] for w in self.window])) for k in self.window[0]}
     self.window.clear()
     scalars.update(self.chrono.summary(step))
+    scalars.update(self.goodput.shares())
     self.writer.write(step, scalars)
     _print(metrics_lib.format_progress(step, self.total_steps, scalars))
 
@@ -186,14 +199,16 @@ class _TrainLoop:
     """Checkpoints the state and the data iterator at `step`."""
     self.flush_pending()  # never save a state whose step produced a non-finite loss or gradient
     pause = time.perf_counter()
-    self.checkpointer.save(step, self.state, self.train_iter)
+    with self.goodput.measure('checkpoint'):
+      self.checkpointer.save(step, self.state, self.train_iter)
     self.chrono.pause(time.perf_counter() - pause)
 
   def run_eval(self, step: int):
     """Evaluates every eval dataset, writes and prints the results."""
     self.flush_pending()
     pause = time.perf_counter()
-    self.last_eval = self.evaluator.run(self.state, step)
+    with self.goodput.measure('eval'):
+      self.last_eval = self.evaluator.run(self.state, step)
     self.writer.write(step, self.last_eval)
     _print(f'eval at step {step}: {self.evaluator.summary(self.last_eval)}')
     self.chrono.pause(time.perf_counter() - pause)
@@ -204,6 +219,7 @@ class _TrainLoop:
     config, trainer = self.config, self.trainer
     with StopRequest() as stop:
       step = start_step
+      self.goodput.loop_started()
       while step < self.total_steps:
         if step >= trainer.phase.end_step:
           pause = time.perf_counter()
@@ -212,8 +228,9 @@ class _TrainLoop:
           self.compile_phase()
           self.chrono.pause(time.perf_counter() - pause)
         wait_start = time.perf_counter()
-        local = next(self.train_iter)
-        batch = sharding_lib.global_batch(local, trainer.mesh)
+        with self.goodput.measure('data_wait'):
+          local = next(self.train_iter)
+          batch = sharding_lib.global_batch(local, trainer.mesh)
         self.chrono.data_wait(time.perf_counter() - wait_start)
         self.state, step_metrics = self.step_fn(self.state, batch)
         self.flush_pending()
@@ -232,12 +249,14 @@ class _TrainLoop:
           _print(f'stopped at step {step}; re-run the same command to resume')
           break
     self.flush_pending()
+    self.writer.write(step, self.goodput.shares())  # the whole run's shares, the final evaluation included
     return step
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from the latest checkpoint in `workdir`), evaluates on schedule; returns last metrics."""
   run_start = time.perf_counter()
+  goodput = metrics_lib.Goodput(start=run_start)
   config = drop_missing_datasets(config)
   validate_config(config)
   workdir = os.path.abspath(workdir)
@@ -289,7 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _print(f'  phase {phase.index}: {phase.describe()}')
     if start_step < total_steps and stages.phase_at(trainer.phases, start_step).index != trainer.phase.index:
       state = trainer.enter_phase(state, stages.phase_at(trainer.phases, start_step).index)
-    loop = _TrainLoop(config, trainer, workdir, train_iter, checkpointer, state, total_steps)
+    loop = _TrainLoop(config, trainer, workdir, train_iter, checkpointer, state, total_steps, goodput)
     if start_step < total_steps:  # a finished run re-run (`make demo` twice) has nothing to compile
       loop.compile_phase()
     try:
@@ -314,6 +333,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f'done: step {step}/{total_steps} in {minutes}m{seconds:02d}s | metrics {workdir}/metrics.jsonl | '
         f'results {workdir}/eval | pictures {workdir}/viz'
       )
+    if start_step < total_steps:
+      _print(loop.goodput.summary_line())
     return last_eval
   finally:
     train_iter.close()
