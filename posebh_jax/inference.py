@@ -266,14 +266,17 @@ class Predictor:
   def resolve_formats(self, formats: Sequence[str] | str | None = None) -> dict[str, str]:
     """{format: the dataset whose head predicts it} for skeleton format names `formats` (a sequence or a comma-
     separated string; None: the format of every dataset with a heatmap head). A format served by several datasets
-    gets the first in `config.data.order`. Raises UserError for a format no head predicts or a task without keypoint
+    gets the first in `config.data.order`; a head that predicts another skeleton than its dataset's (the distillation
+    student's 'unified21') serves that one by default and its datasets' formats on request. Raises UserError for a format no head predicts or a task without keypoint
     heatmaps."""
     by_format: dict[str, str] = {}
     for name, task in self.tasks.items():
       for fmt in task.output_formats():
         by_format.setdefault(fmt, name)
     if formats is None:
-      wanted = [fmt for fmt, name in by_format.items() if hasattr(self.tasks[name], 'codec')]
+      # Each heatmap head's own format once (a unified-skeleton student: its 21 keypoints, not their mappings).
+      own = [task.output_formats()[0] for task in self.tasks.values() if hasattr(task, 'codec')]
+      wanted = list(dict.fromkeys(own))
     else:
       wanted = [f.strip() for f in formats.split(',')] if isinstance(formats, str) else [str(f) for f in formats]
       wanted = list(dict.fromkeys(f for f in wanted if f))

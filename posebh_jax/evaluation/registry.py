@@ -190,6 +190,7 @@ _EVALUATORS = {
   "halpe": OKSEvaluator("halpe", "halpe"),
   "interhand": PCKEvaluator("interhand"),
   "smpl24": OKSEvaluator("smpl24", "smpl24"),  # 3DPW transfer: COCO-style AP on the projected SMPL joints
+  "unified21": OKSEvaluator("unified21", "unified21"),  # the distillation student's skeleton (its sigmas)
 }
 # The 3D benchmarks' protocols (`pose3d.Pose3DEvaluator`: MPJPE, PA-MPJPE, PCK150, AUC, MPJPE-abs) under names
 # that no 2D format uses (a 2D entry of the same name would win). A 3D format's own name may equal a 2D one, so
