@@ -2,7 +2,8 @@
 and joint (2D + 3D) steps.
 
   python -m benchmarks.train_step [--variants=S/16,B/16] [--batch_per_device=N] [--steps=N] [--dtype=bfloat16]
-      [--no-posebh] [--no-tasks3d] [--no-consistency]
+      [--no-posebh] [--no-tasks3d] [--no-consistency] [--reference=torch [--no-torch_compile] [--torch_experts=dense,routed]
+      [--torch_threads=N]]
 
 For each variant it times the multi-dataset step (six datasets, MoE FFN, six heads: "the 2D step") and, in the
 same run, the same ViT with a plain FFN and one head over the same batch (the reference), and prints img/s, step
@@ -26,6 +27,16 @@ reconstruction term, (b) the latent head and the frozen decoder, (c) both heads 
 ACAE with L = 48) and printed relative to the separate-head joint step. With `--posebh` (default on) it also times
 PoseBH's stage-1 step (embedding module, prototypes, PHM/PPC/PPD, backbone frozen) and stage-2 step (CSS on: every
 head also runs on the other datasets' examples; CPS on) relative to the baseline step.
+With `--distill` (default on) it also times the distillation step of docs/METHOD.md §4 (benchmarks/distill_step.py:
+the unified 21-keypoint student, a plain ViT of the variant, with two frozen teachers of the same variant and input
+size inside its step, half the batch COCO and half MPII) and prints it relative to the same student without teachers.
+With `--reference=torch` it also times, in the same rounds on the same device and on the same batch values, a
+PyTorch ViTPose++ train step of the same config (transformers' VitPose++ backbone, one head per dataset, the
+target-weighted joints MSE, gradient clipping and AdamW with the project's parameter groups;
+benchmarks/torch_reference.py), eager and, unless `--no-torch_compile`, through torch.compile (a compile that
+fails is reported in one line and skipped), with transformers' dense experts and/or routed ones
+(`--torch_experts`), and prints each one's ratio torch step time / the multi-dataset step's (>= 1: this project's
+step is as fast or faster). bfloat16 (`--dtype`) runs torch under autocast; one device only.
 """
 
 from __future__ import annotations
@@ -42,10 +53,11 @@ import time
 import jax
 import numpy as np
 
-from benchmarks import trace_attribution, trace_summary
+from benchmarks import distill_step, trace_attribution, trace_summary
 from configs import common
 from data_pipeline import pipeline
 from posebh_jax import flops as flops_lib
+from posebh_jax import metrics as metrics_lib
 from posebh_jax import sharding as sharding_lib
 from posebh_jax import trainer as trainer_lib
 from posebh_jax.tasks import consistency as consistency_lib
@@ -191,6 +203,7 @@ class StepRunner:
     if phase:
       self.state = task.enter_phase(self.state, phase)
     self.step = task.compile_train_step(struct)
+    self.struct = struct
     self.batch = sharding_lib.global_batch(_random_batch(struct), mesh)
     self.run(warmup)
 
@@ -236,6 +249,93 @@ def interleaved_times(runners, steps: int, rounds: int = 3, labels=()) -> list[f
   return [float(np.median(t)) for t in times]
 
 
+def _reference_setup(args) -> dict:
+  """`--reference=torch`: checks that torch and transformers import (one-line SystemExit naming the Makefile step
+  otherwise), picks torch's device (CUDA where JAX runs on a GPU) and returns what the torch runners need."""
+  from benchmarks import torch_reference
+
+  torch = torch_reference.require_torch()
+  experts = tuple(filter(None, args.torch_experts.split(',')))
+  unknown = set(experts) - set(torch_reference.EXPERT_MODES)
+  if unknown or not experts:
+    raise SystemExit(
+      f'--torch_experts={args.torch_experts}: use a comma-separated subset of {",".join(torch_reference.EXPERT_MODES)}'
+    )
+  backend = jax.default_backend()
+  if jax.device_count() > 1:
+    raise SystemExit(
+      f'--reference=torch times one device against one device; JAX sees {jax.device_count()} here: run it with one '
+      '(CUDA_VISIBLE_DEVICES=0, or without XLA_FLAGS=--xla_force_host_platform_device_count)'
+    )
+  if backend == 'gpu' and not torch.cuda.is_available():
+    raise SystemExit(
+      f'--reference=torch: JAX runs on the GPU but this torch ({torch.__version__}) has no CUDA; install a CUDA build '
+      'of torch (requirements-reference.txt names the CPU one) or run on the CPU (JAX_PLATFORMS=cpu)'
+    )
+  if backend not in ('cpu', 'gpu'):
+    raise SystemExit(f'--reference=torch: torch has no {backend} backend here; run it on a CPU or a GPU')
+  device = 'cuda' if backend == 'gpu' else 'cpu'
+  if args.torch_threads > 0:
+    torch.set_num_threads(args.torch_threads)
+  where = torch.cuda.get_device_name() if device == 'cuda' else f'cpu, {torch.get_num_threads()} threads'
+  return dict(
+    module=torch_reference,
+    device=device,
+    experts=experts,
+    compile=args.torch_compile,
+    header=f'reference: torch {torch.__version__} on {where} (XLA: {os.cpu_count()} cores), transformers VitPose++, '
+    f"experts {'/'.join(experts)}, eager{' and torch.compile' if args.torch_compile else ''}; "
+    'model.dtype bfloat16 runs under torch.autocast(bfloat16)',
+  )
+
+
+def _torch_runners(reference: dict, config, struct) -> dict:
+  """{'torch_<experts>[_compiled]': TorchTrainStep} on the host batch the project's multi-dataset step times
+  (`_random_batch(struct)`: the same values). A torch.compile that fails is reported in one line and left out (for
+  the rest of the run); the eager step is always built."""
+  torch_reference = reference['module']
+  batch = _random_batch(struct)
+  out = {}
+
+  def build(name, **kwargs):
+    start = time.perf_counter()
+    out[name] = torch_reference.TorchTrainStep(config, batch, reference['device'], warmup=2, **kwargs)
+    print(
+      f'  {name}: attention {out[name].model.attention}, built and 2 steps run in {time.perf_counter() - start:.0f} s',
+      flush=True,
+    )
+
+  for experts in reference['experts']:
+    build(f'torch_{experts}', experts=experts)
+    if reference['compile']:
+      try:
+        build(f'torch_{experts}_compiled', experts=experts, compile=True)
+      except Exception as error:  # noqa: BLE001  (any failure of the compiler: report it and time eager only)
+        first = (str(error).strip().splitlines() or [''])[0][:200]
+        print(f'torch.compile failed ({type(error).__name__}: {first}); timing the eager step only', flush=True)
+        reference['compile'] = False
+  return out
+
+
+TORCH_LABELS = {'dense': "experts dense, as transformers computes them", 'routed': 'experts routed per dataset'}
+
+
+def _print_reference(variant: str, batch: int, multi: float, times: dict) -> None:
+  """One line per torch runner in `times`: its step time, img/s and the ratio torch / the project's multi-dataset
+  step (> 1: the project's step is faster)."""
+  for name, seconds in times.items():
+    if not name.startswith('torch_'):
+      continue
+    experts = name.split('_')[1]
+    mode = 'torch.compile' if name.endswith('_compiled') else 'eager'
+    print(
+      f'{variant}: PyTorch ViTPose++ step ({TORCH_LABELS[experts]}, {mode}) {seconds * 1e3:.1f} ms, '
+      f'{batch / seconds:.1f} img/s | ratio torch / posebh_jax step time {seconds / multi:.3f} (>= 1: posebh_jax '
+      'as fast or faster)',
+      flush=True,
+    )
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument(
@@ -275,6 +375,12 @@ def main():
     help='also time the PoseBH stage-1 and stage-2 steps',
   )
   parser.add_argument(
+    '--distill',
+    action=argparse.BooleanOptionalAction,
+    default=True,
+    help='also the distillation step (student + two frozen teachers) relative to the student alone',
+  )
+  parser.add_argument(
     '--consistency',
     action=argparse.BooleanOptionalAction,
     default=True,
@@ -286,7 +392,33 @@ def main():
     action=argparse.BooleanOptionalAction,
     help='also time the 3D (MeTRAbs) and the joint (2D + 3D) steps, relative to the 2D step',
   )
+  parser.add_argument(
+    '--reference',
+    default='',
+    choices=('', 'torch'),
+    help="'torch': also time a PyTorch ViTPose++ train step of the same architecture and batch (transformers' "
+    'VitPose, benchmarks/torch_reference.py) in the same rounds, and print its ratio to the multi-dataset step',
+  )
+  parser.add_argument(
+    '--torch_compile',
+    default=True,
+    action=argparse.BooleanOptionalAction,
+    help='with --reference=torch: also time the torch.compile\'d step (eager is always timed)',
+  )
+  parser.add_argument(
+    '--torch_threads',
+    type=int,
+    default=0,
+    help="with --reference=torch on a CPU: torch's intra-op threads (0: torch's default, one per core)",
+  )
+  parser.add_argument(
+    '--torch_experts',
+    default='dense,routed',
+    help="with --reference=torch: comma-separated 'dense' (transformers' MoE: every expert on every token, masked) "
+    "and/or 'routed' (each expert on its dataset's examples: the project's multiply-adds)",
+  )
   args = parser.parse_args()
+  reference = _reference_setup(args) if args.reference else None
   on_cpu = jax.devices()[0].platform == 'cpu'
   per_device = args.batch_per_device or (6 if on_cpu else 96)
   steps = args.steps or (2 if on_cpu else 20)
@@ -302,6 +434,11 @@ def main():
     f'device: {device} ×{jax.device_count()} | batch {batch} ({per_device}/device) | 256x192 (demo: 128x96) | {args.dtype}'
     f' | peak {peak or "unknown"} TFLOP/s'
   )
+  if reference:
+    print(reference['header'], flush=True)
+    hint = metrics_lib.cpu_allocator_hint(jax.default_backend())
+    if hint:  # the project's CPU figures are measured with it (README, Performance)
+      print(hint, flush=True)
   for variant in args.variants.split(','):
     config = _config(variant, args.dtype, batch, names, args.remat)
     plain = _config(variant, args.dtype, batch, ('coco',), args.remat)
@@ -346,6 +483,13 @@ def main():
         variant_config.consistency.variant = choice
         variant_config.consistency.acae = acae_dir
         runners[f'joint_{choice}'] = StepRunner(variant_config, joint_counts)
+    if args.distill:
+      student_config, plain_student, _ = distill_step.distill_configs(config)
+      student_counts = pipeline.composition(student_config.data, batch, groups)
+      runners['distill'] = StepRunner(student_config, student_counts)
+      runners['student_plain'] = StepRunner(plain_student, student_counts)
+    if reference:
+      runners.update(_torch_runners(reference, config, runners['multi'].struct))
     times = dict(zip(runners, interleaved_times(list(runners.values()), steps, args.rounds, labels=list(runners))))
     multi, plain_time = times['multi'], times['plain']
     if args.trace_dir:
@@ -354,6 +498,9 @@ def main():
         runner.profile(os.path.join(args.trace_dir, f"{variant.replace('/', '')}_{kind}.trace.json.gz"))
     flops = runners['multi'].flops_per_batch
     task_flops = {task: runners[task].flops_per_batch for task in task_setups}
+    distill_flops = (
+      (runners['distill'].flops_per_batch, runners['student_plain'].flops_per_batch) if args.distill else None
+    )
     del runners
     tflops = flops / multi / 1e12 / jax.device_count()
     mfu = f'{100 * tflops / peak:.1f}%' if peak else 'n/a'
@@ -362,6 +509,8 @@ def main():
       f'{tflops:.2f} TFLOP/s/device, MFU {mfu} | plain ViT step {plain_time * 1e3:.1f} ms, '
       f'{batch / plain_time:.1f} img/s | routing ratio {multi / plain_time:.3f}'
     )
+    if reference:
+      _print_reference(variant, batch, multi, times)
     if args.compare_unstacked:
       unstacked_time = times['unstacked']
       print(
@@ -396,6 +545,14 @@ def main():
           f'{variant}: joint step with consistency {choice} ({CONSISTENCY_LABELS[choice]}) {seconds * 1e3:.1f} ms, '
           f'{batch / seconds:.1f} img/s | ratio to the separate-head joint step {seconds / times["joint"]:.3f}'
         )
+    if distill_flops:
+      seconds, plain_seconds = times['distill'], times['student_plain']
+      print(
+        f'{variant}: distillation step (unified21 student + COCO and MPII teachers of the same size, frozen, in the '
+        f'step) {seconds * 1e3:.1f} ms, {batch / seconds:.1f} img/s | the student without teachers '
+        f'{plain_seconds * 1e3:.1f} ms | ratio {seconds / plain_seconds:.3f} (analytic FLOPs ratio '
+        f'{distill_flops[0] / distill_flops[1]:.3f}: the teachers run forward only)'
+      )
     if args.posebh:
       posebh = _config(variant, args.dtype, batch, names, args.remat)
       posebh.posebh = common.posebh_config(enabled=True)

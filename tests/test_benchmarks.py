@@ -208,3 +208,99 @@ def test_train_step_random_batch_is_plausible():
   coco = batch['coco']
   np.testing.assert_allclose(coco['intrinsics'][:, :2, 2], [[23.5, 31.5]] * counts['coco'])
   assert np.all(coco['keypoints2d'][..., 0] < 48) and np.all(coco['keypoints2d'][..., 1] < 64)
+
+
+def _project_parameter_count(config) -> int:
+  """Parameters of the project's model for `config` (shapes only, nothing compiled)."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from posebh_jax import tasks as tasks_lib
+  from posebh_jax.models import pose_model
+
+  tasks = tasks_lib.build_tasks(config)
+  names = tuple(config.data.order)
+  model = pose_model.build_model(
+    config.model, names, head_specs=[tasks[n].head_spec() for n in names], experts=pose_model.dataset_experts(config)
+  )
+  image_h, image_w = config.data.image_size
+  dummy = {n: jnp.zeros((1, image_h, image_w, 3), jnp.uint8) for n in names}
+  keys = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
+  shapes = jax.eval_shape(lambda: nn.unbox(model.init(keys, dummy, method=pose_model.PoseModel.init_all)))
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes['params']))
+
+
+def _torch_reference_batch(config, seed=0):
+  """A host batch of `config`'s six datasets (one example each, two for COCO) in the project's layout, with target
+  weights of 0 and random positive values (so that the weighting shows in the loss)."""
+  from posebh_jax import tasks as tasks_lib
+
+  rng = np.random.default_rng(seed)
+  tasks = tasks_lib.build_tasks(config)
+  (image_h, image_w), (heat_h, heat_w) = config.data.image_size, config.data.heatmap_size
+  batch = {}
+  for name in config.data.order:
+    n, k = (2 if name == 'coco' else 1), tasks[name].num_keypoints
+    batch[name] = {
+      'image': rng.integers(0, 256, (n, image_h, image_w, 3), dtype=np.uint8),
+      'heatmaps': rng.random((n, heat_h, heat_w, k), dtype=np.float32),
+      'target_weights': (rng.random((n, k)) * (rng.random((n, k)) > 0.3)).astype(np.float32),
+    }
+  return batch
+
+
+def test_torch_reference_step_matches_the_projects_loss_and_parameter_count(monkeypatch):
+  """benchmarks/torch_reference.py on configs/demo.py:tiny: its parameter count is the project model's (plus the
+  class-token slot of transformers' position embeddings) for the demo's head and for transformers' own decoder;
+  its loss is the project's `joints_mse` (JAX) summed over datasets on the same heatmaps; routed experts give
+  the dense ones' heatmaps; a step trains; a missing transformers is a one-line error naming the Makefile step."""
+  from conftest import require_reference
+
+  torch = require_reference('torch')
+  require_reference('transformers')
+  from benchmarks import torch_reference
+  from configs import demo
+  from posebh_jax.losses import joints_mse
+
+  config = demo.get_config('tiny')
+  batch = _torch_reference_batch(config)
+  names = tuple(config.data.order)
+  for head_channels in (torch_reference.CLASSIC_DECODER_CHANNELS, 16):  # transformers' decoder / the demo's head
+    config.model.head_channels = head_channels
+    step = torch_reference.TorchTrainStep(config, batch, warmup=0)
+    heads = step.model.heads
+    assert (type(heads[0]).__name__ == 'VitPoseClassicDecoder') == (head_channels == 256)
+    assert step.model.attention  # transformers' dispatch ran (None: its eager fallback, another model's speed)
+    ours = _project_parameter_count(config)
+    assert torch_reference.parameter_count(step.model) == ours + config.model.width, head_channels
+  assert step.model.backbone.embeddings.patch_embeddings.projection.padding == (config.model.patch_padding,) * 2
+  # The loss against the project's joints_mse on the torch model's heatmaps (train mode: batch statistics).
+  routed = torch_reference.TorchTrainStep(config, batch, experts='routed', warmup=0)
+  with torch.no_grad():
+    loss, losses = step.forward_loss(step.images, step.dataset_index)
+    pixels = ((step.images.float() - step.mean) / step.std).permute(0, 3, 1, 2)
+    dense_maps = step.model(pixels, step.dataset_index)
+    routed_maps = routed.model(pixels, routed.dataset_index)
+  expected = [
+    float(joints_mse(h.numpy().transpose(0, 2, 3, 1), batch[n]['heatmaps'], batch[n]['target_weights']))
+    for n, h in zip(names, dense_maps)
+  ]
+  heat_h, heat_w = config.data.heatmap_size
+  assert [tuple(h.shape) for h in dense_maps] == [
+    batch[n]['heatmaps'].shape[:1] + (batch[n]['heatmaps'].shape[-1], heat_h, heat_w) for n in names
+  ]
+  np.testing.assert_allclose([float(v) for v in losses], expected, rtol=1e-5)
+  np.testing.assert_allclose(float(loss), sum(expected), rtol=1e-5)
+  for dense_map, routed_map in zip(dense_maps, routed_maps):
+    np.testing.assert_allclose(dense_map.numpy(), routed_map.numpy(), rtol=1e-4, atol=1e-5)
+  # Layer-wise lr decay: the embeddings' group at layer_decay^(depth + 1), the heads' at the base lr.
+  lrs = sorted(group['lr'] for group in step.optimizer.param_groups)
+  np.testing.assert_allclose([lrs[0], lrs[-1]], [config.optim.lr * config.optim.layer_decay**3, config.optim.lr])
+  before = [p.detach().clone() for p in step.params]
+  assert step.run(2) > 0 and np.isfinite(float(step.loss))
+  assert all(not torch.equal(a, b.detach()) for a, b in zip(before, step.params) if b.ndim >= 2)
+  monkeypatch.setitem(__import__('sys').modules, 'transformers', None)
+  with pytest.raises(SystemExit, match=r'make \.venv/\.reference') as error:
+    torch_reference.require_torch()
+  assert '\n' not in str(error.value)
