@@ -249,7 +249,8 @@ class _TrainLoop:
           _print(f'stopped at step {step}; re-run the same command to resume')
           break
     self.flush_pending()
-    self.writer.write(step, self.goodput.shares())  # the whole run's shares, the final evaluation included
+    if step > start_step:  # the whole run's shares, the final evaluation included (a finished run re-run: none)
+      self.writer.write(step, self.goodput.shares())
     return step
 
 
