@@ -88,24 +88,22 @@ def format_table(results: dict[str, float], model: str = 'this run', unified: bo
     summary = distill_summary(results)
     titles = ['COCO AP', 'MPII PCKh', 'average accuracy', 'Halpe AP']
     values = [f'{summary[t]:.1f}' if t in summary else '-' for t in titles]
-    lines += [
-      '',
-      '| model | ' + ' | '.join(titles) + ' |',
-      '|---' * (len(titles) + 1) + '|',
-      f'| {model} | ' + ' | '.join(values) + ' |',
-    ]
-    return '\n'.join(lines)
+    return '\n'.join(lines + _markdown_row(titles, values, model))
   if not any(name in rows for _, name, _ in METHOD_TABLE_COLUMNS):
     return '\n'.join(lines)  # no dataset of the 2D results table (e.g. a 3D run): its row would be all '-'
   titles = [title for title, _, _ in METHOD_TABLE_COLUMNS]
   values = [_shown(metric, rows.get(name, {}).get(metric)) for _, name, metric in METHOD_TABLE_COLUMNS]
-  lines += [
+  return '\n'.join(lines + _markdown_row(titles, values, model))
+
+
+def _markdown_row(titles, values, model: str) -> list[str]:
+  """A blank line, then a one-row Markdown table: header `titles`, the row `model` | `values`."""
+  return [
     '',
     '| model | ' + ' | '.join(titles) + ' |',
     '|---' * (len(titles) + 1) + '|',
     f'| {model} | ' + ' | '.join(values) + ' |',
   ]
-  return '\n'.join(lines)
 
 
 def main(argv=None) -> int:

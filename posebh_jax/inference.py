@@ -375,9 +375,8 @@ class Predictor:
     outputs = [(fmt, name, self.predict_function(name, flip)(self.variables, crops)) for fmt, name in targets]
     for fmt, name, output in outputs:
       task = self.tasks[name]
-      heatmaps = np.asarray(jax.device_get(output), np.float32)[:count].transpose(0, 3, 1, 2)
-      coords, scores = task.to_format(*task.codec.decode(heatmaps), fmt)
-      image_xy = task.codec.to_image(coords, centers, scales, task.heatmap_size_wh)
+      keypoints = task.decode_to_image(np.asarray(jax.device_get(output))[:count], centers, scales)
+      image_xy, scores = task.to_format(keypoints[..., :2], keypoints[..., 2], fmt)
       for (owner, row), xy, score in zip(owners, image_xy, scores):
         owner.result[fmt]['keypoints'][row] = xy
         owner.result[fmt]['scores'][row] = score

@@ -169,23 +169,16 @@ class DistillTask(HeatmapTask):
       terms[f'kd_{teacher}'] = kd
     return total, terms
 
-  def predict(self, apply, variables, images, flip: bool):
-    """The student's heatmaps (n, h, w, 21) (flip test: mirrored through the unified skeleton's flip pairs)."""
-    if not flip:
-      return apply(variables, images)
-    both = apply(variables, jnp.concatenate([images, images[:, :, ::-1]]))
-    heatmaps, flipped = both[: images.shape[0]], both[images.shape[0] :]
-    flipped = flipped[:, :, ::-1][..., np.asarray(self.student.flip_index)]
-    if self.codec.flip_shift:
-      flipped = jnp.concatenate([flipped[:, :, :1], flipped[:, :, :-1]], axis=2)
-    return 0.5 * (heatmaps + flipped)
+  @property
+  def head_format(self):
+    return self.student
 
   def output_formats(self) -> tuple[str, ...]:
     return (STUDENT_FORMAT, self.format.name)
 
   def to_format(self, coords, scores, format_name: str):
-    """The 21 decoded keypoints read in `format_name` (the student's own or any format mapped to it); keypoints of
-    the format that the student lacks get coordinates 0 and score 0."""
+    """The 21 keypoints (image px, scores) read in `format_name` (the student's own or any format mapped to it);
+    keypoints of the format that the student lacks get coordinates 0 and score 0."""
     coords, scores = np.asarray(coords), np.asarray(scores)
     if format_name == STUDENT_FORMAT:
       return coords, scores
@@ -203,26 +196,14 @@ class DistillTask(HeatmapTask):
     return np.sort(self.own_ids)
 
   # ---------------------------------------------------------------------------------------------- evaluation
-  def keypoint_batches(self, predict, batch_size: int):
-    """As `HeatmapTask.keypoint_batches` (keypoints in the dataset's format); also keeps each instance's 21
-    unified keypoints (image px and score) for `unlabelled_accuracy`."""
+  def head_keypoint_batches(self, predict, batch_size: int):
+    """`HeatmapTask.head_keypoint_batches` (the 21 unified keypoints), also keeping each instance's for
+    `unlabelled_accuracy`."""
     self._unified_by_instance = {}
-    for batch in pipeline.make_eval_iterator(self.config.data, self.name, batch_size):
-      heatmaps = np.asarray(predict(batch['image'])).astype(np.float32).transpose(0, 3, 1, 2)
-      coords, scores = self.codec.decode(heatmaps)
-      center, scale = np.asarray(batch['center']), np.asarray(batch['scale'])
-      unified = np.concatenate(
-        [
-          self.codec.to_image(coords, center, scale, self.heatmap_size_wh),
-          np.asarray(scores, np.float64)[..., None],
-        ],
-        axis=-1,
-      )
+    for batch, unified in super().head_keypoint_batches(predict, batch_size):
       for i in np.flatnonzero(np.asarray(batch['valid'])):
         self._unified_by_instance[int(batch['instance_id'][i])] = unified[i]
-      xy = skeletons.remap_keypoints(unified[..., :2], STUDENT_FORMAT, self.format.name, axis=1)
-      score = skeletons.remap_keypoints(unified[..., 2:], STUDENT_FORMAT, self.format.name, axis=1)
-      yield batch, np.concatenate([xy, score], axis=-1)
+      yield batch, unified
 
   def evaluate(self, context: base.EvalContext) -> dict[str, float]:
     """The dataset's official metrics over the keypoints the student predicts for its format (all of them for COCO

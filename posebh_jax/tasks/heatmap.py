@@ -71,14 +71,20 @@ class HeatmapTask(base.Task):
     del step
     return joints_mse(output, batch['heatmaps'], batch['target_weights']), {}
 
+  @property
+  def head_format(self):
+    """The skeleton of the head's channels (here the dataset's; the distillation student's: 'unified21')."""
+    return self.format
+
   def predict(self, apply, variables, images, flip: bool):
-    """Heatmaps (n, h, w, K); with `flip`, averaged with the mirrored images' heatmaps mapped back (flip test)."""
+    """Heatmaps (n, h, w, K_head); with `flip`, averaged with the mirrored images' heatmaps mapped back through
+    the head format's flip pairs (flip test)."""
     if not flip:
       return apply(variables, images)
     # One pass over images and their mirror images (half the program to compile of two passes).
     both = apply(variables, jnp.concatenate([images, images[:, :, ::-1]]))
     heatmaps, flipped = both[: images.shape[0]], both[images.shape[0] :]
-    flipped = flipped[:, :, ::-1][..., np.asarray(self.format.flip_index)]
+    flipped = flipped[:, :, ::-1][..., np.asarray(self.head_format.flip_index)]
     if self.codec.flip_shift:  # the non-UDP flip is off by one pixel; the reference pipelines shift it back
       flipped = jnp.concatenate([flipped[:, :, :1], flipped[:, :, :-1]], axis=2)
     return 0.5 * (heatmaps + flipped)
@@ -89,7 +95,7 @@ class HeatmapTask(base.Task):
   def to_format(self, coords: np.ndarray, scores: np.ndarray, format_name: str) -> tuple[np.ndarray, np.ndarray]:
     """Decoded head output → keypoints of `format_name` (one of `output_formats`).
 
-    Args: coords (n, K_head, 2) heatmap px and scores (n, K_head) from `codec.decode` of the head's heatmaps.
+    Args: coords (n, K_head, 2) (image px) and scores (n, K_head) of the head's keypoints.
     Returns (coords (n, K_fmt, 2), scores (n, K_fmt)); here the head predicts the dataset's format itself."""
     if format_name != self.format.name:
       raise UserError(f"dataset '{self.name}' predicts {self.format.name}, not {format_name}")
@@ -104,17 +110,25 @@ class HeatmapTask(base.Task):
       self._ground_truth = gt
     return self._ground_truth
 
-  def keypoint_batches(self, predict, batch_size: int):
-    """Yields (eval batch, keypoints float64 (n, K, 3): x, y in image px and the heatmap-peak score) over the eval
-    split (`pipeline.make_eval_iterator` order, padding rows included: see the batch's `valid`); `predict` is a host
-    function images → heatmaps (`EvalContext.predict`)."""
+  def head_keypoint_batches(self, predict, batch_size: int):
+    """Yields (eval batch, keypoints float64 (n, K_head, 3) of the head's channels: x, y in image px and the
+    heatmap-peak score) over the eval split (`pipeline.make_eval_iterator` order, padding rows included: see the
+    batch's `valid`); `predict` is a host function images → heatmaps (`EvalContext.predict`)."""
     for batch in pipeline.make_eval_iterator(self.config.data, self.name, batch_size):
-      heatmaps = np.asarray(predict(batch['image'])).astype(np.float32).transpose(0, 3, 1, 2)
-      coords, scores = self.to_format(*self.codec.decode(heatmaps), self.format.name)
-      image_xy = self.codec.to_image(
-        coords, np.asarray(batch['center']), np.asarray(batch['scale']), self.heatmap_size_wh
-      )
-      yield batch, np.concatenate([image_xy, np.asarray(scores, np.float64)[..., None]], axis=-1)
+      yield batch, self.decode_to_image(np.asarray(predict(batch['image'])), batch['center'], batch['scale'])
+
+  def decode_to_image(self, heatmaps, center, scale) -> np.ndarray:
+    """Head heatmaps (n, h, w, K_head) of crops with `center`, `scale` (n, 2) → float64 (n, K_head, 3): x, y in
+    image px and the heatmap-peak score."""
+    coords, scores = self.codec.decode(np.asarray(heatmaps, np.float32).transpose(0, 3, 1, 2))
+    image_xy = self.codec.to_image(coords, np.asarray(center), np.asarray(scale), self.heatmap_size_wh)
+    return np.concatenate([image_xy, np.asarray(scores, np.float64)[..., None]], axis=-1)
+
+  def keypoint_batches(self, predict, batch_size: int):
+    """`head_keypoint_batches` read in the dataset's format (`to_format`): (eval batch, float64 (n, K, 3))."""
+    for batch, keypoints in self.head_keypoint_batches(predict, batch_size):
+      xy, score = self.to_format(keypoints[..., :2], keypoints[..., 2], self.format.name)
+      yield batch, np.concatenate([xy, score[..., None]], axis=-1)
 
   def predict_split(self, context: base.EvalContext) -> tuple[list[dict], dict]:
     """Predictions for the whole eval split: the COCO-format results (`topdown_postprocess` of the raw instances:

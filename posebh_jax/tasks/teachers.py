@@ -32,7 +32,7 @@ from posebh_jax import workdir as workdir_lib
 from posebh_jax.errors import UserError
 from posebh_jax.models import composition as composition_lib
 from posebh_jax.models import pose_model
-from posebh_jax.tasks import get_task_class
+from posebh_jax.tasks import build_tasks
 from posebh_jax.tasks.distill import DistillTask, active_teachers, teacher_field
 
 
@@ -103,7 +103,7 @@ def load_teacher(name: str, path: str, student_config, groups: int) -> Teacher:
     state, step = checkpoint_lib.read_state(source, items=('params', 'batch_stats'))
   except FileNotFoundError:
     raise UserError(_train_hint(name, path)) from None
-  tasks = {n: get_task_class(config.data.datasets[n].task)(n, config) for n in config.data.order}
+  tasks = build_tasks(config)
   full = pose_model.build_model(
     config.model,
     tuple(config.data.order),
