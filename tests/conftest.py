@@ -24,15 +24,24 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 
-def run_module(args, devices: int = 1, timeout: int = 600):
-  """Runs `python <args>` from the repository root on `devices` simulated CPU devices; returns the result."""
+# XLA's CPU backend at optimisation level 0 (LLVM's): PoseBH's tiny stage-2 train step compiled in 14.2 s instead of
+# 23.1 s and ran about 2x slower, with the same losses to float rounding (not bit for bit: ~1e-7 relative in
+# float32). For runs of a few steps, whose time is mostly compilation: a test compiles the runs it compares alike,
+# and none of its checks may rest on the default compilation's rounding.
+FAST_COMPILE = '--xla_backend_optimization_level=0'
+
+
+def run_module(args, devices: int = 1, timeout: int = 600, fast_compile: bool = False):
+  """Runs `python <args>` from the repository root on `devices` simulated CPU devices; returns the result.
+  `fast_compile`: with `FAST_COMPILE`."""
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}' + (f' {FAST_COMPILE}' if fast_compile else '')
   return subprocess.run([sys.executable] + args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def train(workdir, data_dir, *overrides, devices=1, config='configs/demo.py:tiny'):
-  """`posebh_jax.main` with `config` on `data_dir`; asserts success and returns the result."""
+def train(workdir, data_dir, *overrides, devices=1, config='configs/demo.py:tiny', fast_compile=False):
+  """`posebh_jax.main` with `config` on `data_dir` (`fast_compile`: see `run_module`); asserts success and returns
+  the result."""
   result = run_module(
     [
       '-m',
@@ -43,9 +52,45 @@ def train(workdir, data_dir, *overrides, devices=1, config='configs/demo.py:tiny
       *overrides,
     ],
     devices=devices,
+    fast_compile=fast_compile,
   )
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
   return result
+
+
+def write_random_weights(workdir, config, seed: int, scale: float, step: int = 0) -> str:
+  """A weights-only checkpoint (`inference.write_weights`) of `config`'s model (every dataset's head and expert)
+  with random weights, built from the initialisation's shapes without compiling or running it (seconds instead of
+  a training run): every parameter N(0, scale²) drawn with NumPy's generator of `seed`, BatchNorm's running means 0
+  and variances 1 (what the initialisation gives them). Returns `workdir` as a string."""
+  import flax.linen as nn
+  import jax
+  import numpy as np
+
+  from posebh_jax import inference
+  from posebh_jax.models import pose_model
+  from posebh_jax.tasks import build_tasks
+
+  tasks = build_tasks(config)
+  order = tuple(config.data.order)
+  net = pose_model.build_model(
+    config.model,
+    order,
+    posebh_config=config.posebh,
+    head_specs=[tasks[n].head_spec() for n in order],
+    experts=pose_model.dataset_experts(config),
+  )
+  images = {n: np.zeros((1,) + tuple(config.data.image_size) + (3,), np.uint8) for n in order}
+  init = lambda: nn.unbox(net.init(jax.random.key(seed), images, train=False, method=pose_model.PoseModel.init_all))
+  shapes = jax.eval_shape(init)
+  rng = np.random.default_rng(seed)
+  params = jax.tree.map(lambda s: rng.normal(0.0, scale, s.shape).astype(s.dtype), shapes['params'])
+  batch_stats = jax.tree_util.tree_map_with_path(
+    lambda path, s: (np.ones if jax.tree_util.keystr(path).endswith("['var']") else np.zeros)(s.shape, s.dtype),
+    shapes.get('batch_stats', {}),
+  )
+  inference.write_weights(str(workdir), config, {'params': params, 'batch_stats': batch_stats}, step=step)
+  return str(workdir)
 
 
 def require_reference(module_name: str, hint: str = ''):
@@ -153,25 +198,27 @@ def real_data_dir(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def posebh_workdir(tmp_path_factory, data_dir):
-  """A 2-step tiny PoseBH run (configs/demo.py:tiny,posebh; no eval), shared by the picture and domain-transfer
-  tests."""
+  """A 2-step tiny PoseBH run (configs/demo.py:tiny,posebh; no eval; compiled fast: `FAST_COMPILE`), shared by the
+  picture and domain-transfer tests."""
   workdir = tmp_path_factory.mktemp('posebh_run')
-  train(
-    workdir, data_dir, '--config.total_steps=2', '--config.eval_every_steps=0', config='configs/demo.py:tiny,posebh'
-  )
+  overrides = ('--config.total_steps=2', '--config.eval_every_steps=0')
+  train(workdir, data_dir, *overrides, config='configs/demo.py:tiny,posebh', fast_compile=True)
   return str(workdir)
 
 
-# The files with the longest tests, longest first (the suite's --durations): `make test` runs files on two workers
-# (--dist loadfile), and starting these first keeps one long file from running alone at the end.
+# The files that take longest, longest first (their tests' durations added up; measured one file at a time on the
+# 2-core VM): `make test` runs whole files on two workers (--dist loadfile), and starting these first keeps a long
+# file from running alone at the end while the other worker idles.
 LONG_FILES = (
-  'test_cluster.py',
-  'test_posebh_stages_e2e.py',
-  'test_posebh_e2e.py',
   'test_train_e2e.py',
+  'test_posebh_e2e.py',
+  'test_cluster.py',
   'test_metrabs_task.py',
-  'test_weights_checkpoint.py',
+  'test_sweep.py',
   'test_synthetic_mdt.py',
+  'test_posebh_stages_e2e.py',
+  'test_weights_checkpoint.py',
+  'test_distill_task.py',
   'test_task_interface.py',
   'test_model.py',
   'test_transfer.py',
@@ -180,6 +227,14 @@ LONG_FILES = (
   'test_joint_task.py',
   'test_benchmarks.py',
 )
+
+
+def pytest_configure(config):
+  """Keeps the file order of `pytest_collection_modifyitems` under pytest-xdist: by default (--loadscope-reorder)
+  --dist loadfile hands out files by their number of tests, most first, which put the long files (one to three
+  tests each) last."""
+  if hasattr(config.option, 'loadscopereorder'):
+    config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(session, config, items):

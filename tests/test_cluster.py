@@ -1,5 +1,6 @@
 """What jobs on a cluster rely on: several processes training as one (jax.distributed, here over localhost with
-gloo collectives on CPU) and preemption (SIGTERM) checkpointing at a step boundary and resuming."""
+gloo collectives on CPU) and preemption (SIGTERM) checkpointing at a step boundary and resuming. (One process's
+SIGTERM, checkpoint and resume: tests/test_launch.py, through the SLURM script that passes the signal on.)"""
 
 import os
 import re
@@ -10,10 +11,13 @@ import sys
 
 import numpy as np
 
+from configs import demo
+from conftest import FAST_COMPILE
 from conftest import REPO
 from conftest import assert_resumed
 from conftest import losses as _losses
 from conftest import train as _train
+from conftest import write_random_weights
 
 
 def _free_port() -> int:
@@ -54,19 +58,13 @@ def test_two_processes_match_one_process_and_stop_together_on_sigterm(tmp_path, 
   save is a collective); the same command resumes. Every loss of the preempted and resumed run equals one
   uninterrupted process driving two devices: in float64, so that the run stays at rounding (measured: within
   1.6e-16 over 20 steps, 1.2e-12 over 40; in float32 the two reductions' rounding grew to 1e-5 within 40 steps,
-  README "8 devices vs 1"). The parameters are sharded across the two processes (fsdp 2), the run starts from
-  another run's weights (`init_from`) and evaluates at the end: both fetched sharded arrays with
-  `jax.device_get`, which fails for an array with shards on another process (measured: the evaluation ended the
-  run with a RuntimeError); the pair's predictions are byte-identical to the one process's."""
+  README "8 devices vs 1"). The parameters are sharded across the two processes (fsdp 2), the run starts from a
+  weights-only checkpoint (`init_from`; random weights, written in this process) and evaluates at the end: both
+  fetched sharded arrays with `jax.device_get`, which fails for an array with shards on another process
+  (measured: the evaluation ended the run with a RuntimeError); the pair's predictions are byte-identical to the
+  one process's."""
   total = 20
-  _train(
-    tmp_path / 'source',
-    data_dir,
-    '--config.total_steps=2',
-    '--config.eval_every_steps=0',
-    '--config.model.dtype=float64',
-    '--config.model.param_dtype=float64',
-  )
+  write_random_weights(tmp_path / 'source', demo.get_config('tiny'), seed=0, scale=0.2, step=2)
   common = [
     '-m',
     'posebh_jax.main',
@@ -84,7 +82,9 @@ def test_two_processes_match_one_process_and_stop_together_on_sigterm(tmp_path, 
     '--config.mesh.fsdp=2',
     f'--workdir={tmp_path / "two"}',
   ]
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  # Every run compiled fast (`conftest.FAST_COMPILE`), alike.
+  xla_flags = f'--xla_force_host_platform_device_count=1 {FAST_COMPILE}'
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags)
   processes = _launch_two_processes(common, env, _free_port())
   head = []
   for line in processes[0].stdout:  # only process 0 reports progress
@@ -104,7 +104,7 @@ def test_two_processes_match_one_process_and_stop_together_on_sigterm(tmp_path, 
   # It resumed at the preemption checkpoint (not a silent restart: each step's loss is logged once).
   assert_resumed(second[0], tmp_path / 'two', stopped, total)
   assert f'eval at step {total}' in second[0]
-  _train(tmp_path / 'one', data_dir, *common[3:-1], f'--workdir={tmp_path / "one"}', devices=2)
+  _train(tmp_path / 'one', data_dir, *common[3:-1], f'--workdir={tmp_path / "one"}', devices=2, fast_compile=True)
   two, one = _losses(tmp_path / 'two'), _losses(tmp_path / 'one')
   assert sorted(two) == sorted(one) == list(range(1, total + 1))
   for step in one:
@@ -112,43 +112,6 @@ def test_two_processes_match_one_process_and_stop_together_on_sigterm(tmp_path, 
   for name in ('coco', 'mpii'):
     raw = [(tmp_path / run / 'eval' / f'{name}_topdown_step{total}.json').read_bytes() for run in ('two', 'one')]
     assert raw[0] == raw[1] and len(raw[0]) > 1000, name
-
-
-def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, data_dir):
-  """A preempted job (SIGTERM) checkpoints at the next step boundary and exits 0; re-running resumes there."""
-  args = [
-    sys.executable,
-    '-m',
-    'posebh_jax.main',
-    '--config=configs/demo.py:tiny',
-    f'--workdir={tmp_path}',
-    f'--config.data.data_dir={data_dir}',
-    '--config.eval_every_steps=0',
-    '--config.checkpoint_every_steps=1000',
-  ]
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1')
-  process = subprocess.Popen(
-    args + ['--config.total_steps=100000'],
-    cwd=REPO,
-    env=env,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.DEVNULL,
-    text=True,
-  )
-  try:
-    for line in process.stdout:
-      if line.startswith('step 2/'):
-        process.send_signal(signal.SIGTERM)
-        break
-    rest = process.stdout.read()
-    assert process.wait(timeout=300) == 0
-  finally:
-    process.kill()
-  stopped = int(re.search(r'stopped at step (\d+); re-run the same command to resume', rest).group(1))
-  assert stopped >= 3 and os.path.isdir(tmp_path / 'checkpoints' / str(stopped))
-  resumed = _train(tmp_path, data_dir, '--config.eval_every_steps=0', f'--config.total_steps={stopped + 2}')
-  assert f'done: step {stopped + 2}/{stopped + 2}' in resumed.stdout
-  assert_resumed(resumed.stdout, tmp_path, stopped, stopped + 2)
 
 
 def test_incomplete_multi_process_flags_are_one_line_error(tmp_path):

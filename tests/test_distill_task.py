@@ -4,45 +4,25 @@ unified skeleton, and the one-line errors."""
 
 import json
 
-import jax
 import numpy as np
 import pytest
 
 from configs import demo
 from posebh_jax import inference
 from posebh_jax.errors import UserError
-from posebh_jax.models import pose_model
-from posebh_jax.tasks import build_tasks
 from posebh_jax.tasks import teachers as teachers_lib
-from tests.conftest import run_module, train
+from tests.conftest import run_module, train, write_random_weights
 
 
 def _write_teacher(workdir, arg: str, seed: int, image_size=None, **model) -> str:
   """A teacher run in `workdir`: config `configs/demo.py:<arg>` (model keys overridden by `model`; `image_size`:
   another input size, heatmaps a quarter of it) with random weights (every parameter N(0, 0.3²), so that its
-  heatmaps have structure), written by `write_weights`."""
-  import flax.linen as nn
-
+  heatmaps have structure), written by `write_weights` (`conftest.write_random_weights`)."""
   config = demo.get_config(arg)
   config.model.update(model)
   if image_size is not None:
     config.data.image_size, config.data.heatmap_size = image_size, (image_size[0] // 2, image_size[1] // 2)
-  tasks = build_tasks(config)
-  order = tuple(config.data.order)
-  net = pose_model.build_model(
-    config.model,
-    order,
-    head_specs=[tasks[n].head_spec() for n in order],
-    experts=pose_model.dataset_experts(config),
-  )
-  image = np.zeros((1,) + tuple(config.data.image_size) + (3,), np.uint8)
-  variables = nn.unbox(
-    net.init(jax.random.key(seed), {n: image for n in order}, train=False, method=pose_model.PoseModel.init_all)
-  )
-  rng = np.random.default_rng(seed)
-  params = jax.tree.map(lambda p: rng.normal(0.0, 0.3, np.shape(p)).astype(np.float32), variables['params'])
-  inference.write_weights(str(workdir), config, {'params': params, 'batch_stats': variables.get('batch_stats', {})})
-  return str(workdir)
+  return write_random_weights(workdir, config, seed, 0.3)
 
 
 @pytest.fixture(scope='module')
@@ -119,7 +99,8 @@ def test_teachers_in_the_step_match_teachers_run_apart_on_one_and_eight_devices(
   """One distillation step's loss terms on a fixed batch equal a NumPy computation from the teachers' heatmaps as
   `Predictor` computes them (the whole multi-dataset MPII teacher with its expert, not the split model the step
   uses) and the student's heatmaps; the 8-device step (data 4 × FSDP 2) equals the 1-device one."""
-  result = run_module(['-c', _STEP_SCRIPT, teacher_dirs['coco'], teacher_dirs['mpii']], devices=8)
+  # Compiled fast (`conftest.FAST_COMPILE`): one step on each mesh, whose time is mostly compilation.
+  result = run_module(['-c', _STEP_SCRIPT, teacher_dirs['coco'], teacher_dirs['mpii']], devices=8, fast_compile=True)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
   out = json.loads(result.stdout.split('RESULT', 1)[1])
   config = demo.get_config('tiny,distill')
@@ -158,7 +139,8 @@ def test_student_run_with_a_larger_teacher_evaluates_and_predicts_the_unified_sk
     f'--config.distill.teachers.mpii={teacher_dirs["mpii"]}',
   ]
   overrides.append(f'--config.distill.teachers.coco={teacher_dirs["coco_large"]}')
-  result = train(workdir, data_dir, *overrides, config='configs/demo.py:tiny,distill')
+  # Compiled fast (`conftest.FAST_COMPILE`): 3 steps and two evaluations, whose time is mostly compilation.
+  result = train(workdir, data_dir, *overrides, config='configs/demo.py:tiny,distill', fast_compile=True)
   assert 'head coco, input 128x96' in result.stdout
   with open(workdir / 'metrics.jsonl') as f:
     rows = [json.loads(line) for line in f]
@@ -178,7 +160,8 @@ def test_student_run_with_a_larger_teacher_evaluates_and_predicts_the_unified_sk
   result = run_module(
     ['-m', 'posebh_jax.main', '--config=configs/demo.py:tiny,distill', f'--workdir={workdir}', '--mode=eval']
     + [f'--config.data.data_dir={data_dir}']
-    + overrides
+    + overrides,
+    fast_compile=True,
   )
   assert result.returncode == 0, result.stderr[-3000:]
   assert '| model | COCO AP | MPII PCKh | average accuracy | Halpe AP |' in result.stdout

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from conftest import REPO
+from conftest import assert_resumed
 from conftest import losses as _losses
 
 # srun: drops its own options and runs the task in its place (the real one forwards signals to its tasks).
@@ -18,7 +19,9 @@ def test_slurm_script_checkpoints_and_requeues_at_the_time_limit(tmp_path, data_
   """`launch/slurm.sbatch` gets SIGTERM from SLURM 120 s before the time limit (`--signal=B:TERM@120`, to the
   batch script only): it passes it to the trainer, which checkpoints and exits 0, then requeues the job; the
   requeued job runs the same command and resumes. (Before, the signal went to the tasks and the job just ended at
-  its time limit, so the run never resumed by itself.)"""
+  its time limit, so the run never resumed by itself.) The trainer's side is a single process's preemption: it stops
+  at the next step boundary after the signal with one checkpoint, and the same command resumes there and trains
+  only the steps after it."""
   bin_dir = tmp_path / 'bin'
   bin_dir.mkdir()
   for name, text in (('srun', _FAKE_SRUN), ('scontrol', _FAKE_SCONTROL)):
@@ -75,5 +78,6 @@ def test_slurm_script_checkpoints_and_requeues_at_the_time_limit(tmp_path, data_
     args + [f'--config.total_steps={stopped + 2}'], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
   )
   assert again.returncode == 0, again.stderr[-2000:]
-  assert f'at step {stopped}' in again.stdout and f'done: step {stopped + 2}/{stopped + 2}' in again.stdout
+  assert stopped >= 3 and f'done: step {stopped + 2}/{stopped + 2}' in again.stdout
+  assert_resumed(again.stdout, workdir, stopped, stopped + 2)  # not a silent restart: each step logged once
   assert log.read_text() == 'requeue 4242\n' and sorted(_losses(workdir))[-1] == stopped + 2

@@ -123,7 +123,8 @@ def data3d_dir(data_dir):
 # less than half the compile and step time). Batch 32: 8 each; the shared head sees 24, three virtual batches of 8.
 _ORDER = ('coco', 'ap10k', 'syn_smpl', 'syn_h36m')
 _RUN_FORMATS = ('syn_smpl', 'syn_h36m')
-# float64: the 8-device run matches the 1-device run to rounding (see tests/test_train_e2e.py).
+# float64: the 8-device run matches the 1-device run to rounding (see tests/test_train_e2e.py). Both runs are compiled
+# fast (`conftest.FAST_COMPILE`): 3 steps each, whose time is mostly compilation.
 _RUN = (
   f"--config.data.order=({','.join(repr(n) for n in _ORDER)})",
   '--config.batch_size=32',
@@ -159,7 +160,7 @@ def run_flags(acae_dir):
 @pytest.fixture(scope='module')
 def one_device_run(tmp_path_factory, data3d_dir, run_flags):
   workdir = tmp_path_factory.mktemp('one') / 'run'
-  _train(workdir, data3d_dir, *run_flags, config=_JOINT)
+  _train(workdir, data3d_dir, *run_flags, config=_JOINT, fast_compile=True)
   return workdir
 
 
@@ -211,7 +212,8 @@ def test_eight_devices_match_one_device(tmp_path, data3d_dir, one_device_run, ru
   BatchNorm and the 3D losses are global-batch computations, the 2D heads per-dataset ones; 3 steps give the 1-device
   losses (every dataset's and its terms), and the sharded evaluation the 1-device metrics."""
   eight = tmp_path / 'eight'
-  _train(eight, data3d_dir, *run_flags, '--config.mesh.data=4', '--config.mesh.fsdp=2', devices=8, config=_JOINT)
+  flags = (*run_flags, '--config.mesh.data=4', '--config.mesh.fsdp=2')
+  _train(eight, data3d_dir, *flags, devices=8, config=_JOINT, fast_compile=True)
   one_rows, eight_rows = _records(one_device_run), _records(eight)
   train_keys = sorted({k for r in one_rows for k in r if k.startswith('train/loss')})
   for key in ('train/loss_coco/2d', 'train/loss_coco/consistency', 'train/loss_syn_h36m/consistency'):

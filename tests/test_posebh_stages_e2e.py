@@ -13,17 +13,20 @@ CONFIG = 'configs/demo.py:tiny,posebh'
 
 
 def _train(workdir, data_dir, *overrides, devices=1):
-  return train(workdir, data_dir, '--config.eval_every_steps=0', *overrides, devices=devices, config=CONFIG)
+  # Compiled fast (`conftest.FAST_COMPILE`): two steps each, almost all of the runs' time is compilation.
+  return train(
+    workdir, data_dir, '--config.eval_every_steps=0', *overrides, devices=devices, config=CONFIG, fast_compile=True
+  )
 
 
 def test_stages_two_and_three_on_eight_devices_match_one_device(tmp_path, data_dir):
   """Stages 2 and 3 (CSS: cross-type self-supervision; CPS: cluster prototypes) on 8 devices (4×2 data×fsdp) vs 1,
   in float64 so that no near-tie flips (the float32 stage-one test above explains why float32 drifts): the losses
-  of every term and the trained parameters. Kept cheap (two compiles per device count; 66 s on the 2-core VM):
-  one block, two datasets, one step per stage (stage_epochs (0, 1/3) at 3 steps per epoch starts in stage 2 and
-  enters stage 3 at step 1), no warmup so that both steps move the weights, and CSS keeps every pseudo-label of
-  the fresh heads (min peak 0). A run that starts in stage 2 clusters its prototypes first, as entering stage 2
-  does (before, it skipped the clustering and its CPS terms ran on the plain prototypes)."""
+  of every term and the trained parameters. Kept cheap (two compiles per device count, compiled fast; 64 s on the
+  2-core VM): one block, two datasets, one step per stage (stage_epochs (0, 1/3) at 3 steps per epoch starts in
+  stage 2 and enters stage 3 at step 1), no warmup so that both steps move the weights, and CSS keeps every
+  pseudo-label of the fresh heads (min peak 0). A run that starts in stage 2 clusters its prototypes first, as
+  entering stage 2 does (before, it skipped the clustering and its CPS terms ran on the plain prototypes)."""
   common = (
     '--config.batch_size=16',
     '--config.total_steps=2',

@@ -75,7 +75,8 @@ def test_b16_config_data_argument():
 
 def test_runlocal_on_real_data_trains_and_evaluates(tmp_path, real_data_dir, capsys):
   data_dir, workdir = real_data_dir['data_dir'], tmp_path / 'run'
-  _train(workdir, data_dir, *TINY, '--config.eval_every_steps=0', config=CONFIG)
+  # Compiled fast (`conftest.FAST_COMPILE`): 5 steps and one evaluation, whose time is mostly compilation.
+  _train(workdir, data_dir, *TINY, '--config.eval_every_steps=0', config=CONFIG, fast_compile=True)
   losses = _losses(workdir)
   assert sorted(losses) == [1, 2, 3, 4, 5] and all(np.isfinite(v) for v in losses.values())
 
@@ -88,7 +89,8 @@ def test_runlocal_on_real_data_trains_and_evaluates(tmp_path, real_data_dir, cap
       '--mode=eval',
       f'--config.data.data_dir={data_dir}',
       *TINY,
-    ]
+    ],
+    fast_compile=True,
   )
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
   print(result.stdout)

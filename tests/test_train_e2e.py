@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -13,7 +14,27 @@ from conftest import run_module as _run
 from conftest import train as _train
 
 
-def test_eight_devices_match_one_device(tmp_path, data_dir):
+# The float64 runs of the 8-devices-vs-1 test; the resume test's uninterrupted run is the 1-device one. All compiled
+# fast (`conftest.FAST_COMPILE`; the resumed run must compile as the uninterrupted one): the 8-device test took 116
+# instead of 142 s on the 2-core VM.
+_FLOAT64_RUN = (
+  '--config.batch_size=48',
+  '--config.total_steps=20',
+  '--config.model.dtype=float64',
+  '--config.model.param_dtype=float64',
+)
+
+
+@pytest.fixture(scope='module')
+def one_device_run(tmp_path_factory, data_dir):
+  """20 steps of demo:tiny on 1 device in float64 (batch 48), checkpointed at steps 10 and 20, no evaluation."""
+  workdir = tmp_path_factory.mktemp('one_device') / 'run'
+  overrides = (*_FLOAT64_RUN, '--config.checkpoint_every_steps=10', '--config.eval_every_steps=0')
+  _train(workdir, data_dir, *overrides, fast_compile=True)
+  return workdir
+
+
+def test_eight_devices_match_one_device(tmp_path, data_dir, one_device_run):
   """20 free-running steps on 8 devices (4×2 data×fsdp) and on 1 give the same losses, in float64.
 
   In float32 the two runs differ first by rounding only (the sharded reductions sum in another order: <= 2.3e-7
@@ -22,19 +43,10 @@ def test_eight_devices_match_one_device(tmp_path, data_dir):
   "8 devices vs 1"). In float64 the same code, data and meshes start ~1e9 times closer and stay within 4.2e-12
   (measured), so a sharding mistake of any size shows. The float32 step is held to 1e-6 at every state of a run
   by `test_sharded_step_matches_one_device_along_the_run`."""
-  # One checkpoint (at the end); only the sharded run evaluates (the 1-device evaluation is covered elsewhere).
-  common = (
-    '--config.batch_size=48',
-    '--config.total_steps=20',
-    '--config.checkpoint_every_steps=20',
-    '--config.model.dtype=float64',
-    '--config.model.param_dtype=float64',
-  )
-  one, eight = tmp_path / 'one', tmp_path / 'eight'
-  _train(one, data_dir, *common, '--config.eval_every_steps=0', devices=1)
-  _train(
-    eight, data_dir, *common, '--config.eval_every_steps=20', '--config.mesh.data=4', '--config.mesh.fsdp=2', devices=8
-  )
+  # Only the sharded run evaluates (the 1-device evaluation is covered elsewhere), with one checkpoint (at the end).
+  one, eight = one_device_run, tmp_path / 'eight'
+  sharded = (*_FLOAT64_RUN, '--config.checkpoint_every_steps=20', '--config.eval_every_steps=20')
+  _train(eight, data_dir, *sharded, '--config.mesh.data=4', '--config.mesh.fsdp=2', devices=8, fast_compile=True)
   losses_one, losses_eight = _losses(one), _losses(eight)
   assert sorted(losses_one) == list(range(1, 21))
   assert losses_one[20] < 0.95 * losses_one[1]  # it trained
@@ -49,7 +61,7 @@ def test_eight_devices_match_one_device(tmp_path, data_dir):
   # The same command again (`make demo` twice): nothing to compile or train; it repeats the last evaluation.
   records = (eight / 'metrics.jsonl').read_text()
   again = _train(
-    eight, data_dir, *common, '--config.eval_every_steps=20', '--config.mesh.data=4', '--config.mesh.fsdp=2', devices=8
+    eight, data_dir, *sharded, '--config.mesh.data=4', '--config.mesh.fsdp=2', devices=8, fast_compile=True
   )
   assert 'compiled train step' not in again.stdout and (eight / 'metrics.jsonl').read_text() == records
   assert "already trained to step 20; its evaluation at step 20: " in again.stdout
@@ -108,17 +120,17 @@ def test_sharded_step_matches_one_device_along_the_run(data_dir):
   np.testing.assert_allclose(free[:, 0], one[:, 0], rtol=1e-2)
 
 
-def test_resumed_run_matches_uninterrupted_run(tmp_path, data_dir):
+def test_resumed_run_matches_uninterrupted_run(tmp_path, data_dir, one_device_run):
   """A run ended at its step-10 checkpoint and re-run to step 20 resumes there and gives the uninterrupted run's losses
-  bit for bit (same process layout, same programs: nothing may differ)."""
-  common = ('--config.eval_every_steps=0', '--config.checkpoint_every_steps=10')
-  full, resumed = tmp_path / 'full', tmp_path / 'resumed'
-  _train(full, data_dir, '--config.total_steps=20', *common)
-  _train(resumed, data_dir, '--config.total_steps=10', *common)
-  second = _train(resumed, data_dir, '--config.total_steps=20', *common)
+  bit for bit (the 8-devices test's 1-device float64 run: same process layout, same programs, nothing may differ)."""
+  overrides = [o for o in _FLOAT64_RUN if not o.startswith('--config.total_steps')]
+  common = (*overrides, '--config.eval_every_steps=0', '--config.checkpoint_every_steps=10')
+  resumed = tmp_path / 'resumed'
+  _train(resumed, data_dir, '--config.total_steps=10', *common, fast_compile=True)
+  second = _train(resumed, data_dir, '--config.total_steps=20', *common, fast_compile=True)
   assert 'done: step 20/20 in ' in second.stdout
   assert_resumed(second.stdout, resumed, 10, 20)
-  losses_full, losses_resumed = _losses(full), _losses(resumed)
+  losses_full, losses_resumed = _losses(one_device_run), _losses(resumed)
   assert [losses_resumed[step] for step in range(11, 21)] == [losses_full[step] for step in range(11, 21)]
 
 
@@ -225,7 +237,8 @@ def test_diverging_run_stops_with_one_line_error_before_saving_it(tmp_path, data
       '--config.optim.grad_clip=0',
       '--config.checkpoint_every_steps=1',
       '--config.eval_every_steps=0',
-    ]
+    ],
+    fast_compile=True,  # `conftest.FAST_COMPILE`: a program of its own (the lr is a constant in it) for two steps
   )
   line = _error_line(result)
   step = int(re.search(r'diverged at step (\d+): train/loss nan', line).group(1))
@@ -234,25 +247,32 @@ def test_diverging_run_stops_with_one_line_error_before_saving_it(tmp_path, data
   assert f'last checkpoint is step {step - 1}' in line and 'optim.lr' in line
 
 
-def test_resuming_with_another_model_is_one_line_error(tmp_path, data_dir):
-  _train(tmp_path, data_dir, '--config.total_steps=2', '--config.eval_every_steps=0')
+def test_resuming_with_another_model_is_one_line_error(tmp_path, data_dir, one_device_run):
+  """Resuming a run (a copy of the 20-step float64 run above) with another model width, and starting a new run
+  from it (`init_from`) with that width, end with one line each."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(one_device_run, workdir)
+  # The run's own settings but for the width: the line names that change.
+  run_overrides = [o for o in _FLOAT64_RUN if not o.startswith('--config.total_steps')]
+  run_overrides += ['--config.checkpoint_every_steps=10', '--config.eval_every_steps=0']
   # (--mode=eval runs the same check before its restore.)
   result = _run(
     [
       '-m',
       'posebh_jax.main',
       '--config=configs/demo.py:tiny',
-      f'--workdir={tmp_path}',
+      f'--workdir={workdir}',
       f'--config.data.data_dir={data_dir}',
-      '--config.total_steps=4',
+      *run_overrides,
+      '--config.total_steps=40',
       '--config.model.width=48',
     ]
   )
   line = _error_line(result)
-  assert 'checkpoints/2 holds another model' in line and 'model.width: 32 -> 48' in line, line
-  assert 'is saved as (32,) float32, this config has (48,) float32' in line, line
+  assert 'checkpoints/20 holds another model' in line and 'model.width: 32 -> 48' in line, line
+  assert 'is saved as (32,) float64, this config has (48,) float64' in line, line
   # The workdir still describes the run its checkpoints came from.
-  assert json.loads((tmp_path / 'config.json').read_text())['model']['width'] == 32
+  assert json.loads((workdir / 'config.json').read_text())['model']['width'] == 32
   # Starting a new run from it (init_from) with another width: one line too (was a broadcast traceback).
   result = _run(
     [
@@ -261,14 +281,15 @@ def test_resuming_with_another_model_is_one_line_error(tmp_path, data_dir):
       '--config=configs/demo.py:tiny',
       f'--workdir={tmp_path / "new"}',
       f'--config.data.data_dir={data_dir}',
-      '--config.total_steps=4',
+      *run_overrides,
+      '--config.total_steps=40',
       '--config.model.width=48',
-      f'--config.init_from={tmp_path}',
+      f'--config.init_from={workdir}',
     ]
   )
   line = _error_line(result)
   assert line.startswith(
-    f'error: config.init_from: {tmp_path} holds another architecture than this config builds (params/backbone/'
+    f'error: config.init_from: {workdir} holds another architecture than this config builds (params/backbone/'
   ), line
   assert 'is (32,) there and (48,) here' in line and 'more differ' in line, line
 

@@ -143,6 +143,7 @@ def test_transfer_run_end_to_end(posebh_workdir, data_dir, tmp_path):
     '--config.viz_formats=True',
     f'--config.init_from={posebh_workdir}',
     config='configs/demo.py:tiny,transfer',
+    fast_compile=True,  # `conftest.FAST_COMPILE`: 3 steps, whose time is mostly compilation
   )
   assert 'partly fresh: head_smpl24' in result.stdout  # its deconvolutions start as COCO's, its last conv fresh
   source, _ = checkpoint.read_state(posebh_workdir)
