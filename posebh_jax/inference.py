@@ -45,22 +45,13 @@ DEFAULT_BATCH_SIZE = 16
 def run_directory(path: str) -> str:
   """The run directory (the one holding `config.json`) of `path`: a workdir, its `checkpoints/` directory or one
   step's directory. Raises UserError when none of them holds a config.json."""
-  found = workdir_lib.run_directory(path)
-  if found is None:
-    raise UserError(
-      f'{os.path.abspath(os.path.expanduser(path))}: no config.json here or above it; pass a workdir of '
-      '`python -m posebh_jax.main`, a directory that `python -m posebh_jax.convert` wrote, or one of their '
-      'checkpoints/<step> directories'
-    )
-  return found
+  return workdir_lib.find_run_directory(path)
 
 
 def load_run_config(path: str) -> ml_collections.ConfigDict:
-  """The config a run (or the converter) wrote to `config.json` in `path`'s run directory."""
-  run_config = workdir_lib.read_run_config(run_directory(path))
-  if run_config is None:
-    raise UserError(f'{run_directory(path)}/config.json cannot be read as JSON')
-  return ml_collections.ConfigDict(run_config)
+  """The config a run (or the converter) wrote to `config.json` in `path`'s run directory (`workdir.load_run_config`:
+  one-line errors for none, not JSON, not a run config)."""
+  return workdir_lib.load_run_config(path)
 
 
 def write_weights(workdir: str, config, variables: Mapping[str, Any], step: int = 0) -> str:
@@ -205,8 +196,6 @@ class Predictor:
       checkpoint_lib.resolve_checkpoint(source)
     except FileNotFoundError as e:
       raise UserError(str(e)) from None
-    if 'model' not in config or 'data' not in config:
-      raise UserError(f'{run_directory(path)}/config.json is not a run config (no model or data section)')
     if dtype is not None:
       if dtype not in ('float32', 'bfloat16'):
         raise UserError(f"dtype '{dtype}' is not a compute dtype of the model; use float32 or bfloat16")

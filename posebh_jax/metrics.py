@@ -12,6 +12,22 @@ import jax
 import numpy as np
 
 
+@contextlib.contextmanager
+def _without_torch():
+  """Hides PyTorch from imports made inside (where it is installed but not yet imported): tensorboardX imports it
+  when it can (2-3 s of a run's start on a CPU) only to accept torch tensors, and the writer is given floats."""
+  import sys
+
+  if 'torch' in sys.modules:
+    yield
+    return
+  sys.modules['torch'] = None  # an import of it raises ImportError, which tensorboardX tolerates
+  try:
+    yield
+  finally:
+    del sys.modules['torch']
+
+
 class MetricWriter:
   """Appends `{"step": s, name: value}` lines to DIR/metrics.jsonl and mirrors scalars to TensorBoard."""
 
@@ -22,7 +38,8 @@ class MetricWriter:
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
       try:
-        from tensorboardX import SummaryWriter
+        with _without_torch():
+          from tensorboardX import SummaryWriter
 
         self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
       except ImportError:  # TensorBoard output is optional

@@ -1,5 +1,6 @@
 """The run directory's own files besides checkpoints and metrics: `config.json` written at start, read back to
-compare a resumed run's config with the one that started it, and by `init_from` to learn a source run's datasets."""
+compare a resumed run's config with the one that started it, by `init_from` to learn a source run's datasets, and by
+everything that rebuilds a saved run's model (`load_run_config`: inference, teachers, pictures, the ACAE fit)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import json
 import os
 
 import jax
+import ml_collections
 from flax import traverse_util
+
+from posebh_jax.errors import UserError
+
+_NO_RUN_HINT = (
+  'pass a workdir of `python -m posebh_jax.main`, a directory that `python -m posebh_jax.convert` wrote, or one of '
+  'their checkpoints/<step> directories'
+)
 
 
 def write_config(config, workdir: str):
@@ -26,6 +35,35 @@ def run_directory(path: str) -> str | None:
     if os.path.isfile(os.path.join(candidate, 'config.json')):
       return candidate
   return None
+
+
+def find_run_directory(path: str, hint: str = _NO_RUN_HINT) -> str:
+  """`run_directory(path)`; raises UserError (one line ending with `hint`) when there is none."""
+  found = run_directory(path)
+  if found is None:
+    raise UserError(f'{os.path.abspath(os.path.expanduser(path))}: no config.json here or above it; {hint}')
+  return found
+
+
+def load_run_config(path: str, hint: str = _NO_RUN_HINT) -> ml_collections.ConfigDict:
+  """The config that a run (or the converter) wrote to config.json in `path`'s run directory (`run_directory`),
+  JSON lists as tuples (as the config files write them). Raises UserError (one line) when there is none (ending
+  with `hint`), it is not JSON, or it has no model or data section."""
+  run_dir = find_run_directory(path, hint)
+  config = read_run_config(run_dir)
+  if config is None:
+    raise UserError(f'{run_dir}/config.json cannot be read as JSON')
+  if not isinstance(config, dict) or 'model' not in config or 'data' not in config:
+    raise UserError(f'{run_dir}/config.json is not a run config (no model or data section)')
+  return ml_collections.ConfigDict(_tuples(config))
+
+
+def _tuples(value):
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  return value
 
 
 def read_run_config(workdir: str) -> dict | None:

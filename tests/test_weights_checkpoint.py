@@ -69,5 +69,8 @@ def test_predictor_errors_are_one_line(tmp_path):
   with pytest.raises(UserError, match='no config.json'):
     inference.Predictor.load(str(tmp_path))
   (tmp_path / 'config.json').write_text(json.dumps({'not': 'a run'}))
+  with pytest.raises(UserError, match=r'config.json is not a run config \(no model or data section\)'):
+    inference.Predictor.load(str(tmp_path))
+  (tmp_path / 'config.json').write_text(json.dumps({'model': {}, 'data': {}}))
   with pytest.raises(UserError, match='no checkpoint'):
     inference.Predictor.load(str(tmp_path))

@@ -18,7 +18,7 @@ from ml_collections import config_flags
 from data_pipeline.errors import DatasetNotFoundError
 from posebh_jax.acae import defaults
 from posebh_jax.errors import UserError
-from posebh_jax.viz import common as viz_common
+from posebh_jax import workdir as workdir_lib
 
 _USAGE = 'usage: python -m posebh_jax.acae --workdir=<a 3D or joint run> [--data_dir=DIR] [--config.acae.<key>=VALUE]'
 
@@ -38,15 +38,11 @@ def load_run_config(workdir: str):
   """The config of the run in `workdir` (its config.json, JSON lists as tuples). Raises UserError when there is
   none or it is not a run config; a missing `acae` section (a run made before it existed) or key gets the defaults
   (`posebh_jax/acae/defaults.py`)."""
+  hint = 'pass the --workdir of a 3D or joint run of `python -m posebh_jax.main`'
   path = os.path.join(os.path.abspath(os.path.expanduser(workdir)), 'config.json')
-  if not os.path.isfile(path):
-    raise UserError(f'{path} does not exist; pass the --workdir of a 3D or joint run of `python -m posebh_jax.main`')
-  try:
-    config = viz_common.load_run_config(os.path.dirname(path))
-  except ValueError:
-    raise UserError(f'{path} cannot be read as JSON') from None
-  if 'model' not in config or 'data' not in config:
-    raise UserError(f'{path} is not a run config (no model or data section)')
+  if not os.path.isfile(path):  # the fit writes into the run directory itself, not one above `workdir`
+    raise UserError(f'{path} does not exist; {hint}')
+  config = workdir_lib.load_run_config(workdir, hint)
   # A run made before config.acae existed (or with fewer keys) gets the defaults.
   acae = dict(defaults.ACAE)
   acae.update(config.get('acae', {}) or {})

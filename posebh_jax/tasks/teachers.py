@@ -78,10 +78,10 @@ def load_teacher(name: str, path: str, student_config, groups: int) -> Teacher:
   run_dir = workdir_lib.run_directory(path)
   if run_dir is None:
     raise UserError(_train_hint(name, path))
-  raw = workdir_lib.read_run_config(run_dir)
-  if raw is None or 'model' not in raw or 'data' not in raw:
-    raise UserError(f'config.distill.teachers.{name}: {run_dir}/config.json is not a run config')
-  config = ml_collections.ConfigDict(raw)
+  try:
+    config = workdir_lib.load_run_config(run_dir)
+  except UserError as e:
+    raise UserError(f'config.distill.teachers.{name}: {e}') from None
   candidates = [
     n
     for n in config.data.order

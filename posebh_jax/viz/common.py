@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import cv2
-import ml_collections
 import numpy as np
 
 # Distinct RGB colours (Tableau 10 and a few more), one per dataset in config order.
@@ -30,24 +28,6 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 def colour(index: int) -> tuple[int, int, int]:
   """RGB colour of the index-th dataset (the palette repeats after 12)."""
   return PALETTE[index % len(PALETTE)]
-
-
-def _tuples(value):
-  if isinstance(value, list):
-    return tuple(_tuples(v) for v in value)
-  if isinstance(value, dict):
-    return {k: _tuples(v) for k, v in value.items()}
-  return value
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run wrote to `workdir/config.json` (JSON lists become tuples, as in the config files).
-  Raises FileNotFoundError naming the file when the workdir has none."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} does not exist; pass the --workdir of a training run')
-  with open(path) as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
 
 
 def label(

@@ -25,6 +25,7 @@ from data_pipeline import pipeline
 from posebh_jax import checkpoint
 from posebh_jax import codecs
 from posebh_jax import skeletons
+from posebh_jax import workdir as workdir_lib
 from posebh_jax.models import pose_model
 from posebh_jax.viz import common
 
@@ -142,7 +143,7 @@ def draw_workdir(
 ) -> str:
   """Restores the latest checkpoint of `workdir`, draws the picture and writes it (default
   DIR/viz/formats_step<step>.png); returns its path."""
-  config = common.load_run_config(workdir)
+  config = workdir_lib.load_run_config(workdir, hint='pass the --workdir of a training run')
   if data_dir:
     config.data.data_dir = data_dir
   state, step = checkpoint.read_state(workdir)

@@ -20,6 +20,7 @@ import numpy as np
 
 from posebh_jax import checkpoint
 from posebh_jax import skeletons
+from posebh_jax import workdir as workdir_lib
 from posebh_jax.viz import common
 
 METHODS = ('pca', 'tsne')
@@ -194,7 +195,7 @@ def draw_workdir(workdir: str, out: str | None = None, method: str = 'pca', seed
   FileNotFoundError (no checkpoint / config) and ValueError (no prototypes, bad method)."""
   if method not in METHODS:
     raise ValueError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
-  config = common.load_run_config(workdir)
+  config = workdir_lib.load_run_config(workdir, hint='pass the --workdir of a training run')
   state, step = checkpoint.read_state(workdir)
   prototypes = (state.get('extra') or {}).get('prototypes')
   if prototypes is None:
