@@ -233,12 +233,16 @@ class StepRunner:
 
 
 def interleaved_times(runners, steps: int, rounds: int = 3, labels=()) -> list[float]:
-  """Median seconds per step of each runner over `rounds` rounds that take the runners in turn, so that a
-  drift of the machine's speed (a shared VM's, a GPU's clocks) affects all of them alike. With `labels` (one per
+  """Median seconds per step of each runner over `rounds` rounds that take the runners in turn (each after one
+  untimed step), so that a drift of the machine's speed (a shared VM's, a GPU's clocks) affects all of them alike. With `labels` (one per
   runner) it also prints every round's milliseconds: a median of two rounds is their mean, so an outlier shows."""
   times = [[] for _ in runners]
   for _ in range(rounds):
     for index, runner in enumerate(runners):
+      # One untimed step first: on the 2-core VM the first steps after PyTorch's ran up to 1.7x slower (B/16: the
+      # multi-dataset step's round before any torch step 2.9 s, the rounds after them 4.8 and 5.0 s; with this
+      # step 2.4 s in every round; docs/MEASUREMENTS.md), which charged one runner for another's aftermath.
+      runner.run(1)
       times[index].append(runner.run(steps))
   if labels:
     print(
