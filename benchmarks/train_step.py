@@ -234,8 +234,9 @@ class StepRunner:
 
 def interleaved_times(runners, steps: int, rounds: int = 3, labels=()) -> list[float]:
   """Median seconds per step of each runner over `rounds` rounds that take the runners in turn (each after one
-  untimed step), so that a drift of the machine's speed (a shared VM's, a GPU's clocks) affects all of them alike. With `labels` (one per
-  runner) it also prints every round's milliseconds: a median of two rounds is their mean, so an outlier shows."""
+  untimed step), so that a drift of the machine's speed (a shared VM's, a GPU's clocks) affects all of them alike.
+  With `labels` (one per runner) it also prints every round's milliseconds: a median of two rounds is their mean,
+  so an outlier shows."""
   times = [[] for _ in runners]
   for _ in range(rounds):
     for index, runner in enumerate(runners):

@@ -16,9 +16,9 @@ from absl import logging
 from ml_collections import config_flags
 
 from data_pipeline.errors import DatasetNotFoundError
+from posebh_jax import workdir as workdir_lib
 from posebh_jax.acae import defaults
 from posebh_jax.errors import UserError
-from posebh_jax import workdir as workdir_lib
 
 _USAGE = 'usage: python -m posebh_jax.acae --workdir=<a 3D or joint run> [--data_dir=DIR] [--config.acae.<key>=VALUE]'
 
