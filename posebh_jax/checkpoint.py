@@ -112,6 +112,18 @@ def resolve_checkpoint(path: str) -> tuple[str, int]:
   return path, max(steps)
 
 
+def checkpoint_source(path: str, run_dir: str) -> str:
+  """Where a saved run's weights are read from: `path` where it names checkpoints itself (a workdir, its
+  `checkpoints/` or one step's directory), else `run_dir`, the run directory found at or above it. Raises
+  FileNotFoundError (`resolve_checkpoint`'s, about `run_dir`) when that holds no checkpoint either."""
+  try:
+    resolve_checkpoint(path)
+    return path
+  except FileNotFoundError:
+    resolve_checkpoint(run_dir)
+    return run_dir
+
+
 def read_state(path: str, items: tuple[str, ...] | None = None) -> tuple[dict, int]:
   """Reads a checkpointed train state (any run of this project, or a weights-only checkpoint) onto the first local
   device, as saved; with `items` only those top-level entries (e.g. `MODEL_ITEMS`) are read.

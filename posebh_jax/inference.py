@@ -191,9 +191,8 @@ class Predictor:
     directory, or the converter's or exporter's output. `dtype` ('float32', 'bfloat16') overrides the compute
     dtype the run was configured with."""
     config = load_run_config(path)
-    source = path if _has_checkpoints(path) else run_directory(path)
     try:
-      checkpoint_lib.resolve_checkpoint(source)
+      source = checkpoint_lib.checkpoint_source(path, run_directory(path))
     except FileNotFoundError as e:
       raise UserError(str(e)) from None
     if dtype is not None:
@@ -407,11 +406,3 @@ class Predictor:
     (batch,) = jax.export.symbolic_shape('batch')
     spec = jax.ShapeDtypeStruct((batch, image_h, image_w, 3), jnp.uint8)
     return jax.export.export(jax.jit(heatmaps), platforms=tuple(platforms) if platforms else None)(spec)
-
-
-def _has_checkpoints(path: str) -> bool:
-  try:
-    checkpoint_lib.resolve_checkpoint(path)
-    return True
-  except FileNotFoundError:
-    return False

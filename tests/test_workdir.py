@@ -6,6 +6,7 @@ import json
 import pytest
 
 from configs import demo
+from posebh_jax import checkpoint
 from posebh_jax import workdir as workdir_lib
 from posebh_jax.errors import UserError
 from posebh_jax.tasks import teachers as teachers_lib
@@ -40,3 +41,18 @@ def test_errors_are_one_line(tmp_path):
   student = demo.get_config('tiny,distill')
   with pytest.raises(UserError, match=r'^config.distill.teachers.coco: .*config.json is not a run config'):
     teachers_lib.load_teacher('coco', str(tmp_path), student, groups=1)
+
+
+def test_weights_are_read_from_the_path_or_else_its_run_directory(tmp_path):
+  """`checkpoint.checkpoint_source` (Predictor.load and teachers): a path that names checkpoints itself is used as it
+  is; another path inside a run (here its eval/) falls back to the run directory; a run without checkpoints raises
+  FileNotFoundError about the run directory."""
+  (tmp_path / 'checkpoints' / '7' / 'state').mkdir(parents=True)
+  (tmp_path / 'eval').mkdir()
+  step_dir = str(tmp_path / 'checkpoints' / '7')
+  assert checkpoint.checkpoint_source(step_dir, str(tmp_path)) == step_dir
+  assert checkpoint.checkpoint_source(str(tmp_path / 'eval'), str(tmp_path)) == str(tmp_path)
+  empty = tmp_path / 'empty'
+  (empty / 'eval').mkdir(parents=True)
+  with pytest.raises(FileNotFoundError, match=f'no checkpoint under {empty}'):
+    checkpoint.checkpoint_source(str(empty / 'eval'), str(empty))

@@ -95,11 +95,7 @@ def load_teacher(name: str, path: str, student_config, groups: int) -> Teacher:
     )
   dataset = candidates[0]
   try:
-    checkpoint_lib.resolve_checkpoint(path)
-    source = path
-  except FileNotFoundError:
-    source = run_dir
-  try:
+    source = checkpoint_lib.checkpoint_source(path, run_dir)
     state, step = checkpoint_lib.read_state(source, items=('params', 'batch_stats'))
   except FileNotFoundError:
     raise UserError(_train_hint(name, path)) from None
