@@ -1,8 +1,10 @@
 """The goodput account of a run (`metrics.Goodput`) on a hand-driven clock: each category gets exactly the seconds
-spent in it, the train step the rest of the loop, startup the time before it, and the shares sum to 1."""
+spent in it, the train step the rest of the loop, startup the time before it, and the shares sum to 1; and the
+metric writer's TensorBoard mirror."""
 
 import pytest
 
+from conftest import run_module
 from posebh_jax import metrics
 
 
@@ -49,3 +51,22 @@ def test_a_failing_body_is_still_counted():
       clock.now += 2.5
       raise RuntimeError('evaluation failed')
   assert goodput.seconds['eval'] == pytest.approx(2.5)
+
+
+def test_metric_writer_writes_tensorboard_without_importing_torch(tmp_path):
+  """The TensorBoard mirror (tensorboardX) is written without importing PyTorch, which tensorboardX imports where it
+  can (2-3 s of every run's start on a CPU). In a fresh process: the test session may have imported torch."""
+  pytest.importorskip('tensorboardX')
+  script = (
+    'import sys\n'
+    'from posebh_jax import metrics\n'
+    f'writer = metrics.MetricWriter({str(tmp_path)!r})\n'
+    "writer.write(3, {'train/loss': 0.5})\n"
+    'writer.close()\n'
+    "print('torch' in sys.modules)\n"
+  )
+  result = run_module(['-c', script])
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip().splitlines()[-1] == 'False'
+  assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
+  assert (tmp_path / 'metrics.jsonl').read_text().strip() == '{"step": 3, "train/loss": 0.5}'
